@@ -1,0 +1,61 @@
+//! The shared vocabulary of the msp crates.
+//!
+//! `msp-core` holds what every other msp crate agrees on, so that
+//! `msp-resilience`, `msp-discovery`, `msp-config` and `msp-saga` never need to
+//! depend on each other:
+//!
+//! - [`instance`]: [`ServiceName`], [`InstanceId`] and [`Instance`], validated
+//!   on construction and on deserialization.
+//! - [`classify`]: the [`Classify`] trait deciding whether a response or error
+//!   is a success, a failure or to be ignored, with HTTP and gRPC classifiers.
+//!   Circuit breakers, retries, outlier ejection and metrics all use it.
+//! - [`backoff`]: exponential backoff with full, equal and decorrelated jitter.
+//! - [`observe`]: RED metrics and W3C trace-context layers.
+//! - [`health`]: a registry of component checks served on `/health/live` and
+//!   `/health/ready`.
+//! - [`shutdown`]: a graceful-shutdown coordinator with ordered hooks and a
+//!   bounded drain of in-flight requests.
+//!
+//! # Example
+//!
+//! ```
+//! use msp_core::{Instance, ServiceName};
+//! use msp_core::backoff::{Backoff, Jitter};
+//! use std::time::Duration;
+//!
+//! let service = ServiceName::new("order-service")?;
+//! let instance = Instance::builder(service, "127.0.0.1:8080".parse()?)
+//!     .zone("eu-west-1a")
+//!     .weight(2)
+//!     .build()?;
+//! assert_eq!(instance.service().as_str(), "order-service");
+//!
+//! let backoff = Backoff::builder()
+//!     .initial(Duration::from_millis(100))
+//!     .max_delay(Duration::from_secs(5))
+//!     .max_attempts(4)
+//!     .jitter(Jitter::Full)
+//!     .build()?;
+//! assert_eq!(backoff.iter().count(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod backoff;
+pub mod classify;
+pub mod health;
+pub mod instance;
+pub mod observe;
+pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use classify::{Classify, Outcome};
+pub use instance::{Instance, InstanceId, ServiceName};
+
+/// A type-erased error, the error type most msp middleware returns.
+///
+/// The same alias as `tower::BoxError`, so errors flow between tower and msp
+/// layers without conversion.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

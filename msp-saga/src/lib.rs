@@ -1,0 +1,8 @@
+//! Durable sagas, transactional outbox, idempotent inbox, event sourcing.
+//!
+//! (Crate documentation is written as the modules land.)
+
+pub mod eventstore;
+pub mod inbox;
+pub mod outbox;
+pub mod saga;

@@ -9,7 +9,7 @@
 //! | backend | variable | default |
 //! |---|---|---|
 //! | etcd | `MSP_ETCD_ENDPOINT` | `http://127.0.0.1:23790` |
-//! | PostgreSQL | `MSP_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
+//! | PostgreSQL | `MSP_POSTGRES_URL` | `postgres://postgres:postgres@127.0.0.1:5432/postgres` |
 //! | Redis | `MSP_REDIS_URL` | `redis://127.0.0.1:6379` |
 //! | NATS | `MSP_NATS_URL` | `nats://127.0.0.1:4222` |
 //!
@@ -56,7 +56,7 @@ impl Backend {
     pub fn default_url(self) -> &'static str {
         match self {
             Backend::Etcd => "http://127.0.0.1:23790",
-            Backend::Postgres => "postgres://postgres@127.0.0.1:5432/postgres",
+            Backend::Postgres => "postgres://postgres:postgres@127.0.0.1:5432/postgres",
             Backend::Redis => "redis://127.0.0.1:6379",
             Backend::Nats => "nats://127.0.0.1:4222",
         }

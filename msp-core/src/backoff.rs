@@ -197,7 +197,8 @@ impl Backoff {
     /// `max_delay`.
     pub fn exponential(&self, attempt: u32) -> Duration {
         let max = self.max_delay.as_secs_f64();
-        let exp = self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(i32::MAX as u32) as i32);
+        let exp =
+            self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(i32::MAX as u32) as i32);
         // `exp` may be +inf after many attempts; `min` brings it back under max.
         Duration::from_secs_f64(exp.min(max).max(0.0))
     }
@@ -355,7 +356,11 @@ impl<R: Rng> Iterator for BackoffIter<R> {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        if self.policy.max_attempts.is_some_and(|max| self.attempt >= max) {
+        if self
+            .policy
+            .max_attempts
+            .is_some_and(|max| self.attempt >= max)
+        {
             return None;
         }
         let exp = self.policy.exponential(self.attempt);

@@ -389,10 +389,11 @@ impl InstanceBuilder {
 }
 
 fn parse_addr(addr: &str) -> Result<SocketAddr, InvalidInstance> {
-    addr.parse().map_err(|e: std::net::AddrParseError| InvalidInstance::BadAddress {
-        addr: addr.to_owned(),
-        reason: e.to_string(),
-    })
+    addr.parse()
+        .map_err(|e: std::net::AddrParseError| InvalidInstance::BadAddress {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// The wire form of [`Instance`]; validated by `TryFrom`.

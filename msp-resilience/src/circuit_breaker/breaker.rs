@@ -1,0 +1,790 @@
+//! The shared breaker state and its non-tower API.
+
+use super::config::{CircuitBreakerConfig, Mode, SlidingWindow};
+use super::error::{CallError, CircuitOpen};
+use super::window::{Counts, Padded, Window};
+use msp_core::classify::Outcome;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls flow; outcomes are recorded in the sliding window.
+    Closed,
+    /// Calls are rejected until the open duration has passed.
+    Open,
+    /// A bounded number of probe calls decide between closed and open.
+    HalfOpen,
+}
+
+impl State {
+    fn from_bits(bits: u64) -> State {
+        match bits & STATE_MASK {
+            1 => State::Open,
+            2 => State::HalfOpen,
+            _ => State::Closed,
+        }
+    }
+
+    fn to_bits(self) -> u64 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        }
+    }
+
+    /// The value of the `msp_circuit_breaker_state` gauge: 0, 1 or 2.
+    pub fn as_gauge(self) -> f64 {
+        self.to_bits() as f64
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Why the breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The failure rate (percent) reached the threshold.
+    FailureRate(f64),
+    /// The slow-call rate (percent) reached the threshold.
+    SlowCallRate(f64),
+    /// This many failures in a row.
+    ConsecutiveFailures(u32),
+    /// The open duration passed.
+    OpenElapsed,
+    /// The half-open probes passed.
+    ProbesSucceeded,
+    /// The half-open probes failed (failure or slow-call rate).
+    ProbesFailed,
+    /// The breaker stayed half-open longer than `max_wait_in_half_open`.
+    HalfOpenTimeout,
+    /// [`Breaker::set_mode`] was called.
+    ModeChanged(Mode),
+}
+
+/// A state transition, sent on the channel of [`Breaker::subscribe`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    /// The breaker's configured name.
+    pub breaker: Arc<str>,
+    /// The state before.
+    pub from: State,
+    /// The state after.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+    /// How long the breaker stays open, for transitions to [`State::Open`]
+    /// in [`Mode::Normal`] or [`Mode::MetricsOnly`].
+    pub open_for: Option<Duration>,
+}
+
+/// Figures of the sliding window, from [`Breaker::snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// The state.
+    pub state: State,
+    /// The mode.
+    pub mode: Mode,
+    /// Calls recorded in the window.
+    pub calls: u64,
+    /// Failed calls in the window.
+    pub failures: u64,
+    /// Slow calls in the window.
+    pub slow_calls: u64,
+    /// Failures in a row, right now.
+    pub consecutive_failures: u32,
+    /// Trips since the breaker last closed.
+    pub trips: u32,
+}
+
+impl Snapshot {
+    /// Failure rate in percent (0 with no calls).
+    pub fn failure_rate(&self) -> f64 {
+        rate(self.failures, self.calls)
+    }
+
+    /// Slow-call rate in percent (0 with no calls).
+    pub fn slow_call_rate(&self) -> f64 {
+        rate(self.slow_calls, self.calls)
+    }
+}
+
+fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+// The state word: bits 0-1 state, bits 2-4 mode, bits 8.. generation. In
+// the closed state of the normal mode its low byte is zero, so admission is
+// one load and one test.
+const STATE_MASK: u64 = 0b11;
+const MODE_SHIFT: u32 = 2;
+const GEN_SHIFT: u32 = 8;
+const FAST_MASK: u64 = (1 << GEN_SHIFT) - 1;
+
+fn pack(state: State, mode: Mode, generation: u64) -> u64 {
+    state.to_bits() | (mode.to_bits() << MODE_SHIFT) | (generation << GEN_SHIFT)
+}
+
+fn mode_of(word: u64) -> Mode {
+    Mode::from_bits((word & FAST_MASK) >> MODE_SHIFT)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Recorded in the closed-state window.
+    Closed,
+    /// A half-open probe.
+    Probe,
+    /// Counted in metrics only.
+    Counted,
+    /// Not recorded at all.
+    Untracked,
+}
+
+/// What an admitted call carries until its outcome is recorded.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    generation: u64,
+    kind: Kind,
+    start: Option<Instant>,
+}
+
+struct Metrics {
+    state: metrics::Gauge,
+    success: metrics::Counter,
+    failure: metrics::Counter,
+    ignored: metrics::Counter,
+    rejected: metrics::Counter,
+}
+
+impl Metrics {
+    fn new(name: &str) -> Self {
+        let name = name.to_owned();
+        let calls = |outcome: &'static str| metrics::counter!("msp_circuit_breaker_calls_total", "breaker" => name.clone(), "outcome" => outcome);
+        Metrics {
+            state: metrics::gauge!("msp_circuit_breaker_state", "breaker" => name.clone()),
+            success: calls("success"),
+            failure: calls("failure"),
+            ignored: calls("ignored"),
+            rejected: metrics::counter!("msp_circuit_breaker_rejected_total", "breaker" => name.clone()),
+        }
+    }
+
+    #[inline]
+    fn call(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.success.increment(1),
+            Outcome::Failure => self.failure.increment(1),
+            Outcome::Ignored => self.ignored.increment(1),
+        }
+    }
+}
+
+struct Probes {
+    issued: AtomicU32,
+    completed: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+struct Transitions {
+    trips: u32,
+}
+
+pub(crate) struct Shared {
+    word: Padded<AtomicU64>,
+    window: Window,
+    consecutive: Padded<AtomicU32>,
+    probes: Padded<Probes>,
+    open_until: AtomicU64,
+    half_open_since: AtomicU64,
+    transitions: Mutex<Transitions>,
+    base: Instant,
+    clock_per_call: bool,
+    minimum: u64,
+    name: Arc<str>,
+    config: CircuitBreakerConfig,
+    events: broadcast::Sender<StateChange>,
+    metrics: Metrics,
+}
+
+/// A circuit breaker: one state shared by every clone.
+///
+/// The [`CircuitBreakerLayer`](super::CircuitBreakerLayer) wraps services
+/// with it; non-tower code uses [`try_acquire`](Breaker::try_acquire) (a
+/// permit to record an outcome on) or [`call`](Breaker::call).
+///
+/// Cloning is cheap (an `Arc`); clones share the state.
+///
+/// # Example
+///
+/// ```
+/// use msp_core::classify::Outcome;
+/// use msp_resilience::circuit_breaker::{Breaker, CircuitBreakerConfig, State};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let breaker = Breaker::new(
+///     CircuitBreakerConfig::builder().consecutive_failures(2).build()?,
+/// );
+///
+/// for _ in 0..2 {
+///     let permit = breaker.try_acquire()?;
+///     permit.record(Outcome::Failure);
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// assert!(breaker.try_acquire().is_err());
+///
+/// // Or wrap a future: `Err` is a failure, `Ok` a success.
+/// let res = breaker.call(async { Ok::<_, std::io::Error>(1) }).await;
+/// assert!(res.is_err()); // still open
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Breaker {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .field("mode", &self.mode())
+            .finish()
+    }
+}
+
+impl Breaker {
+    /// A breaker with `config`, closed (or in the configured mode).
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        let window = match config.window() {
+            SlidingWindow::Count { size } => Window::count(size),
+            SlidingWindow::Time { duration } => {
+                Window::time(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+            }
+        };
+        let mode = config.mode();
+        let state = if mode == Mode::ForceOpen {
+            State::Open
+        } else {
+            State::Closed
+        };
+        let metrics = Metrics::new(config.name());
+        metrics.state.set(state.as_gauge());
+        let shared = Shared {
+            word: Padded(AtomicU64::new(pack(state, mode, 0))),
+            clock_per_call: config.slow_call_duration().is_some(),
+            window,
+            consecutive: Padded(AtomicU32::new(0)),
+            probes: Padded(Probes {
+                issued: AtomicU32::new(0),
+                completed: AtomicU32::new(0),
+                failures: AtomicU32::new(0),
+                slow: AtomicU32::new(0),
+            }),
+            open_until: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
+            transitions: Mutex::new(Transitions { trips: 0 }),
+            base: Instant::now(),
+            minimum: u64::from(config.minimum_calls()),
+            name: Arc::from(config.name()),
+            events: broadcast::channel(64).0,
+            metrics,
+            config,
+        };
+        Breaker {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.shared.config
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        State::from_bits(self.shared.word.0.load(Ordering::Acquire))
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        mode_of(self.shared.word.0.load(Ordering::Acquire))
+    }
+
+    /// Changes the mode. Going back to [`Mode::Normal`] (or to any mode)
+    /// starts closed with an empty window, except [`Mode::ForceOpen`] which
+    /// is reported as [`State::Open`].
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.set_mode(mode);
+    }
+
+    /// Receives every state change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.shared.events.subscribe()
+    }
+
+    /// The window's figures right now.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = &self.shared;
+        let word = s.word.0.load(Ordering::Acquire);
+        let Counts {
+            calls,
+            failures,
+            slow,
+        } = s.window.counts(s.now_secs());
+        let trips = s
+            .transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .trips;
+        Snapshot {
+            state: State::from_bits(word),
+            mode: mode_of(word),
+            calls,
+            failures,
+            slow_calls: slow,
+            consecutive_failures: s.consecutive.0.load(Ordering::Relaxed),
+            trips,
+        }
+    }
+
+    /// Asks to make a call. In the closed state this is one atomic load.
+    ///
+    /// Record the call's outcome on the returned permit; a permit dropped
+    /// without an outcome counts as [`Outcome::Ignored`] (and gives a
+    /// half-open probe permit back).
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, CircuitOpen> {
+        let ticket = self.shared.acquire()?;
+        Ok(Permit {
+            shared: &self.shared,
+            ticket,
+            done: false,
+        })
+    }
+
+    /// Like [`try_acquire`](Breaker::try_acquire), with a permit that owns
+    /// a handle on the breaker (for futures that must be `'static`).
+    #[inline]
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, CircuitOpen> {
+        let ticket = self.shared.acquire()?;
+        Ok(OwnedPermit {
+            shared: Some(self.shared.clone()),
+            ticket,
+        })
+    }
+
+    /// Runs `fut` if the breaker admits it; `Ok` records a success, `Err` a
+    /// failure.
+    pub async fn call<F, T, E>(&self, fut: F) -> Result<T, CallError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let permit = self.try_acquire()?;
+        match fut.await {
+            Ok(v) => {
+                permit.record(Outcome::Success);
+                Ok(v)
+            }
+            Err(e) => {
+                permit.record(Outcome::Failure);
+                Err(CallError::Inner(e))
+            }
+        }
+    }
+}
+
+/// Leave to make one call, from [`Breaker::try_acquire`].
+#[derive(Debug)]
+#[must_use = "record the call's outcome on the permit"]
+pub struct Permit<'a> {
+    shared: &'a Shared,
+    ticket: Ticket,
+    done: bool,
+}
+
+impl Permit<'_> {
+    /// Records the call's outcome.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        self.done = true;
+        self.shared.record(&self.ticket, outcome);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.record(&self.ticket, Outcome::Ignored);
+        }
+    }
+}
+
+/// Leave to make one call, owning a handle on the breaker; from
+/// [`Breaker::try_acquire_owned`].
+#[must_use = "record the call's outcome on the permit"]
+pub struct OwnedPermit {
+    shared: Option<Arc<Shared>>,
+    ticket: Ticket,
+}
+
+impl fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl OwnedPermit {
+    /// Records the call's outcome.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(shared) = self.shared.take() {
+            shared.record(&self.ticket, outcome);
+        }
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.record(&self.ticket, Outcome::Ignored);
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("name", &self.name).finish()
+    }
+}
+
+impl Shared {
+    fn now_nanos(&self) -> u64 {
+        let d = Instant::now().saturating_duration_since(self.base);
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn now_secs(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.base)
+            .as_secs()
+    }
+
+    #[inline]
+    fn start(&self) -> Option<Instant> {
+        if self.clock_per_call {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    fn acquire(&self) -> Result<Ticket, CircuitOpen> {
+        let word = self.word.0.load(Ordering::Acquire);
+        if word & FAST_MASK == 0 {
+            return Ok(Ticket {
+                generation: word >> GEN_SHIFT,
+                kind: Kind::Closed,
+                start: self.start(),
+            });
+        }
+        self.acquire_slow(word)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
+        // Each pass either returns or follows a transition; transitions
+        // that could loop (open → half-open → open) need time to pass.
+        for _ in 0..4 {
+            let generation = word >> GEN_SHIFT;
+            let ticket = |kind| Ticket {
+                generation,
+                kind,
+                start: self.start(),
+            };
+            let mode = mode_of(word);
+            match mode {
+                Mode::Disabled => return Ok(ticket(Kind::Untracked)),
+                Mode::ForceClosed => return Ok(ticket(Kind::Counted)),
+                Mode::ForceOpen => return Err(self.reject(None)),
+                Mode::Normal | Mode::MetricsOnly => {}
+            }
+            let observe_only = mode == Mode::MetricsOnly;
+            match State::from_bits(word) {
+                State::Closed => return Ok(ticket(Kind::Closed)),
+                State::Open => {
+                    let now = self.now_nanos();
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        if observe_only {
+                            return Ok(ticket(Kind::Counted));
+                        }
+                        return Err(self.reject(Some(Duration::from_nanos(until - now))));
+                    }
+                    self.transition(word, State::HalfOpen, Reason::OpenElapsed);
+                }
+                State::HalfOpen => {
+                    if let Some(max) = self.config.max_wait_in_half_open() {
+                        let since = self.half_open_since.load(Ordering::Acquire);
+                        if self.now_nanos().saturating_sub(since) >= duration_nanos(max) {
+                            self.transition(word, State::Open, Reason::HalfOpenTimeout);
+                            word = self.word.0.load(Ordering::Acquire);
+                            continue;
+                        }
+                    }
+                    let permits = self.config.half_open_permits();
+                    let got = self
+                        .probes
+                        .0
+                        .issued
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n < permits).then_some(n + 1)
+                        })
+                        .is_ok();
+                    if got {
+                        // The state may have moved on between the load and
+                        // the increment; a probe of a past generation is
+                        // dropped when recorded.
+                        return Ok(ticket(Kind::Probe));
+                    }
+                    if observe_only {
+                        return Ok(ticket(Kind::Counted));
+                    }
+                    return Err(self.reject(None));
+                }
+            }
+            word = self.word.0.load(Ordering::Acquire);
+        }
+        Err(self.reject(None))
+    }
+
+    fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
+        self.metrics.rejected.increment(1);
+        CircuitOpen::new(retry_after)
+    }
+
+    #[inline]
+    fn record(&self, ticket: &Ticket, outcome: Outcome) {
+        match ticket.kind {
+            Kind::Closed => {
+                self.metrics.call(outcome);
+                if outcome != Outcome::Ignored {
+                    self.record_closed(ticket, outcome == Outcome::Failure);
+                }
+            }
+            Kind::Probe => {
+                self.metrics.call(outcome);
+                self.record_probe(ticket, outcome);
+            }
+            Kind::Counted => self.metrics.call(outcome),
+            Kind::Untracked => {}
+        }
+    }
+
+    fn is_slow(&self, start: Option<Instant>) -> bool {
+        match (self.config.slow_call_duration(), start) {
+            (Some(limit), Some(start)) => start.elapsed() >= limit,
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn record_closed(&self, ticket: &Ticket, failure: bool) {
+        let word = self.word.0.load(Ordering::Acquire);
+        if word >> GEN_SHIFT != ticket.generation {
+            return; // admitted before a transition: not part of this window
+        }
+        let slow = self.is_slow(ticket.start);
+        if failure {
+            let n = self.consecutive.0.fetch_add(1, Ordering::Relaxed) + 1;
+            if self
+                .config
+                .consecutive_failures()
+                .is_some_and(|max| n >= max)
+            {
+                self.transition(word, State::Open, Reason::ConsecutiveFailures(n));
+                return;
+            }
+        } else if self.consecutive.0.load(Ordering::Relaxed) != 0 {
+            self.consecutive.0.store(0, Ordering::Relaxed);
+        }
+        let second = if self.window.is_time() {
+            self.now_secs()
+        } else {
+            0
+        };
+        if let Some(counts) = self.window.record(second, failure, slow, self.minimum) {
+            self.evaluate_closed(word, counts);
+        }
+    }
+
+    #[cold]
+    fn evaluate_closed(&self, word: u64, c: Counts) {
+        if c.calls < self.minimum {
+            return;
+        }
+        let failure_rate = rate(c.failures, c.calls);
+        if c.failures > 0 && failure_rate >= self.config.failure_rate() {
+            self.transition(word, State::Open, Reason::FailureRate(failure_rate));
+            return;
+        }
+        let slow_rate = rate(c.slow, c.calls);
+        if c.slow > 0 && slow_rate >= self.config.slow_call_rate() {
+            self.transition(word, State::Open, Reason::SlowCallRate(slow_rate));
+        }
+    }
+
+    fn record_probe(&self, ticket: &Ticket, outcome: Outcome) {
+        let probes = &self.probes.0;
+        let word = self.word.0.load(Ordering::Acquire);
+        if word >> GEN_SHIFT != ticket.generation {
+            return;
+        }
+        if outcome == Outcome::Ignored {
+            // Give the permit back so another call can probe.
+            probes.issued.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        if outcome == Outcome::Failure {
+            probes.failures.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.is_slow(ticket.start) {
+            probes.slow.fetch_add(1, Ordering::AcqRel);
+        }
+        let permits = self.config.half_open_permits();
+        if probes.completed.fetch_add(1, Ordering::AcqRel) + 1 < permits {
+            return;
+        }
+        let failures = u64::from(probes.failures.load(Ordering::Acquire));
+        let slow = u64::from(probes.slow.load(Ordering::Acquire));
+        let calls = u64::from(permits);
+        let failed = (failures > 0 && rate(failures, calls) >= self.config.failure_rate())
+            || (slow > 0 && rate(slow, calls) >= self.config.slow_call_rate());
+        if failed {
+            self.transition(word, State::Open, Reason::ProbesFailed);
+        } else {
+            self.transition(word, State::Closed, Reason::ProbesSucceeded);
+        }
+    }
+
+    /// Moves from the state encoded in `expected` to `to`, unless another
+    /// thread changed the state first.
+    #[cold]
+    fn transition(&self, expected: u64, to: State, reason: Reason) {
+        let mut t = self
+            .transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.word.0.load(Ordering::Acquire);
+        if current != expected {
+            return;
+        }
+        let from = State::from_bits(current);
+        let mode = mode_of(current);
+        let mut open_for = None;
+        match to {
+            State::Open => {
+                let d = self.config.open_duration(t.trips);
+                t.trips = t.trips.saturating_add(1);
+                self.open_until.store(
+                    self.now_nanos().saturating_add(duration_nanos(d)),
+                    Ordering::Release,
+                );
+                open_for = Some(d);
+            }
+            State::HalfOpen => {
+                let p = &self.probes.0;
+                p.issued.store(0, Ordering::Release);
+                p.completed.store(0, Ordering::Release);
+                p.failures.store(0, Ordering::Release);
+                p.slow.store(0, Ordering::Release);
+                self.half_open_since
+                    .store(self.now_nanos(), Ordering::Release);
+            }
+            State::Closed => {
+                t.trips = 0;
+            }
+        }
+        self.window.reset();
+        self.consecutive.0.store(0, Ordering::Relaxed);
+        let generation = (current >> GEN_SHIFT).wrapping_add(1);
+        self.word
+            .0
+            .store(pack(to, mode, generation), Ordering::Release);
+        drop(t);
+        self.announce(from, to, reason, open_for);
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        let mut t = self
+            .transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.word.0.load(Ordering::Acquire);
+        let from = State::from_bits(current);
+        let to = if mode == Mode::ForceOpen {
+            State::Open
+        } else {
+            State::Closed
+        };
+        t.trips = 0;
+        self.window.reset();
+        self.consecutive.0.store(0, Ordering::Relaxed);
+        let generation = (current >> GEN_SHIFT).wrapping_add(1);
+        self.word
+            .0
+            .store(pack(to, mode, generation), Ordering::Release);
+        drop(t);
+        if from != to || mode_of(current) != mode {
+            self.announce(from, to, Reason::ModeChanged(mode), None);
+        }
+    }
+
+    fn announce(&self, from: State, to: State, reason: Reason, open_for: Option<Duration>) {
+        self.metrics.state.set(to.as_gauge());
+        tracing::info!(
+            breaker = %self.name,
+            from = from.as_str(),
+            to = to.as_str(),
+            ?reason,
+            "circuit breaker state change"
+        );
+        // No receiver is not an error: events are optional.
+        let _ = self.events.send(StateChange {
+            breaker: self.name.clone(),
+            from,
+            to,
+            reason,
+            open_for,
+        });
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,60 @@
+//! Error types of the circuit breaker.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The call was rejected because the breaker is open (or half-open with
+/// every probe permit taken, or forced open).
+///
+/// Small and downcastable from the `BoxError` a [`CircuitBreaker`] service
+/// returns:
+///
+/// ```
+/// use msp_resilience::circuit_breaker::error::CircuitOpen;
+/// # let err: msp_core::BoxError = Box::new(CircuitOpen::new(None));
+/// if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+///     println!("try again in {:?}", open.retry_after());
+/// }
+/// ```
+///
+/// [`CircuitBreaker`]: super::CircuitBreaker
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CircuitOpen {
+    retry_after: Option<Duration>,
+}
+
+impl CircuitOpen {
+    /// A rejection; `retry_after` is the open time left, if known.
+    pub fn new(retry_after: Option<Duration>) -> Self {
+        CircuitOpen { retry_after }
+    }
+
+    /// How long the breaker stays open, when known: `None` when it is forced
+    /// open or half-open with all probe permits taken.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.retry_after {
+            Some(d) => write!(f, "circuit breaker is open (retry in {d:?})"),
+            None => f.write_str("circuit breaker is open"),
+        }
+    }
+}
+
+impl std::error::Error for CircuitOpen {}
+
+/// The error of [`Breaker::call`](super::Breaker::call): rejected, or the
+/// call's own error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError<E> {
+    /// The breaker rejected the call.
+    #[error(transparent)]
+    Open(#[from] CircuitOpen),
+    /// The call ran and failed.
+    #[error("{0}")]
+    Inner(E),
+}

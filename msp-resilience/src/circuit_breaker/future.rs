@@ -1,0 +1,72 @@
+//! The response future of [`CircuitBreaker`](super::CircuitBreaker).
+
+use super::OwnedPermit;
+use super::error::CircuitOpen;
+use msp_core::BoxError;
+use msp_core::classify::Classify;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+pin_project! {
+    /// Completes with the inner response, recording its outcome on the
+    /// breaker, or fails at once with [`CircuitOpen`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        permit: Option<OwnedPermit>,
+        classifier: Option<C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Called { #[pin] fut: F },
+        Rejected { open: CircuitOpen },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(fut: F, permit: OwnedPermit, classifier: C) -> Self {
+        ResponseFuture {
+            kind: Kind::Called { fut },
+            permit: Some(permit),
+            classifier: Some(classifier),
+        }
+    }
+
+    pub(crate) fn rejected(open: CircuitOpen) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { open },
+            permit: None,
+            classifier: None,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Called { fut } => {
+                let result = ready!(fut.poll(cx));
+                if let (Some(permit), Some(classifier)) = (this.permit.take(), this.classifier) {
+                    permit.record(classifier.classify(result.as_ref()));
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { open } => Poll::Ready(Err(Box::new(*open))),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use super::Timeout;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Settings of a [`TimeoutLayer`], as read from a config file.
+///
+/// ```
+/// use msp_resilience::timeout::{TimeoutConfig, TimeoutLayer};
+///
+/// let cfg: TimeoutConfig = serde_json::from_str(r#"{"timeout":"250ms","propagate":false}"#)?;
+/// let layer = TimeoutLayer::from_config(&cfg);
+/// assert_eq!(layer.timeout(), std::time::Duration::from_millis(250));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// The time a call may take (`"2s"`, `"250ms"`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Write the effective deadline into the request (default `true`).
+    #[serde(default = "yes")]
+    pub propagate: bool,
+    /// Let a deadline header of the incoming request shorten the deadline
+    /// (default `true`).
+    #[serde(default = "yes")]
+    pub read_headers: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Applies a deadline to every request; see the [module docs](super).
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct TimeoutLayer {
+    pub(super) timeout: Duration,
+    pub(super) propagate: bool,
+    pub(super) read_headers: bool,
+}
+
+impl TimeoutLayer {
+    /// A deadline `timeout` after each call, propagated downstream, capped
+    /// by deadlines the request carries.
+    pub fn new(timeout: Duration) -> Self {
+        TimeoutLayer {
+            timeout,
+            propagate: true,
+            read_headers: true,
+        }
+    }
+
+    /// A layer from its config.
+    pub fn from_config(config: &TimeoutConfig) -> Self {
+        TimeoutLayer {
+            timeout: config.timeout,
+            propagate: config.propagate,
+            read_headers: config.read_headers,
+        }
+    }
+
+    /// Whether to record the effective deadline in the request: a
+    /// [`Deadline`](super::Deadline) extension and, for HTTP, the
+    /// `x-msp-deadline-ms` header (and `grpc-timeout` for gRPC requests).
+    pub fn propagate(mut self, on: bool) -> Self {
+        self.propagate = on;
+        self
+    }
+
+    /// Whether an incoming `x-msp-deadline-ms` / `grpc-timeout` header may
+    /// shorten the deadline (it can never lengthen it).
+    pub fn read_headers(mut self, on: bool) -> Self {
+        self.read_headers = on;
+        self
+    }
+
+    /// The configured timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout {
+            inner,
+            layer: *self,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The outbox's SQLite dialect.
+
+use super::{OutboxMessage, Row, RowTuple, unix_micros};
+use sqlx::SqliteConnection;
+use uuid::Uuid;
+
+/// A [`RowTuple`] plus `last_error` and `dead_at`.
+type DeadRow = (
+    i64,
+    Uuid,
+    String,
+    Option<String>,
+    Vec<u8>,
+    String,
+    i64,
+    i32,
+    Option<String>,
+    i64,
+);
+
+const COLUMNS: &str = "seq, id, topic, msg_key, payload, headers, created_at, attempts";
+
+pub(crate) async fn append(
+    c: &mut SqliteConnection,
+    msg: &OutboxMessage,
+    headers: &str,
+) -> Result<(), sqlx::Error> {
+    let created = unix_micros(msg.created_at);
+    sqlx::query(
+        "INSERT INTO msp_outbox (id, topic, msg_key, payload, headers, created_at, next_attempt_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )
+    .bind(msg.id)
+    .bind(&msg.topic)
+    .bind(msg.key.as_deref())
+    .bind(&msg.payload[..])
+    .bind(headers)
+    .bind(created)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn lag(c: &mut SqliteConnection) -> Result<(i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(created_at) FROM msp_outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+    )
+    .fetch_one(c)
+    .await
+}
+
+pub(crate) async fn dead_letters(
+    c: &mut SqliteConnection,
+    limit: u32,
+) -> Result<Vec<(Row, Option<String>, i64)>, sqlx::Error> {
+    let rows: Vec<DeadRow> =
+        sqlx::query_as(
+            "SELECT seq, id, topic, msg_key, payload, headers, created_at, attempts, last_error, dead_at \
+             FROM msp_outbox WHERE dead_at IS NOT NULL ORDER BY seq LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                Row::from_tuple((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7)),
+                r.8,
+                r.9,
+            )
+        })
+        .collect())
+}
+
+pub(crate) async fn requeue(
+    c: &mut SqliteConnection,
+    id: Uuid,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE msp_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?2, \
+         claimed_until = NULL, last_error = NULL WHERE id = ?1 AND dead_at IS NOT NULL",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(c)
+    .await?
+    .rows_affected())
+}
+
+pub(crate) async fn purge_sent(c: &mut SqliteConnection, before: i64) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM msp_outbox WHERE sent_at IS NOT NULL AND sent_at < ?1")
+            .bind(before)
+            .execute(c)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Claims the heads of their keys (and unkeyed rows) that are due, then up
+/// to `per_key` followers of each claimed keyed head, in one transaction.
+pub(crate) async fn claim(
+    pool: &sqlx::SqlitePool,
+    now: i64,
+    lease_until: i64,
+    batch: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let heads: Vec<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE msp_outbox SET claimed_until = ?2 WHERE seq IN ( \
+           SELECT o.seq FROM msp_outbox o \
+           WHERE o.sent_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= ?1 \
+             AND (o.claimed_until IS NULL OR o.claimed_until <= ?1) \
+             AND (o.msg_key IS NULL OR NOT EXISTS ( \
+               SELECT 1 FROM msp_outbox p WHERE p.msg_key = o.msg_key AND p.seq < o.seq \
+                 AND p.sent_at IS NULL AND p.dead_at IS NULL)) \
+           ORDER BY o.seq LIMIT ?3) \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(now)
+    .bind(lease_until)
+    .bind(batch)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut rows: Vec<Row> = heads.into_iter().map(Row::from_tuple).collect();
+    let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
+    let room = batch - rows.len() as i64;
+    if !keys.is_empty() && room > 0 {
+        let per_key = (room / keys.len() as i64).max(1);
+        let keys_json = serde_json::to_string(&keys).unwrap_or_else(|_| "[]".to_owned());
+        let heads_json = serde_json::to_string(&rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".to_owned());
+        let followers: Vec<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE msp_outbox SET claimed_until = ?1 WHERE seq IN ( \
+               SELECT seq FROM ( \
+                 SELECT seq, row_number() OVER (PARTITION BY msg_key ORDER BY seq) AS rn \
+                 FROM msp_outbox \
+                 WHERE msg_key IN (SELECT value FROM json_each(?2)) \
+                   AND sent_at IS NULL AND dead_at IS NULL \
+                   AND seq NOT IN (SELECT value FROM json_each(?3))) \
+               WHERE rn <= ?4) \
+             RETURNING {COLUMNS}"
+        )))
+        .bind(lease_until)
+        .bind(keys_json)
+        .bind(heads_json)
+        .bind(per_key)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.extend(followers.into_iter().map(Row::from_tuple));
+    }
+    tx.commit().await?;
+    rows.sort_by_key(|r| r.seq);
+    Ok(rows)
+}
+
+fn seq_json(seqs: &[i64]) -> String {
+    serde_json::to_string(seqs).unwrap_or_else(|_| "[]".to_owned())
+}
+
+pub(crate) async fn mark_sent(
+    pool: &sqlx::SqlitePool,
+    seqs: &[i64],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE msp_outbox SET sent_at = ?1, claimed_until = NULL \
+         WHERE seq IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(now)
+    .bind(seq_json(seqs))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn release(pool: &sqlx::SqlitePool, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE msp_outbox SET claimed_until = NULL WHERE seq IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(seq_json(seqs))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn record_failure(
+    pool: &sqlx::SqlitePool,
+    seq: i64,
+    attempts: i32,
+    next_attempt_at: i64,
+    error: &str,
+    dead_at: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE msp_outbox SET attempts = ?2, next_attempt_at = ?3, claimed_until = NULL, \
+         last_error = ?4, dead_at = ?5 WHERE seq = ?1",
+    )
+    .bind(seq)
+    .bind(attempts)
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(dead_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

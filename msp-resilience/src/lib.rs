@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod circuit_breaker;
 pub mod fallback;
 pub mod hedge;
+pub mod http;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;

@@ -617,7 +617,7 @@ impl Snapshot {
                     }
                 }
             }
-            CE::NotFound(key) => Error::Invalid { key, message: "missing".to_owned(), origin: None },
+            CE::NotFound(key) => Error::Invalid { key, message: "required key is missing (no layer sets it)".to_owned(), origin: None },
             CE::Message(message) => Error::Invalid { key: String::new(), message, origin: None },
             other => Error::Other(other.to_string()),
         }

@@ -1,0 +1,126 @@
+//! Idempotent inbox: redeliveries have no second effect, failures leave the
+//! message unprocessed, concurrent duplicates serialise.
+
+use msp_saga::inbox::{Inbox, InboxError, Outcome};
+use uuid::Uuid;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_failed_effect_leaves_message_unprocessed() -> TestResult {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await?;
+    msp_saga::migrate_sqlite(&pool).await?;
+    sqlx::query("CREATE TABLE ledger (n INTEGER)")
+        .execute(&pool)
+        .await?;
+    let id = Uuid::now_v7();
+
+    let failed = Inbox::handle(&pool, "c", id, |tx| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO ledger VALUES (1)")
+                .execute(&mut **tx)
+                .await?;
+            Err::<(), _>(sqlx::Error::Protocol("handler gave up".into()))
+        })
+    })
+    .await;
+    assert!(matches!(failed, Err(InboxError::Handler(_))));
+    assert!(
+        !Inbox::contains(&mut pool.acquire().await?, "c", id).await?,
+        "not recorded"
+    );
+
+    let ok = Inbox::handle(&pool, "c", id, |tx| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO ledger VALUES (1)")
+                .execute(&mut **tx)
+                .await
+        })
+    })
+    .await?;
+    assert!(matches!(ok, Outcome::Processed(_)));
+    let again = Inbox::handle(&pool, "c", id, |tx| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO ledger VALUES (1)")
+                .execute(&mut **tx)
+                .await
+        })
+    })
+    .await?;
+    assert!(again.is_duplicate());
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(
+        n, 1,
+        "one effect: the failed attempt rolled back, the duplicate skipped"
+    );
+
+    let purged = Inbox::purge(
+        &mut pool.acquire().await?,
+        std::time::SystemTime::now() + std::time::Duration::from_secs(1),
+    )
+    .await?;
+    assert_eq!(purged, 1);
+    Ok(())
+}
+
+/// Eight concurrent deliveries of one message on PostgreSQL: one effect.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_duplicates_have_one_effect() -> TestResult {
+    use std::str::FromStr;
+    let Some(url) = msp_core::testing::backend(msp_core::testing::Backend::Postgres) else {
+        return Ok(());
+    };
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let opts = sqlx::postgres::PgConnectOptions::from_str(&url)?
+        .options([("search_path", schema.as_str())]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(opts)
+        .await?;
+    msp_saga::migrate_postgres(&pool).await?;
+    sqlx::query("CREATE TABLE ledger (n BIGINT)")
+        .execute(&pool)
+        .await?;
+
+    let id = Uuid::now_v7();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (pool, barrier) = (pool.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            Inbox::handle(&pool, "billing", id, |tx| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO ledger VALUES (1)")
+                        .execute(&mut **tx)
+                        .await
+                })
+            })
+            .await
+        }));
+    }
+    let mut processed = 0;
+    for t in tasks {
+        if let Outcome::Processed(_) = t.await?? {
+            processed += 1;
+        }
+    }
+    assert_eq!(processed, 1);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(n, 1);
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! RED metrics (rate, errors, duration) for HTTP services, over the
-//! [`metrics`](::metrics) facade.
+//! `metrics` crate's facade.
 //!
 //! [`MetricsLayer`] records, for every request:
 //!
@@ -13,7 +13,7 @@
 //! - `status_class` is `1xx`…`5xx`, or `error` when the inner service
 //!   returned an `Err`.
 //! - An *error* is a result the [`Classify`] calls
-//!   [`Outcome::Failure`] — with the default [`HttpClassifier`], an `Err`
+//!   [`Outcome::Failure`](crate::Outcome::Failure) — with the default [`HttpClassifier`], an `Err`
 //!   or a `5xx` — or a response body that fails while streaming.
 //! - The duration runs from the call until the **response body ends** (its
 //!   last frame is read, it fails, or it is dropped), so streamed responses

@@ -76,8 +76,8 @@ pub enum InvalidOrchestrator {
     /// The poll interval must be positive.
     #[error("poll interval must be greater than zero")]
     ZeroPollInterval,
-    /// The claim batch must be at least 1.
-    #[error("claim batch must be at least 1")]
+    /// The claim batch and the active limit must be at least 1.
+    #[error("claim batch and max active must be at least 1")]
     ZeroClaimBatch,
     /// Two registered definitions share a name.
     #[error("two saga definitions are named `{0}`")]
@@ -146,6 +146,7 @@ pub struct OrchestratorBuilder<S> {
     lease: Duration,
     poll_interval: Duration,
     claim_batch: usize,
+    max_active: usize,
     sagas: Vec<Arc<dyn ErasedSaga>>,
 }
 
@@ -156,6 +157,7 @@ impl<S> fmt::Debug for OrchestratorBuilder<S> {
             .field("lease", &self.lease)
             .field("poll_interval", &self.poll_interval)
             .field("claim_batch", &self.claim_batch)
+            .field("max_active", &self.max_active)
             .field(
                 "sagas",
                 &self
@@ -197,6 +199,15 @@ impl<S: SagaStore> OrchestratorBuilder<S> {
         self
     }
 
+    /// The most sagas this orchestrator drives at once from recovery
+    /// (default 1024): claims take no more than the free slots, so busy
+    /// replicas leave work to idle ones. Sagas started with
+    /// [`Orchestrator::start`] always run.
+    pub fn max_active(mut self, n: usize) -> Self {
+        self.max_active = n;
+        self
+    }
+
     /// Registers a definition, so sagas of that name can be started and
     /// resumed after a restart.
     pub fn register<D>(mut self, saga: &Saga<D>) -> Self
@@ -215,7 +226,7 @@ impl<S: SagaStore> OrchestratorBuilder<S> {
         if self.poll_interval.is_zero() {
             return Err(InvalidOrchestrator::ZeroPollInterval);
         }
-        if self.claim_batch == 0 {
+        if self.claim_batch == 0 || self.max_active == 0 {
             return Err(InvalidOrchestrator::ZeroClaimBatch);
         }
         let mut sagas = HashMap::new();
@@ -236,6 +247,7 @@ impl<S: SagaStore> OrchestratorBuilder<S> {
                 lease: self.lease,
                 poll_interval: self.poll_interval,
                 claim_batch: self.claim_batch,
+                max_active: self.max_active,
                 sagas: RwLock::new(sagas),
                 active: Mutex::new(HashSet::new()),
                 active_count: active_tx,
@@ -251,6 +263,7 @@ struct Inner<S> {
     lease: Duration,
     poll_interval: Duration,
     claim_batch: usize,
+    max_active: usize,
     sagas: RwLock<HashMap<String, Arc<dyn ErasedSaga>>>,
     active: Mutex<HashSet<Uuid>>,
     active_count: watch::Sender<usize>,
@@ -364,6 +377,7 @@ impl<S: SagaStore> Orchestrator<S> {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             claim_batch: 64,
+            max_active: 1024,
             sagas: Vec::new(),
         }
     }
@@ -480,6 +494,11 @@ impl<S: SagaStore> Orchestrator<S> {
     /// Claims due or orphaned sagas once (up to the claim batch) and
     /// drives them in background tasks; returns how many were claimed.
     pub async fn recover_once(&self) -> Result<usize, SagaError> {
+        let free = self.inner.max_active.saturating_sub(self.active());
+        let limit = free.min(self.inner.claim_batch);
+        if limit == 0 {
+            return Ok(0);
+        }
         let now = now_ms();
         let records = self
             .inner
@@ -488,7 +507,7 @@ impl<S: SagaStore> Orchestrator<S> {
                 &self.inner.owner,
                 now,
                 now.saturating_add(self.inner.lease_ms()),
-                self.inner.claim_batch,
+                limit,
             )
             .await?;
         let claimed = records.len();
@@ -522,7 +541,7 @@ impl<S: SagaStore> Orchestrator<S> {
         let task = tokio::spawn(async move {
             loop {
                 match this.recover_once().await {
-                    Ok(n) if n >= this.inner.claim_batch => continue,
+                    Ok(n) if n > 0 && n >= this.inner.claim_batch => continue,
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "saga recovery failed; will retry"),
                 }

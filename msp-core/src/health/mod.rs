@@ -44,12 +44,12 @@
 //!     .timeout(Duration::from_secs(1)),
 //! );
 //!
-//! let ready = || Request::get("/health/ready").body(()).unwrap();
-//! let res = health.service().oneshot(ready()).await?;
+//! let ready = || Request::get("/health/ready").body(());
+//! let res = health.service().oneshot(ready()?).await?;
 //! assert_eq!(res.status(), StatusCode::OK);
 //!
 //! db_ok.store(false, Ordering::SeqCst);
-//! let res = health.service().oneshot(ready()).await?;
+//! let res = health.service().oneshot(ready()?).await?;
 //! assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 //! # Ok(())
 //! # }

@@ -25,7 +25,12 @@ async fn main() -> std::io::Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = Some(args.next().unwrap_or_else(|| usage())),
-            "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()),
+            "--port" => {
+                port = args
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--label" => label = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
@@ -37,6 +42,9 @@ async fn main() -> std::io::Result<()> {
     }
     let app = Router::new().fallback_service(server);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("serving {dir} on http://{}/{{application}}/{{profile}}[/{{label}}]", listener.local_addr()?);
+    println!(
+        "serving {dir} on http://{}/{{application}}/{{profile}}[/{{label}}]",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await
 }

@@ -16,7 +16,9 @@
 use msp_config::secret::Cipher;
 
 fn usage() -> ! {
-    eprintln!("usage: encrypt [--key-env VAR | --key-file PATH] [--decrypt] VALUE\n       encrypt --new-key");
+    eprintln!(
+        "usage: encrypt [--key-env VAR | --key-file PATH] [--decrypt] VALUE\n       encrypt --new-key"
+    );
     std::process::exit(2)
 }
 

@@ -75,7 +75,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = Watched::<LiveConfig>::builder(Loader::new("live").dir(&dir))
         .validate(|c: &LiveConfig| {
-            c.log.level.parse::<EnvFilter>().map(|_| ()).map_err(|e| format!("log.level: {e}").into())
+            c.log
+                .level
+                .parse::<EnvFilter>()
+                .map(|_| ())
+                .map_err(|e| format!("log.level: {e}").into())
         })
         .audit(|r: &AuditRecord| println!("AUDIT {}", r.to_json()))
         .start()
@@ -87,7 +91,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(tracing_subscriber::fmt::layer().with_target(false))
         .init();
 
-    println!("edit {} (log.level, flags.shout.enabled, greeting, tick_ms)", file.display());
+    println!(
+        "edit {} (log.level, flags.shout.enabled, greeting, tick_ms)",
+        file.display()
+    );
 
     let mut events = config.subscribe();
     tokio::spawn(async move {

@@ -20,7 +20,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("lat.yaml");
     std::fs::write(&file, "n: 0\n")?;
-    let config = Watched::<Cfg>::builder(Loader::new("lat").dir(dir.path())).start().await?;
+    let config = Watched::<Cfg>::builder(Loader::new("lat").dir(dir.path()))
+        .start()
+        .await?;
     let mut events = config.subscribe();
     let mut samples = Vec::new();
     for i in 1..=30u64 {

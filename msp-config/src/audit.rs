@@ -136,10 +136,22 @@ impl AuditRecord {
         }
         for (k, o) in old {
             if !new.contains_key(k) {
-                removed.push(KeyChange { key: k.clone(), old: Some(o.shown()), new: None, origin: o.origin.to_string() });
+                removed.push(KeyChange {
+                    key: k.clone(),
+                    old: Some(o.shown()),
+                    new: None,
+                    origin: o.origin.to_string(),
+                });
             }
         }
-        AuditRecord { time: SystemTime::now(), app: app.to_owned(), trigger, added, changed, removed }
+        AuditRecord {
+            time: SystemTime::now(),
+            app: app.to_owned(),
+            trigger,
+            added,
+            changed,
+            removed,
+        }
     }
 
     /// Whether nothing changed.
@@ -165,7 +177,13 @@ impl fmt::Display for AuditRecord {
         };
         for c in &self.changed {
             sep(f)?;
-            write!(f, "~{}: {} -> {}", c.key, c.old.as_deref().unwrap_or(""), c.new.as_deref().unwrap_or(""))?;
+            write!(
+                f,
+                "~{}: {} -> {}",
+                c.key,
+                c.old.as_deref().unwrap_or(""),
+                c.new.as_deref().unwrap_or("")
+            )?;
         }
         for c in &self.added {
             sep(f)?;
@@ -207,8 +225,14 @@ impl JsonLinesSink {
     /// The I/O error of opening the file.
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_owned();
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(JsonLinesSink { path, file: Mutex::new(file) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        Ok(JsonLinesSink {
+            path,
+            file: Mutex::new(file),
+        })
     }
 }
 

@@ -66,7 +66,10 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Defaults => f.write_str("defaults"),
-            Origin::File { path, line: Some(line) } => write!(f, "{}:{line}", path.display()),
+            Origin::File {
+                path,
+                line: Some(line),
+            } => write!(f, "{}:{line}", path.display()),
             Origin::File { path, line: None } => write!(f, "{}", path.display()),
             Origin::Env { var } => write!(f, "env var {var}"),
             Origin::Remote { source, key } => write!(f, "{source} key {key}"),
@@ -100,14 +103,20 @@ impl Origin {
         match (parts.next(), parts.next(), parts.next()) {
             (Some("defaults"), None, None) => Origin::Defaults,
             (Some("unknown"), None, None) => Origin::Unknown,
-            (Some("file"), Some(p), None) => Origin::File { path: PathBuf::from(p), line: None },
+            (Some("file"), Some(p), None) => Origin::File {
+                path: PathBuf::from(p),
+                line: None,
+            },
             (Some("env"), Some(v), None) => Origin::Env { var: v.to_owned() },
             (Some("cli"), Some(k), None) => Origin::CommandLine { key: k.to_owned() },
             (Some("remote"), Some(src), Some(k)) => Origin::Remote {
                 source: src.to_owned(),
                 key: k.to_owned(),
             },
-            _ => Origin::File { path: PathBuf::from(s), line: None },
+            _ => Origin::File {
+                path: PathBuf::from(s),
+                line: None,
+            },
         }
     }
 }
@@ -159,7 +168,9 @@ pub enum Error {
         message: String,
     },
     /// `${VAR}` names a variable that is not set and has no `:-default`.
-    #[error("`{key}`: environment variable `{var}` is not set (in `${{{var}}}`; write `${{{var}:-default}}` for a default)")]
+    #[error(
+        "`{key}`: environment variable `{var}` is not set (in `${{{var}}}`; write `${{{var}:-default}}` for a default)"
+    )]
     UnsetVariable {
         /// The key whose value holds the reference.
         key: String,

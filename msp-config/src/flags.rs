@@ -66,19 +66,31 @@ pub struct FeatureFlag {
 
 impl Default for FeatureFlag {
     fn default() -> Self {
-        FeatureFlag { enabled: false, rollout_percent: 100.0, overrides: HashMap::new(), salt: None }
+        FeatureFlag {
+            enabled: false,
+            rollout_percent: 100.0,
+            overrides: HashMap::new(),
+            salt: None,
+        }
     }
 }
 
 impl FeatureFlag {
     /// A flag on for everyone.
     pub fn on() -> Self {
-        FeatureFlag { enabled: true, ..FeatureFlag::default() }
+        FeatureFlag {
+            enabled: true,
+            ..FeatureFlag::default()
+        }
     }
 
     /// A flag on for `percent` % of keys.
     pub fn rollout(percent: f64) -> Self {
-        FeatureFlag { enabled: true, rollout_percent: percent, ..FeatureFlag::default() }
+        FeatureFlag {
+            enabled: true,
+            rollout_percent: percent,
+            ..FeatureFlag::default()
+        }
     }
 
     /// Whether the flag is on for `key`, salted with `self.salt` (or
@@ -159,7 +171,9 @@ mod tests {
                 assert!(big.is_enabled_for(&k));
             }
         }
-        let on = (0..10_000).filter(|i| small.is_enabled_for(&i.to_string())).count();
+        let on = (0..10_000)
+            .filter(|i| small.is_enabled_for(&i.to_string()))
+            .count();
         assert!((800..1_200).contains(&on), "{on}");
     }
 

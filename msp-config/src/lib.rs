@@ -18,8 +18,8 @@
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `http` | yes | [`remote::HttpSource`]: client of a config server (hyper-util) |
-//! | `etcd` | no | [`remote::EtcdSource`] (etcd-client) |
+//! | `http` | yes | `remote::HttpSource`: client of a config server (hyper-util) |
+//! | `etcd` | no | `remote::EtcdSource` (etcd-client) |
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

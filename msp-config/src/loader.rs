@@ -326,7 +326,9 @@ impl Loader {
     /// [`load`](Loader::load)).
     pub fn load_sync<T: DeserializeOwned>(&self) -> Result<T, Error> {
         if !self.remotes.is_empty() {
-            return Err(Error::Other("remote sources need the async `Loader::load`".to_owned()));
+            return Err(Error::Other(
+                "remote sources need the async `Loader::load`".to_owned(),
+            ));
         }
         self.snapshot(&[])?.extract()
     }
@@ -360,7 +362,10 @@ impl Loader {
     fn active_profiles_in(&self, env: &HashMap<String, String>) -> Vec<String> {
         match &self.profiles {
             Some(p) => p.clone(),
-            None => env.get(&self.profile_var).map(|v| split_profiles(v)).unwrap_or_default(),
+            None => env
+                .get(&self.profile_var)
+                .map(|v| split_profiles(v))
+                .unwrap_or_default(),
         }
     }
 
@@ -375,7 +380,9 @@ impl Loader {
             match layer {
                 Layer::Defaults => {
                     if let Some(d) = &self.defaults {
-                        let map = d.clone().map_err(|e| Error::Other(format!("cannot serialize defaults: {e}")))?;
+                        let map = d
+                            .clone()
+                            .map_err(|e| Error::Other(format!("cannot serialize defaults: {e}")))?;
                         builder = builder.add_source(MapSource(map));
                     }
                 }
@@ -387,7 +394,12 @@ impl Loader {
                 Layer::ProfileFiles => {
                     for p in &profiles {
                         for dir in &self.dirs {
-                            builder = self.add_files(builder, dir, &format!("{}-{p}", self.app), &mut files)?;
+                            builder = self.add_files(
+                                builder,
+                                dir,
+                                &format!("{}-{p}", self.app),
+                                &mut files,
+                            )?;
                         }
                     }
                 }
@@ -412,7 +424,10 @@ impl Loader {
                 }
             }
         }
-        let merged = builder.build().and_then(|c| c.collect()).map_err(|e| Error::Other(e.to_string()))?;
+        let merged = builder
+            .build()
+            .and_then(|c| c.collect())
+            .map_err(|e| Error::Other(e.to_string()))?;
 
         let mut resolver = Resolver {
             env: &env,
@@ -424,7 +439,13 @@ impl Loader {
         };
         let tree = resolver.table("", merged)?;
         let flat = resolver.flat;
-        Ok(Snapshot { tree, flat, files: Arc::new(files), redactor: self.redactor.clone(), profiles })
+        Ok(Snapshot {
+            tree,
+            flat,
+            files: Arc::new(files),
+            redactor: self.redactor.clone(),
+            profiles,
+        })
     }
 
     fn add_files(
@@ -441,10 +462,17 @@ impl Loader {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(Error::Io { path, source }),
             };
-            let origin = Origin::File { path: path.clone(), line: None }.encode();
+            let origin = Origin::File {
+                path: path.clone(),
+                line: None,
+            }
+            .encode();
             let map = format
                 .parse(Some(&origin), &text)
-                .map_err(|e| Error::Parse { path: path.clone(), message: e.to_string() })?;
+                .map_err(|e| Error::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
             builder = builder.add_source(MapSource(map));
             files.insert(path, (text, format));
         }
@@ -478,19 +506,27 @@ impl Loader {
 }
 
 fn split_profiles(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Sets `origin` on every value of a tree.
 fn retag(map: Map<String, Value>, origin: &str) -> Map<String, Value> {
-    map.into_iter().map(|(k, v)| (k, retag_value(v, origin))).collect()
+    map.into_iter()
+        .map(|(k, v)| (k, retag_value(v, origin)))
+        .collect()
 }
 
 fn retag_value(v: Value, origin: &str) -> Value {
     let origin = origin.to_owned();
     let kind = match v.kind {
         ValueKind::Table(t) => ValueKind::Table(retag(t, &origin)),
-        ValueKind::Array(a) => ValueKind::Array(a.into_iter().map(|v| retag_value(v, &origin)).collect()),
+        ValueKind::Array(a) => {
+            ValueKind::Array(a.into_iter().map(|v| retag_value(v, &origin)).collect())
+        }
         other => other,
     };
     Value::new(Some(&origin), kind)
@@ -532,7 +568,11 @@ impl std::fmt::Debug for FlatEntry {
 impl FlatEntry {
     /// The value, or `[REDACTED]` for a secret.
     pub(crate) fn shown(&self) -> String {
-        if self.secret { REDACTED.to_owned() } else { self.value.clone() }
+        if self.secret {
+            REDACTED.to_owned()
+        } else {
+            self.value.clone()
+        }
     }
 }
 
@@ -558,9 +598,11 @@ impl Snapshot {
 
     fn is_secret(&self, key: &str) -> bool {
         self.redactor.is_secret(key)
-            || self.flat.range(key.to_owned()..).take_while(|(k, _)| k.starts_with(key)).any(|(k, e)| {
-                e.secret && (k == key || k[key.len()..].starts_with(['.', '[']))
-            })
+            || self
+                .flat
+                .range(key.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(key))
+                .any(|(k, e)| e.secret && (k == key || k[key.len()..].starts_with(['.', '['])))
     }
 
     fn origin_of(&self, raw: Option<&str>, key: &str) -> Option<Origin> {
@@ -583,11 +625,22 @@ impl Snapshot {
     fn convert(&self, e: config::ConfigError) -> Error {
         use config::ConfigError as CE;
         match e {
-            CE::Type { origin, unexpected, expected, key } => {
+            CE::Type {
+                origin,
+                unexpected,
+                expected,
+                key,
+            } => {
                 let key = key.unwrap_or_default();
-                let found = if self.is_secret(&key) { REDACTED.to_owned() } else { unexpected.to_string() };
+                let found = if self.is_secret(&key) {
+                    REDACTED.to_owned()
+                } else {
+                    unexpected.to_string()
+                };
                 Error::InvalidValue {
-                    origin: self.origin_of(origin.as_deref(), &key).unwrap_or(Origin::Unknown),
+                    origin: self
+                        .origin_of(origin.as_deref(), &key)
+                        .unwrap_or(Origin::Unknown),
                     key,
                     expected: expected.to_owned(),
                     found,
@@ -596,8 +649,17 @@ impl Snapshot {
             CE::At { error, origin, key } => {
                 let key = key.unwrap_or_default();
                 match *error {
-                    CE::Type { origin: o2, unexpected, expected, .. } => {
-                        let found = if self.is_secret(&key) { REDACTED.to_owned() } else { unexpected.to_string() };
+                    CE::Type {
+                        origin: o2,
+                        unexpected,
+                        expected,
+                        ..
+                    } => {
+                        let found = if self.is_secret(&key) {
+                            REDACTED.to_owned()
+                        } else {
+                            unexpected.to_string()
+                        };
                         Error::InvalidValue {
                             origin: self
                                 .origin_of(o2.as_deref().or(origin.as_deref()), &key)
@@ -613,12 +675,24 @@ impl Snapshot {
                         } else {
                             inner.to_string()
                         };
-                        Error::Invalid { origin: self.origin_of(origin.as_deref(), &key), key, message }
+                        Error::Invalid {
+                            origin: self.origin_of(origin.as_deref(), &key),
+                            key,
+                            message,
+                        }
                     }
                 }
             }
-            CE::NotFound(key) => Error::Invalid { key, message: "required key is missing (no layer sets it)".to_owned(), origin: None },
-            CE::Message(message) => Error::Invalid { key: String::new(), message, origin: None },
+            CE::NotFound(key) => Error::Invalid {
+                key,
+                message: "required key is missing (no layer sets it)".to_owned(),
+                origin: None,
+            },
+            CE::Message(message) => Error::Invalid {
+                key: String::new(),
+                message,
+                origin: None,
+            },
             other => Error::Other(other.to_string()),
         }
     }
@@ -636,10 +710,18 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn table(&mut self, prefix: &str, map: Map<String, Value>) -> Result<Map<String, Value>, Error> {
+    fn table(
+        &mut self,
+        prefix: &str,
+        map: Map<String, Value>,
+    ) -> Result<Map<String, Value>, Error> {
         let mut out = Map::new();
         for (k, v) in map {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             out.insert(k, self.value(&path, v)?);
         }
         Ok(out)
@@ -685,7 +767,14 @@ impl Resolver<'_> {
 
     fn leaf(&mut self, path: &str, value: String, origin: Option<&str>, secret: bool) {
         let origin = Origin::decode(origin);
-        self.flat.insert(path.to_owned(), FlatEntry { value, origin, secret });
+        self.flat.insert(
+            path.to_owned(),
+            FlatEntry {
+                value,
+                origin,
+                secret,
+            },
+        );
     }
 
     fn decrypt(&mut self, path: &str, s: &str) -> Result<String, Error> {
@@ -700,7 +789,13 @@ impl Resolver<'_> {
             })?;
             self.cipher = Some(cipher);
         }
-        let cipher = self.cipher.as_ref().ok_or_else(|| Error::Other("cipher unavailable".to_owned()))?;
-        cipher.decrypt(s).map_err(|reason| Error::Decrypt { key: path.to_owned(), reason })
+        let cipher = self
+            .cipher
+            .as_ref()
+            .ok_or_else(|| Error::Other("cipher unavailable".to_owned()))?;
+        cipher.decrypt(s).map_err(|reason| Error::Decrypt {
+            key: path.to_owned(),
+            reason,
+        })
     }
 }

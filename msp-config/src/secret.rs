@@ -166,7 +166,10 @@ impl Default for Redactor {
 impl Redactor {
     /// A redactor with no patterns and no keys.
     pub fn empty() -> Self {
-        Redactor { patterns: Vec::new(), keys: Vec::new() }
+        Redactor {
+            patterns: Vec::new(),
+            keys: Vec::new(),
+        }
     }
 
     /// Adds a word that marks a key as secret.
@@ -186,19 +189,22 @@ impl Redactor {
     /// Whether the key path names a secret.
     pub fn is_secret(&self, key: &str) -> bool {
         if self.keys.iter().any(|k| {
-            key == k || key.strip_prefix(k.as_str()).is_some_and(|rest| rest.starts_with(['.', '[']))
+            key == k
+                || key
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
         }) {
             return true;
         }
         key.split(['.', '[', ']'])
             .flat_map(words)
-            .any(|w| self.patterns.iter().any(|p| *p == w))
+            .any(|w| self.patterns.contains(&w))
     }
 
     /// Whether an environment variable name looks secret (for values that
     /// interpolated it).
     pub(crate) fn is_secret_var(&self, var: &str) -> bool {
-        words(var).into_iter().any(|w| self.patterns.iter().any(|p| *p == w))
+        words(var).into_iter().any(|w| self.patterns.contains(&w))
     }
 }
 
@@ -259,15 +265,16 @@ impl CipherKey {
         match self {
             CipherKey::Bytes(b) => Ok(Cipher::new(*b)),
             CipherKey::Env(var) => {
-                let text = env
-                    .get(var)
-                    .ok_or_else(|| Error::CipherKey(format!("environment variable {var} is not set")))?;
+                let text = env.get(var).ok_or_else(|| {
+                    Error::CipherKey(format!("environment variable {var} is not set"))
+                })?;
                 Cipher::from_text(text).map_err(|e| Error::CipherKey(format!("{var}: {e}")))
             }
             CipherKey::File(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::CipherKey(format!("{}: {e}", path.display())))?;
-                Cipher::from_text(&text).map_err(|e| Error::CipherKey(format!("{}: {e}", path.display())))
+                Cipher::from_text(&text)
+                    .map_err(|e| Error::CipherKey(format!("{}: {e}", path.display())))
             }
         }
     }
@@ -288,7 +295,9 @@ impl fmt::Debug for Cipher {
 impl Cipher {
     /// A cipher with this 32-byte key.
     pub fn new(key: [u8; 32]) -> Self {
-        Cipher { aead: Aes256Gcm::new(&key.into()) }
+        Cipher {
+            aead: Aes256Gcm::new(&key.into()),
+        }
     }
 
     /// Parses a key written as base64 or 64 hex digits.
@@ -299,7 +308,9 @@ impl Cipher {
                 .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string()))
                 .collect::<Result<Vec<u8>, String>>()?
         } else {
-            STANDARD.decode(text).map_err(|e| format!("key is neither 64 hex digits nor base64: {e}"))?
+            STANDARD
+                .decode(text)
+                .map_err(|e| format!("key is neither 64 hex digits nor base64: {e}"))?
         };
         let key: [u8; 32] = bytes
             .try_into()
@@ -332,7 +343,9 @@ impl Cipher {
     /// Decrypts a `{cipher}BASE64` value (the prefix is optional).
     pub fn decrypt(&self, value: &str) -> Result<String, String> {
         let b64 = value.strip_prefix(CIPHER_PREFIX).unwrap_or(value).trim();
-        let raw = STANDARD.decode(b64).map_err(|e| format!("not base64: {e}"))?;
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|e| format!("not base64: {e}"))?;
         if raw.len() < NONCE_LEN + TAG_LEN {
             return Err(format!(
                 "too short ({} bytes; nonce and tag alone are {})",
@@ -365,7 +378,10 @@ pub(crate) fn interpolate(
     redactor: &Redactor,
 ) -> Result<Interpolated, Error> {
     if !input.contains("${") {
-        return Ok(Interpolated { value: input.to_owned(), used_secret_var: false });
+        return Ok(Interpolated {
+            value: input.to_owned(),
+            used_secret_var: false,
+        });
     }
     let mut out = String::with_capacity(input.len());
     let mut used_secret_var = false;
@@ -380,14 +396,18 @@ pub(crate) fn interpolate(
         }
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 2..];
-        let end = after.find('}').ok_or_else(|| Error::BadInterpolation { key: key.to_owned() })?;
+        let end = after.find('}').ok_or_else(|| Error::BadInterpolation {
+            key: key.to_owned(),
+        })?;
         let expr = &after[..end];
         let (var, default) = match expr.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
             None => (expr, None),
         };
         let var = var.trim();
-        let found = env.get(var).filter(|v| !(default.is_some() && v.is_empty()));
+        let found = env
+            .get(var)
+            .filter(|v| !(default.is_some() && v.is_empty()));
         match (found, default) {
             (Some(v), _) => {
                 if redactor.is_secret_var(var) {
@@ -397,13 +417,19 @@ pub(crate) fn interpolate(
             }
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
-                return Err(Error::UnsetVariable { key: key.to_owned(), var: var.to_owned() });
+                return Err(Error::UnsetVariable {
+                    key: key.to_owned(),
+                    var: var.to_owned(),
+                });
             }
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(Interpolated { value: out, used_secret_var })
+    Ok(Interpolated {
+        value: out,
+        used_secret_var,
+    })
 }
 
 #[cfg(test)]
@@ -421,29 +447,51 @@ mod tests {
     #[test]
     fn interpolation_forms() {
         let r = Redactor::default();
-        let i = interpolate("k", "pg://${HOST}:${PORT:-5432}/x", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
+        let i = interpolate("k", "pg://${HOST}:${PORT:-5432}/x", &env(), &r)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.value, "pg://db.local:5432/x");
         assert!(!i.used_secret_var);
-        let i = interpolate("k", "u:${DB_PASSWORD}@h", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
+        let i =
+            interpolate("k", "u:${DB_PASSWORD}@h", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.value, "u:pw@h");
         assert!(i.used_secret_var);
-        let i = interpolate("k", "${EMPTY:-d} $${HOST}", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
+        let i =
+            interpolate("k", "${EMPTY:-d} $${HOST}", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.value, "d ${HOST}");
-        let e = interpolate("db.url", "${NOPE}", &env(), &r).err().map(|e| e.to_string());
+        let e = interpolate("db.url", "${NOPE}", &env(), &r)
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("`db.url`: environment variable `NOPE` is not set (in `${NOPE}`; write `${NOPE:-default}` for a default)")
+            Some(
+                "`db.url`: environment variable `NOPE` is not set (in `${NOPE}`; write `${NOPE:-default}` for a default)"
+            )
         );
-        assert!(matches!(interpolate("k", "${OPEN", &env(), &r), Err(Error::BadInterpolation { .. })));
+        assert!(matches!(
+            interpolate("k", "${OPEN", &env(), &r),
+            Err(Error::BadInterpolation { .. })
+        ));
     }
 
     #[test]
     fn redaction_words() {
         let r = Redactor::default();
-        for k in ["db.password", "api_key", "auth.accessToken", "client-secret", "creds.credentials.user", "tls.private_key"] {
+        for k in [
+            "db.password",
+            "api_key",
+            "auth.accessToken",
+            "client-secret",
+            "creds.credentials.user",
+            "tls.private_key",
+        ] {
             assert!(r.is_secret(k), "{k}");
         }
-        for k in ["cassandra.keyspace", "monkey", "db.pool.max_size", "tokenizer.model"] {
+        for k in [
+            "cassandra.keyspace",
+            "monkey",
+            "db.pool.max_size",
+            "tokenizer.model",
+        ] {
             assert!(!r.is_secret(k), "{k}");
         }
     }
@@ -459,6 +507,9 @@ mod tests {
         assert!(c.decrypt("{cipher}AAAA").is_err());
         let other = Cipher::new([2; 32]);
         let sealed = c.encrypt("x");
-        assert_eq!(other.decrypt(&sealed), Err("authentication failed: wrong key or corrupted value".to_owned()));
+        assert_eq!(
+            other.decrypt(&sealed),
+            Err("authentication failed: wrong key or corrupted value".to_owned())
+        );
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! Mount it in axum with `Router::nest_service("/config", server)`, or run
 //! `cargo run -p msp-config --example config_server -- --dir DIR --port N`.
-//! [`HttpSource`](crate::remote::HttpSource) is its client (feature `http`).
+//! `remote::HttpSource` is its client (feature `http`).
 //!
 //! # Example
 //!
@@ -117,7 +117,11 @@ impl ConfigServer {
     /// Serves the files in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ConfigServer {
-            inner: Arc::new(Inner { dir: dir.into(), default_label: None, shared: "application".to_owned() }),
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                default_label: None,
+                shared: "application".to_owned(),
+            }),
         }
     }
 
@@ -142,7 +146,9 @@ impl ConfigServer {
             shared: arc.shared.clone(),
         });
         f(&mut inner);
-        ConfigServer { inner: Arc::new(inner) }
+        ConfigServer {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Builds the environment document for one request, as the service does.
@@ -150,7 +156,12 @@ impl ConfigServer {
     /// # Errors
     ///
     /// [`ServerError`] for a bad name, a missing label or an unreadable file.
-    pub fn environment(&self, application: &str, profiles: &str, label: Option<&str>) -> Result<Environment, ServerError> {
+    pub fn environment(
+        &self,
+        application: &str,
+        profiles: &str,
+        label: Option<&str>,
+    ) -> Result<Environment, ServerError> {
         self.inner.environment(application, profiles, label)
     }
 }
@@ -189,18 +200,34 @@ fn check_name(s: &str) -> Result<&str, ServerError> {
         && s != "."
         && s != ".."
         && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok { Ok(s) } else { Err(ServerError::BadName(s.to_owned())) }
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s)
+    } else {
+        Err(ServerError::BadName(s.to_owned()))
+    }
 }
 
 impl Inner {
-    fn environment(&self, app: &str, profiles: &str, label: Option<&str>) -> Result<Environment, ServerError> {
+    fn environment(
+        &self,
+        app: &str,
+        profiles: &str,
+        label: Option<&str>,
+    ) -> Result<Environment, ServerError> {
         check_name(app)?;
-        let profiles: Vec<&str> = profiles.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        let profiles: Vec<&str> = profiles
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
         for p in &profiles {
             check_name(p)?;
         }
-        let label = label.map(str::to_owned).or_else(|| self.default_label.clone());
+        let label = label
+            .map(str::to_owned)
+            .or_else(|| self.default_label.clone());
         let (base, rel) = match &label {
             Some(l) => {
                 let mut rel = PathBuf::new();
@@ -234,23 +261,35 @@ impl Inner {
                 let text = match std::fs::read_to_string(&path) {
                     Ok(t) => t,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(ServerError::File(format!("{}: {e}", rel.join(&file).display()))),
+                    Err(e) => {
+                        return Err(ServerError::File(format!(
+                            "{}: {e}",
+                            rel.join(&file).display()
+                        )));
+                    }
                 };
-                let map = format
-                    .parse(None, &text)
-                    .map_err(|e| ServerError::File(format!("{}: {e}", rel.join(&file).display())))?;
+                let map = format.parse(None, &text).map_err(|e| {
+                    ServerError::File(format!("{}: {e}", rel.join(&file).display()))
+                })?;
                 let mut source = serde_json::Map::new();
                 let mut entries: Vec<_> = map.into_iter().collect();
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
                 for (k, v) in entries {
                     flatten(&k, v, &mut source);
                 }
-                sources.push(PropertySource { name: format!("file:{}", display(&rel.join(&file))), source });
+                sources.push(PropertySource {
+                    name: format!("file:{}", display(&rel.join(&file))),
+                    source,
+                });
             }
         }
         Ok(Environment {
             name: app.to_owned(),
-            profiles: if profiles.is_empty() { vec!["default".to_owned()] } else { profiles.iter().map(|p| (*p).to_owned()).collect() },
+            profiles: if profiles.is_empty() {
+                vec!["default".to_owned()]
+            } else {
+                profiles.iter().map(|p| (*p).to_owned()).collect()
+            },
             label,
             version: None,
             state: None,
@@ -260,7 +299,10 @@ impl Inner {
 }
 
 fn display(p: &Path) -> String {
-    p.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Flattens a value into `a.b[0].c` keys.
@@ -288,18 +330,25 @@ fn flatten(prefix: &str, v: Value, out: &mut serde_json::Map<String, serde_json:
             out.insert(prefix.to_owned(), i.into());
         }
         ValueKind::I128(i) => {
-            out.insert(prefix.to_owned(), i64::try_from(i).map_or_else(|_| i.to_string().into(), Into::into));
+            out.insert(
+                prefix.to_owned(),
+                i64::try_from(i).map_or_else(|_| i.to_string().into(), Into::into),
+            );
         }
         ValueKind::U64(u) => {
             out.insert(prefix.to_owned(), u.into());
         }
         ValueKind::U128(u) => {
-            out.insert(prefix.to_owned(), u64::try_from(u).map_or_else(|_| u.to_string().into(), Into::into));
+            out.insert(
+                prefix.to_owned(),
+                u64::try_from(u).map_or_else(|_| u.to_string().into(), Into::into),
+            );
         }
         ValueKind::Float(f) => {
             out.insert(
                 prefix.to_owned(),
-                serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+                serde_json::Number::from_f64(f)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number),
             );
         }
         ValueKind::String(s) => {
@@ -311,7 +360,10 @@ fn flatten(prefix: &str, v: Value, out: &mut serde_json::Map<String, serde_json:
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -345,10 +397,15 @@ where
         Box::pin(async move {
             if method != Method::GET && method != Method::HEAD {
                 let mut resp = json_response(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
-                resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+                resp.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
                 return Ok(resp);
             }
-            let segments: Vec<String> = path.trim_matches('/').split('/').map(str::to_owned).collect();
+            let segments: Vec<String> = path
+                .trim_matches('/')
+                .split('/')
+                .map(str::to_owned)
+                .collect();
             let p = path.clone();
             let result = tokio::task::spawn_blocking(move || match segments.as_slice() {
                 [app, profiles] => inner.environment(app, profiles, None),

@@ -2,13 +2,13 @@
 //! stream of changes, reloaded from files, remote sources and `reload()`.
 //!
 //! - [`Watched::get`] returns the current `Arc<T>` from an
-//!   [`ArcSwap`](arc_swap::ArcSwap): a few nanoseconds, no lock.
+//!   [`ArcSwap`]: a few nanoseconds, no lock.
 //! - [`Watched::subscribe`] gives a broadcast receiver of [`ConfigEvent`]s:
 //!   each accepted new value with its [`AuditRecord`], and each **rejected**
 //!   reload with its error.
 //! - Reload triggers: changes in the configuration directories (watched as
 //!   directories, so Kubernetes ConfigMap `..data` symlink swaps are seen;
-//!   debounced, 50 ms by default), each [`Remote`](crate::remote::Remote)'s
+//!   debounced, 50 ms by default), each [`Remote`]'s
 //!   change feed (etcd watch, HTTP polling, retried with backoff and
 //!   jitter), and [`Watched::reload`].
 //! - A reload that fails to parse, to deserialize, or a validation hook, is
@@ -101,10 +101,14 @@ pub enum ConfigEvent<T> {
 impl<T> Clone for ConfigEvent<T> {
     fn clone(&self) -> Self {
         match self {
-            ConfigEvent::Updated { value, audit } => ConfigEvent::Updated { value: value.clone(), audit: audit.clone() },
-            ConfigEvent::Rejected { trigger, error } => {
-                ConfigEvent::Rejected { trigger: trigger.clone(), error: error.clone() }
-            }
+            ConfigEvent::Updated { value, audit } => ConfigEvent::Updated {
+                value: value.clone(),
+                audit: audit.clone(),
+            },
+            ConfigEvent::Rejected { trigger, error } => ConfigEvent::Rejected {
+                trigger: trigger.clone(),
+                error: error.clone(),
+            },
         }
     }
 }
@@ -112,10 +116,15 @@ impl<T> Clone for ConfigEvent<T> {
 impl<T> fmt::Debug for ConfigEvent<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigEvent::Updated { audit, .. } => f.debug_struct("Updated").field("audit", audit).finish_non_exhaustive(),
-            ConfigEvent::Rejected { trigger, error } => {
-                f.debug_struct("Rejected").field("trigger", trigger).field("error", error).finish()
-            }
+            ConfigEvent::Updated { audit, .. } => f
+                .debug_struct("Updated")
+                .field("audit", audit)
+                .finish_non_exhaustive(),
+            ConfigEvent::Rejected { trigger, error } => f
+                .debug_struct("Rejected")
+                .field("trigger", trigger)
+                .field("error", error)
+                .finish(),
         }
     }
 }
@@ -137,13 +146,17 @@ pub struct Watched<T> {
 
 impl<T> Clone for Watched<T> {
     fn clone(&self) -> Self {
-        Watched { shared: self.shared.clone() }
+        Watched {
+            shared: self.shared.clone(),
+        }
     }
 }
 
 impl<T> fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Watched").field("app", &self.shared.loader.app()).finish_non_exhaustive()
+        f.debug_struct("Watched")
+            .field("app", &self.shared.loader.app())
+            .finish_non_exhaustive()
     }
 }
 
@@ -322,7 +335,12 @@ where
         for v in &self.validators {
             v(&value).map_err(Error::Validation)?;
         }
-        let record = AuditRecord::diff(self.loader.app(), Trigger::Initial, &BTreeMap::new(), &snapshot.flat);
+        let record = AuditRecord::diff(
+            self.loader.app(),
+            Trigger::Initial,
+            &BTreeMap::new(),
+            &snapshot.flat,
+        );
         for s in &self.sinks {
             s.record(&record);
         }
@@ -330,7 +348,10 @@ where
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(value),
             events,
-            state: tokio::sync::Mutex::new(State { flat: snapshot.flat, remote }),
+            state: tokio::sync::Mutex::new(State {
+                flat: snapshot.flat,
+                remote,
+            }),
             validators: self.validators,
             sinks: self.sinks,
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -408,9 +429,13 @@ where
         match built {
             Err(e) => {
                 let error = Arc::new(e);
-                metrics::counter!("msp_config_reload_errors_total", "app" => app.clone()).increment(1);
+                metrics::counter!("msp_config_reload_errors_total", "app" => app.clone())
+                    .increment(1);
                 tracing::error!(app = %app, trigger = %trigger, error = %error, "config reload rejected; keeping the last good value");
-                let _ = self.events.send(ConfigEvent::Rejected { trigger, error: error.clone() });
+                let _ = self.events.send(ConfigEvent::Rejected {
+                    trigger,
+                    error: error.clone(),
+                });
                 Err(error)
             }
             Ok((snap, value)) => {
@@ -428,7 +453,10 @@ where
                     s.record(&record);
                 }
                 let audit = Arc::new(record);
-                let _ = self.events.send(ConfigEvent::Updated { value, audit: audit.clone() });
+                let _ = self.events.send(ConfigEvent::Updated {
+                    value,
+                    audit: audit.clone(),
+                });
                 Ok(ReloadOutcome::Changed(audit))
             }
         }
@@ -453,7 +481,13 @@ fn watch_dirs<T>(
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    let dirs: Vec<PathBuf> = shared.loader.dirs().iter().filter(|d| d.is_dir()).cloned().collect();
+    let dirs: Vec<PathBuf> = shared
+        .loader
+        .dirs()
+        .iter()
+        .filter(|d| d.is_dir())
+        .cloned()
+        .collect();
     for d in shared.loader.dirs() {
         if !d.is_dir() {
             tracing::debug!(dir = %d.display(), "config directory does not exist; not watching it");
@@ -464,31 +498,44 @@ where
     }
     let app = shared.loader.app().to_owned();
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if relevant(&ev.kind) => {
-            for p in ev.paths {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                // The app's files, and Kubernetes' `..data` / `..2024_…` entries.
-                if name.starts_with(&app) || name.starts_with("..") {
-                    let _ = tx.send(p);
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if relevant(&ev.kind) => {
+                for p in ev.paths {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    // The app's files, and Kubernetes' `..data` / `..2024_…` entries.
+                    if name.starts_with(&app) || name.starts_with("..") {
+                        let _ = tx.send(p);
+                    }
                 }
             }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "config file watch error"),
-    })
-    .map_err(|e| Error::Watch { path: dirs[0].clone(), message: e.to_string() })?;
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "config file watch error"),
+        })
+        .map_err(|e| Error::Watch {
+            path: dirs[0].clone(),
+            message: e.to_string(),
+        })?;
     for d in &dirs {
         watcher
             .watch(d, RecursiveMode::NonRecursive)
-            .map_err(|e| Error::Watch { path: d.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::Watch {
+                path: d.clone(),
+                message: e.to_string(),
+            })?;
     }
     let task = tokio::spawn(debounce_files(Arc::downgrade(shared), rx, debounce));
     Ok(Some((watcher, task.abort_handle())))
 }
 
-async fn debounce_files<T>(shared: Weak<Shared<T>>, mut rx: mpsc::UnboundedReceiver<PathBuf>, quiet: Duration)
-where
+async fn debounce_files<T>(
+    shared: Weak<Shared<T>>,
+    mut rx: mpsc::UnboundedReceiver<PathBuf>,
+    quiet: Duration,
+) where
     T: DeserializeOwned + Send + Sync + 'static,
 {
     while let Some(mut last) = rx.recv().await {
@@ -505,7 +552,9 @@ where
                 Err(_) => break,
             }
         }
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         let _ = shared.apply(Trigger::File(last), Update::Keep).await;
     }
 }
@@ -523,8 +572,12 @@ where
             Ok(()) => match remote.fetch().await {
                 Ok(data) => {
                     delays.reset();
-                    let Some(shared) = shared.upgrade() else { return };
-                    let _ = shared.apply(Trigger::Remote(name.clone()), Update::One(index, data)).await;
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    let _ = shared
+                        .apply(Trigger::Remote(name.clone()), Update::One(index, data))
+                        .await;
                     None
                 }
                 Err(e) => Some(e),

@@ -50,22 +50,37 @@ fn fast_retry() -> Backoff {
 }
 
 async fn put(client: &mut Client, key: String, value: &str) {
-    client.put(key, value, None).await.unwrap_or_else(|e| panic!("etcd put: {e}"));
+    client
+        .put(key, value, None)
+        .await
+        .unwrap_or_else(|e| panic!("etcd put: {e}"));
 }
 
 #[tokio::test]
 async fn reloads_on_put_to_the_shared_etcd() {
-    let Some(url) = backend(Backend::Etcd) else { return };
+    let Some(url) = backend(Backend::Etcd) else {
+        return;
+    };
     let prefix = unique_prefix("put");
-    let mut client = Client::connect([url.as_str()], None).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut client = Client::connect([url.as_str()], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     put(&mut client, format!("{prefix}name"), "shop").await;
     put(&mut client, format!("{prefix}db/pool/max_size"), "5").await;
     // Outside the prefix: ignored.
-    put(&mut client, format!("{}x", prefix.trim_end_matches('/')), "noise").await;
+    put(
+        &mut client,
+        format!("{}x", prefix.trim_end_matches('/')),
+        "noise",
+    )
+    .await;
 
     let source = EtcdSource::new([url.clone()], prefix.clone());
     let cfg = Watched::<Cfg>::builder(
-        Loader::new("shop").no_files().env_map(Default::default()).remote(Remote::new(source).retry(fast_retry())),
+        Loader::new("shop")
+            .no_files()
+            .env_map(Default::default())
+            .remote(Remote::new(source).retry(fast_retry())),
     )
     .start()
     .await
@@ -74,19 +89,49 @@ async fn reloads_on_put_to_the_shared_etcd() {
     let mut rx = cfg.subscribe();
 
     put(&mut client, format!("{prefix}db/pool/max_size"), "9").await;
-    let ev = wait_for(&mut rx, "max_size 9", |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 9)).await;
-    let ConfigEvent::Updated { audit, .. } = ev else { unreachable!() };
-    assert!(matches!(&audit.trigger, Trigger::Remote(n) if n.starts_with("etcd ")), "{:?}", audit.trigger);
-    assert_eq!(audit.changed[0].origin, format!("etcd {url}{prefix} key {prefix}db/pool/max_size"));
+    let ev = wait_for(
+        &mut rx,
+        "max_size 9",
+        |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 9),
+    )
+    .await;
+    let ConfigEvent::Updated { audit, .. } = ev else {
+        unreachable!()
+    };
+    assert!(
+        matches!(&audit.trigger, Trigger::Remote(n) if n.starts_with("etcd ")),
+        "{:?}",
+        audit.trigger
+    );
+    assert_eq!(
+        audit.changed[0].origin,
+        format!("etcd {url}{prefix} key {prefix}db/pool/max_size")
+    );
 
     // A bad value is rejected with the etcd key named; 9 stays.
     put(&mut client, format!("{prefix}db/pool/max_size"), "lots").await;
-    let ev = wait_for(&mut rx, "rejection", |e| matches!(e, ConfigEvent::Rejected { .. })).await;
-    let ConfigEvent::Rejected { error, .. } = ev else { unreachable!() };
-    assert!(error.to_string().contains(&format!("key {prefix}db/pool/max_size")), "{error}");
+    let ev = wait_for(&mut rx, "rejection", |e| {
+        matches!(e, ConfigEvent::Rejected { .. })
+    })
+    .await;
+    let ConfigEvent::Rejected { error, .. } = ev else {
+        unreachable!()
+    };
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("key {prefix}db/pool/max_size")),
+        "{error}"
+    );
     assert_eq!(cfg.get().db.pool.max_size, 9);
 
-    client.delete(prefix.clone(), Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap_or_else(|e| panic!("{e}"));
+    client
+        .delete(
+            prefix.clone(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A private etcd on free loopback ports, killed on drop.
@@ -105,7 +150,10 @@ fn free_port() -> u16 {
 }
 
 fn etcd_binary() -> Option<PathBuf> {
-    let candidates = [std::env::var("MSP_ETCD_BIN").ok().map(PathBuf::from), Some(PathBuf::from("/usr/bin/etcd"))];
+    let candidates = [
+        std::env::var("MSP_ETCD_BIN").ok().map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/etcd")),
+    ];
     candidates.into_iter().flatten().find(|p| p.exists())
 }
 
@@ -120,14 +168,29 @@ impl PrivateEtcd {
         let child = Command::new(bin)
             .args(["--name", "msp-config-test", "--data-dir"])
             .arg(data.path())
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("msp-config-test={peer}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        PrivateEtcd { child: Some(child), data, client_port, peer_port }
+        PrivateEtcd {
+            child: Some(child),
+            data,
+            client_port,
+            peer_port,
+        }
     }
 
     async fn ready(&self) -> Client {
@@ -151,7 +214,10 @@ impl PrivateEtcd {
 
     fn restart(mut self, bin: &Path) -> PrivateEtcd {
         self.stop();
-        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")));
+        let data = std::mem::replace(
+            &mut self.data,
+            tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        );
         PrivateEtcd::start(bin, data, self.client_port, self.peer_port)
     }
 }
@@ -165,7 +231,10 @@ impl Drop for PrivateEtcd {
 #[tokio::test]
 async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
     let Some(bin) = etcd_binary() else {
-        assert!(!backends_required(), "MSP_REQUIRE_BACKENDS=1 but no etcd binary (set MSP_ETCD_BIN)");
+        assert!(
+            !backends_required(),
+            "MSP_REQUIRE_BACKENDS=1 but no etcd binary (set MSP_ETCD_BIN)"
+        );
         eprintln!("skipping: no etcd binary at /usr/bin/etcd (set MSP_ETCD_BIN)");
         return;
     };
@@ -184,7 +253,10 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
             .cache_file(&cache)
     };
     let loader = |url: String, startup| {
-        Loader::new("shop").no_files().env_map(Default::default()).remote(remote(url).startup(startup))
+        Loader::new("shop")
+            .no_files()
+            .env_map(Default::default())
+            .remote(remote(url).startup(startup))
     };
     let cfg = Watched::<Cfg>::builder(loader(etcd.url(), Startup::FailFast))
         .start()
@@ -192,7 +264,12 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut rx = cfg.subscribe();
     put(&mut client, format!("{prefix}db/pool/max_size"), "2").await;
-    wait_for(&mut rx, "max_size 2", |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 2)).await;
+    wait_for(
+        &mut rx,
+        "max_size 2",
+        |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 2),
+    )
+    .await;
 
     // etcd stops: the value stays, an explicit reload keeps it and is not an error.
     drop(client);
@@ -201,9 +278,15 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
     assert_eq!(cfg.get().db.pool.max_size, 2);
 
     // A new process starting now: fail fast, or start from the cache.
-    let err = loader(etcd.url(), Startup::FailFast).load::<Cfg>().await.unwrap_err();
+    let err = loader(etcd.url(), Startup::FailFast)
+        .load::<Cfg>()
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, Error::Remote { .. }), "{err:?}");
-    let cached: Cfg = loader(etcd.url(), Startup::UseCache).load().await.unwrap_or_else(|e| panic!("{e}"));
+    let cached: Cfg = loader(etcd.url(), Startup::UseCache)
+        .load()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cached.db.pool.max_size, 2);
     assert_eq!(cfg.get().db.pool.max_size, 2);
 
@@ -211,6 +294,11 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
     let etcd = etcd.restart(&bin);
     let mut client = etcd.ready().await;
     put(&mut client, format!("{prefix}db/pool/max_size"), "3").await;
-    wait_for(&mut rx, "max_size 3 after restart", |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 3)).await;
+    wait_for(
+        &mut rx,
+        "max_size 3 after restart",
+        |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 3),
+    )
+    .await;
     assert_eq!(cfg.get().db.pool.max_size, 3);
 }

@@ -23,10 +23,16 @@ struct Six {
 
 fn six_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("six.yaml"), "k2: file\nk3: file\nk4: file\nk5: file\nk6: file\n")
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("six-prod.toml"), "k3 = 'profile'\nk4 = 'profile'\nk5 = 'profile'\nk6 = 'profile'\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("six.yaml"),
+        "k2: file\nk3: file\nk4: file\nk5: file\nk6: file\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("six-prod.toml"),
+        "k3 = 'profile'\nk4 = 'profile'\nk5 = 'profile'\nk6 = 'profile'\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     dir
 }
 
@@ -34,8 +40,19 @@ fn six_loader(dir: &std::path::Path) -> Loader {
     let d = |s: &str| s.to_owned();
     Loader::new("six")
         .dir(dir)
-        .defaults(&Six { k1: d("defaults"), k2: d("defaults"), k3: d("defaults"), k4: d("defaults"), k5: d("defaults"), k6: d("defaults") })
-        .env_map(env(&[("SIX_PROFILE", "prod"), ("SIX__K5", "env"), ("SIX__K6", "env")]))
+        .defaults(&Six {
+            k1: d("defaults"),
+            k2: d("defaults"),
+            k3: d("defaults"),
+            k4: d("defaults"),
+            k5: d("defaults"),
+            k6: d("defaults"),
+        })
+        .env_map(env(&[
+            ("SIX_PROFILE", "prod"),
+            ("SIX__K5", "env"),
+            ("SIX__K6", "env"),
+        ]))
         .remote(msp_config::remote::Remote::new(Fixed(vec![
             ("k4", "remote".into()),
             ("k5", "remote".into()),
@@ -47,7 +64,10 @@ fn six_loader(dir: &std::path::Path) -> Loader {
 #[tokio::test]
 async fn every_layer_beats_the_one_below() {
     let dir = six_dir();
-    let got: Six = six_loader(dir.path()).load().await.unwrap_or_else(|e| panic!("{e}"));
+    let got: Six = six_loader(dir.path())
+        .load()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         got,
         Six {
@@ -66,7 +86,14 @@ async fn precedence_can_be_reordered() {
     let dir = six_dir();
     // Viper-like: remote below files; command line below env.
     let got: Six = six_loader(dir.path())
-        .precedence([Layer::Defaults, Layer::Remote, Layer::Files, Layer::ProfileFiles, Layer::CommandLine, Layer::Env])
+        .precedence([
+            Layer::Defaults,
+            Layer::Remote,
+            Layer::Files,
+            Layer::ProfileFiles,
+            Layer::CommandLine,
+            Layer::Env,
+        ])
         .load()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -105,8 +132,16 @@ fn write(dir: &std::path::Path, name: &str, text: &str) {
 #[test]
 fn profile_files_merge_deeply_over_the_base() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    write(dir.path(), "app.yaml", "name: base\ndb:\n  url: pg://base\n  pool:\n    max_size: 5\n    min_idle: 1\n");
-    write(dir.path(), "app-prod.yaml", "db:\n  pool:\n    max_size: 50\n");
+    write(
+        dir.path(),
+        "app.yaml",
+        "name: base\ndb:\n  url: pg://base\n  pool:\n    max_size: 5\n    min_idle: 1\n",
+    );
+    write(
+        dir.path(),
+        "app-prod.yaml",
+        "db:\n  pool:\n    max_size: 50\n",
+    );
     write(dir.path(), "app-eu.json", r#"{"db": {"url": "pg://eu"}}"#);
 
     // Profile from the env var, several profiles, later wins.
@@ -117,10 +152,20 @@ fn profile_files_merge_deeply_over_the_base() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.name, "base");
     assert_eq!(got.db.url, "pg://eu");
-    assert_eq!(got.db.pool, Pool { max_size: 50, min_idle: 1 });
+    assert_eq!(
+        got.db.pool,
+        Pool {
+            max_size: 50,
+            min_idle: 1
+        }
+    );
 
     // No profile: the base only.
-    let base: App = Loader::new("app").dir(dir.path()).env_map(HashMap::new()).load_sync().unwrap_or_else(|e| panic!("{e}"));
+    let base: App = Loader::new("app")
+        .dir(dir.path())
+        .env_map(HashMap::new())
+        .load_sync()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(base.db.pool.max_size, 5);
     assert_eq!(base.db.url, "pg://base");
 
@@ -148,10 +193,23 @@ fn env_nesting_keeps_single_underscores_inside_keys() {
         ("SHOP__DB__URL", "wrong"),
         ("SHOP_CARTX__NAME", "wrong"),
     ]);
-    let got: App = Loader::new("shop-cart").no_files().env_map(e).load_sync().unwrap_or_else(|e| panic!("{e}"));
+    let got: App = Loader::new("shop-cart")
+        .no_files()
+        .env_map(e)
+        .load_sync()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         got,
-        App { name: "n".into(), db: Db { url: "pg://env".into(), pool: Pool { max_size: 20, min_idle: 3 } } }
+        App {
+            name: "n".into(),
+            db: Db {
+                url: "pg://env".into(),
+                pool: Pool {
+                    max_size: 20,
+                    min_idle: 3
+                }
+            }
+        }
     );
 }
 
@@ -159,15 +217,26 @@ fn env_nesting_keeps_single_underscores_inside_keys() {
 fn cli_set_overrides_env_and_rejects_malformed() {
     let got: App = Loader::new("app")
         .no_files()
-        .env_map(env(&[("APP__NAME", "env"), ("APP__DB__URL", "u"), ("APP__DB__POOL__MAX_SIZE", "1"), ("APP__DB__POOL__MIN_IDLE", "1")]))
+        .env_map(env(&[
+            ("APP__NAME", "env"),
+            ("APP__DB__URL", "u"),
+            ("APP__DB__POOL__MAX_SIZE", "1"),
+            ("APP__DB__POOL__MIN_IDLE", "1"),
+        ]))
         .args(["--set", "db.pool.max_size=20", "--set=name=cli"])
         .unwrap_or_else(|e| panic!("{e}"))
         .load_sync()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.db.pool.max_size, 20);
     assert_eq!(got.name, "cli");
-    assert!(matches!(Loader::new("app").args(["--set", "novalue"]), Err(Error::Argument(_))));
-    assert!(matches!(Loader::new("app").args(["--set"]), Err(Error::Argument(_))));
+    assert!(matches!(
+        Loader::new("app").args(["--set", "novalue"]),
+        Err(Error::Argument(_))
+    ));
+    assert!(matches!(
+        Loader::new("app").args(["--set"]),
+        Err(Error::Argument(_))
+    ));
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,21 +260,48 @@ struct TypedPool {
 fn wrong_type_error_names_key_type_file_and_line() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     for (file, text, line) in [
-        ("bad.yaml", "# pool settings\ndb:\n  url: x\n  pool:\n    max_size: lots\n", 5),
-        ("bad.toml", "[db]\nurl = 'x'\n\n[db.pool]\nmax_size = 'lots'\n", 5),
-        ("bad.json", "{\n  \"db\": {\n    \"url\": \"x\",\n    \"pool\": {\"max_size\": \"lots\"}\n  }\n}\n", 4),
+        (
+            "bad.yaml",
+            "# pool settings\ndb:\n  url: x\n  pool:\n    max_size: lots\n",
+            5,
+        ),
+        (
+            "bad.toml",
+            "[db]\nurl = 'x'\n\n[db.pool]\nmax_size = 'lots'\n",
+            5,
+        ),
+        (
+            "bad.json",
+            "{\n  \"db\": {\n    \"url\": \"x\",\n    \"pool\": {\"max_size\": \"lots\"}\n  }\n}\n",
+            4,
+        ),
     ] {
         let sub = dir.path().join(file.replace('.', "_"));
         std::fs::create_dir_all(&sub).unwrap_or_else(|e| panic!("{e}"));
         write(&sub, file, text);
-        let err = Loader::new("bad").dir(&sub).env_map(HashMap::new()).load_sync::<Typed>().unwrap_err();
+        let err = Loader::new("bad")
+            .dir(&sub)
+            .env_map(HashMap::new())
+            .load_sync::<Typed>()
+            .expect_err("must fail");
         let path = sub.join(file);
         match &err {
-            Error::InvalidValue { key, expected, found, origin } => {
+            Error::InvalidValue {
+                key,
+                expected,
+                found,
+                origin,
+            } => {
                 assert_eq!(key, "db.pool.max_size");
                 assert_eq!(expected, "an integer");
                 assert_eq!(found, "string \"lots\"");
-                assert_eq!(origin, &Origin::File { path: path.clone(), line: Some(line) });
+                assert_eq!(
+                    origin,
+                    &Origin::File {
+                        path: path.clone(),
+                        line: Some(line)
+                    }
+                );
             }
             other => panic!("{file}: unexpected error {other:?}"),
         }
@@ -223,9 +319,12 @@ fn wrong_type_error_names_key_type_file_and_line() {
 fn wrong_type_error_names_env_var_and_cli_flag() {
     let err = Loader::new("app")
         .no_files()
-        .env_map(env(&[("APP__DB__URL", "x"), ("APP__DB__POOL__MAX_SIZE", "-")]))
+        .env_map(env(&[
+            ("APP__DB__URL", "x"),
+            ("APP__DB__POOL__MAX_SIZE", "-"),
+        ]))
         .load_sync::<Typed>()
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(
         matches!(&err, Error::InvalidValue { key, origin: Origin::Env { var }, .. } if key == "db.pool.max_size" && var == "APP__DB__POOL__MAX_SIZE"),
         "{err:?}"
@@ -235,7 +334,7 @@ fn wrong_type_error_names_env_var_and_cli_flag() {
         .env_map(env(&[("APP__DB__URL", "x")]))
         .set("db.pool.max_size", "big")
         .load_sync::<Typed>()
-        .unwrap_err();
+        .expect_err("must fail");
     assert_eq!(
         err.to_string(),
         "invalid value for `db.pool.max_size`: expected an integer, found string \"big\" (from command line --set db.pool.max_size)"
@@ -247,10 +346,13 @@ async fn wrong_type_error_names_remote_key() {
     let err = Loader::new("app")
         .no_files()
         .env_map(env(&[("APP__DB__URL", "x")]))
-        .remote(msp_config::remote::Remote::new(Fixed(vec![("db.pool.max_size", "many".into())])))
+        .remote(msp_config::remote::Remote::new(Fixed(vec![(
+            "db.pool.max_size",
+            "many".into(),
+        )])))
         .load::<Typed>()
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(
         matches!(&err, Error::InvalidValue { origin: Origin::Remote { source, key }, .. } if source == "fixed" && key == "/fixed/db.pool.max_size"),
         "{err:?}"
@@ -259,9 +361,19 @@ async fn wrong_type_error_names_remote_key() {
 
 #[test]
 fn missing_field_error_names_the_key() {
-    let err = Loader::new("app").no_files().env_map(env(&[("APP__DB__URL", "x")])).load_sync::<Typed>().unwrap_err();
-    assert!(matches!(&err, Error::Invalid { key, .. } if key == "db.pool"), "{err:?}");
-    assert_eq!(err.to_string(), "invalid configuration at `db.pool`: required key is missing (no layer sets it)");
+    let err = Loader::new("app")
+        .no_files()
+        .env_map(env(&[("APP__DB__URL", "x")]))
+        .load_sync::<Typed>()
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, Error::Invalid { key, .. } if key == "db.pool"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration at `db.pool`: required key is missing (no layer sets it)"
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,14 +401,26 @@ fn interpolation_and_cipher_round_trip() {
             "db:\n  url: pg://${{DB_USER}}@${{DB_HOST:-localhost}}:${{DB_PORT:-5432}}/x\n  password: \"{sealed}\"\n  port: ${{DB_PORT:-5432}}\napi_token: ${{TOKEN}}\n"
         ),
     );
-    let e = env(&[("DB_USER", "app"), ("DB_PORT", "6543"), ("TOKEN", "tok-123"), ("SEC_CONFIG_KEY", &key)]);
-    let got: WithSecrets = Loader::new("sec").dir(dir.path()).env_map(e.clone()).load_sync().unwrap_or_else(|e| panic!("{e}"));
+    let e = env(&[
+        ("DB_USER", "app"),
+        ("DB_PORT", "6543"),
+        ("TOKEN", "tok-123"),
+        ("SEC_CONFIG_KEY", &key),
+    ]);
+    let got: WithSecrets = Loader::new("sec")
+        .dir(dir.path())
+        .env_map(e.clone())
+        .load_sync()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.db.url, "pg://app@localhost:6543/x");
     assert_eq!(got.db.port, 6543);
     assert_eq!(got.db.password.expose(), "pa55-w0rd");
     assert_eq!(got.api_token.expose(), "tok-123");
     let debug = format!("{got:?}");
-    assert!(!debug.contains("pa55-w0rd") && !debug.contains("tok-123"), "{debug}");
+    assert!(
+        !debug.contains("pa55-w0rd") && !debug.contains("tok-123"),
+        "{debug}"
+    );
 
     // Key from a file works too.
     let key_file = dir.path().join("key.txt");
@@ -312,7 +436,11 @@ fn interpolation_and_cipher_round_trip() {
     // A wrong key: a clear error naming the key path, no secret in it.
     let mut wrong = e.clone();
     wrong.insert("SEC_CONFIG_KEY".into(), Cipher::generate_key());
-    let err = Loader::new("sec").dir(dir.path()).env_map(wrong).load_sync::<WithSecrets>().unwrap_err();
+    let err = Loader::new("sec")
+        .dir(dir.path())
+        .env_map(wrong)
+        .load_sync::<WithSecrets>()
+        .expect_err("must fail");
     assert_eq!(
         err.to_string(),
         "`db.password`: cannot decrypt {cipher} value: authentication failed: wrong key or corrupted value"
@@ -320,13 +448,27 @@ fn interpolation_and_cipher_round_trip() {
     // No key at all.
     let mut none = e.clone();
     none.remove("SEC_CONFIG_KEY");
-    let err = Loader::new("sec").dir(dir.path()).env_map(none).load_sync::<WithSecrets>().unwrap_err();
-    assert!(matches!(&err, Error::Decrypt { key, reason } if key == "db.password" && reason.contains("SEC_CONFIG_KEY")), "{err}");
+    let err = Loader::new("sec")
+        .dir(dir.path())
+        .env_map(none)
+        .load_sync::<WithSecrets>()
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, Error::Decrypt { key, reason } if key == "db.password" && reason.contains("SEC_CONFIG_KEY")),
+        "{err}"
+    );
     // An unset variable without default names key and variable.
     let mut no_token = e;
     no_token.remove("TOKEN");
-    let err = Loader::new("sec").dir(dir.path()).env_map(no_token).load_sync::<WithSecrets>().unwrap_err();
-    assert!(matches!(&err, Error::UnsetVariable { key, var } if key == "api_token" && var == "TOKEN"), "{err}");
+    let err = Loader::new("sec")
+        .dir(dir.path())
+        .env_map(no_token)
+        .load_sync::<WithSecrets>()
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, Error::UnsetVariable { key, var } if key == "api_token" && var == "TOKEN"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -337,15 +479,20 @@ fn secret_values_never_appear_in_type_errors() {
         password: u32,
     }
     let key = Cipher::generate_key();
-    let sealed = Cipher::from_text(&key).unwrap_or_else(|e| panic!("{e}")).encrypt("top-secret-value");
+    let sealed = Cipher::from_text(&key)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .encrypt("top-secret-value");
     let err = Loader::new("s")
         .no_files()
         .env_map(env(&[("S__PASSWORD", "hunter2-plain")]))
         .load_sync::<Strict>()
-        .unwrap_err();
+        .expect_err("must fail");
     let text = err.to_string();
     assert!(!text.contains("hunter2-plain"), "{text}");
-    assert!(text.contains("[REDACTED]") && text.contains("S__PASSWORD"), "{text}");
+    assert!(
+        text.contains("[REDACTED]") && text.contains("S__PASSWORD"),
+        "{text}"
+    );
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]
@@ -357,7 +504,7 @@ fn secret_values_never_appear_in_type_errors() {
         .no_files()
         .env_map(env(&[("S__NOTE", &sealed), ("S_CONFIG_KEY", &key)]))
         .load_sync::<Strict2>()
-        .unwrap_err();
+        .expect_err("must fail");
     let text = format!("{err} {err:?}");
     assert!(!text.contains("top-secret-value"), "{text}");
     assert!(text.contains("[REDACTED]"), "{text}");
@@ -367,6 +514,13 @@ fn secret_values_never_appear_in_type_errors() {
 fn a_bad_file_is_a_parse_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write(dir.path(), "p.yaml", "a: [1, 2\nb: c\n");
-    let err = Loader::new("p").dir(dir.path()).env_map(HashMap::new()).load_sync::<HashMap<String, String>>().unwrap_err();
-    assert!(matches!(&err, Error::Parse { path, .. } if path.ends_with("p.yaml")), "{err:?}");
+    let err = Loader::new("p")
+        .dir(dir.path())
+        .env_map(HashMap::new())
+        .load_sync::<HashMap<String, String>>()
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, Error::Parse { path, .. } if path.ends_with("p.yaml")),
+        "{err:?}"
+    );
 }

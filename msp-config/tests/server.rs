@@ -1,6 +1,8 @@
 //! The config server over real HTTP (Spring Cloud Config's JSON), and the
 //! HTTP client source: loading, polling, start-up policies, outages.
 
+#![cfg(feature = "http")]
+
 mod common;
 
 use std::collections::HashMap;
@@ -30,9 +32,18 @@ fn write(path: &Path, text: &str) {
 fn config_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
-    write(&d.join("shop.yaml"), "db:\n  url: pg://base\n  pool:\n    max_size: 5\nservers:\n  - a\n  - b\n");
-    write(&d.join("shop-prod.yaml"), "db:\n  pool:\n    max_size: 20\n");
-    write(&d.join("application.yaml"), "region: eu\ndb:\n  url: pg://shared\n");
+    write(
+        &d.join("shop.yaml"),
+        "db:\n  url: pg://base\n  pool:\n    max_size: 5\nservers:\n  - a\n  - b\n",
+    );
+    write(
+        &d.join("shop-prod.yaml"),
+        "db:\n  pool:\n    max_size: 20\n",
+    );
+    write(
+        &d.join("application.yaml"),
+        "region: eu\ndb:\n  url: pg://shared\n",
+    );
     write(&d.join("application-prod.yml"), "timeout_ms: 250\n");
     write(&d.join("other.yaml"), "never: served\n");
     write(&d.join("main/shop.yaml"), "db:\n  url: pg://main-label\n");
@@ -42,7 +53,9 @@ fn config_dir() -> tempfile::TempDir {
 /// A server whose connections all die when the returned set is dropped.
 async fn serve(dir: &Path) -> (SocketAddr, JoinSet<()>) {
     let app = Router::new().nest_service("/config", ConfigServer::new(dir));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let mut set = JoinSet::new();
     set.spawn(async move {
@@ -50,7 +63,9 @@ async fn serve(dir: &Path) -> (SocketAddr, JoinSet<()>) {
         while let Ok((stream, _)) = listener.accept().await {
             let svc = hyper_util::service::TowerToHyperService::new(app.clone());
             conns.spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -59,10 +74,21 @@ async fn serve(dir: &Path) -> (SocketAddr, JoinSet<()>) {
 
 async fn get(url: &str) -> (u16, serde_json::Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = client.get(url.parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    let resp = client
+        .get(url.parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -94,7 +120,10 @@ async fn answers_spring_cloud_config_environment_json() {
     let (status, body) = get(&format!("http://{addr}/config/shop/prod/main")).await;
     assert_eq!(status, 200);
     assert_eq!(body["label"], "main");
-    assert_eq!(body["propertySources"], serde_json::json!([{"name": "file:main/shop.yaml", "source": {"db.url": "pg://main-label"}}]));
+    assert_eq!(
+        body["propertySources"],
+        serde_json::json!([{"name": "file:main/shop.yaml", "source": {"db.url": "pg://main-label"}}])
+    );
     let (status, _) = get(&format!("http://{addr}/config/shop/prod/nope")).await;
     assert_eq!(status, 404);
 }
@@ -105,13 +134,23 @@ async fn rejects_path_traversal_and_other_methods() {
     // A secret next to the served directory.
     write(&dir.path().join("..").join("outside-secret.yaml"), "x: 1\n");
     let (addr, _server) = serve(dir.path()).await;
-    for path in ["shop/prod/..", "shop/..", "shop/prod/.hidden", "shop/prod/a%2F..%2F..", "..%2Foutside-secret/prod", "shop/prod/..(_)..", "%2e%2e/prod"] {
+    for path in [
+        "shop/prod/..",
+        "shop/..",
+        "shop/prod/.hidden",
+        "shop/prod/a%2F..%2F..",
+        "..%2Foutside-secret/prod",
+        "shop/prod/..(_)..",
+        "%2e%2e/prod",
+    ] {
         let (status, body) = get(&format!("http://{addr}/config/{path}")).await;
         assert!(status == 400 || status == 404, "{path}: {status} {body}");
         assert!(body.get("propertySources").is_none(), "{path}: {body}");
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let req = http::Request::post(format!("http://{addr}/config/shop/prod")).body(Empty::new()).unwrap_or_else(|e| panic!("{e}"));
+    let req = http::Request::post(format!("http://{addr}/config/shop/prod"))
+        .body(Empty::new())
+        .unwrap_or_else(|e| panic!("{e}"));
     let resp = client.request(req).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 405);
 }
@@ -148,7 +187,10 @@ async fn the_client_loads_from_the_server_with_spring_precedence() {
     assert_eq!(
         shop,
         Shop {
-            db: Db { url: "pg://base".into(), pool: Pool { max_size: 20 } },
+            db: Db {
+                url: "pg://base".into(),
+                pool: Pool { max_size: 20 }
+            },
             servers: vec!["a".into(), "b".into()],
             region: "eu".into(),
             timeout_ms: 250,
@@ -157,8 +199,13 @@ async fn the_client_loads_from_the_server_with_spring_precedence() {
     // Environment still beats the remote layer; a label picks the subdirectory.
     let v: serde_json::Value = Loader::new("shop")
         .no_files()
-        .env_map(HashMap::from([("SHOP__DB__POOL__MAX_SIZE".to_owned(), "99".to_owned())]))
-        .remote(Remote::new(HttpSource::new(format!("http://{addr}/config"), "shop", "prod").label("main")))
+        .env_map(HashMap::from([(
+            "SHOP__DB__POOL__MAX_SIZE".to_owned(),
+            "99".to_owned(),
+        )]))
+        .remote(Remote::new(
+            HttpSource::new(format!("http://{addr}/config"), "shop", "prod").label("main"),
+        ))
         .load()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -170,19 +217,42 @@ async fn the_client_loads_from_the_server_with_spring_precedence() {
 async fn polling_picks_up_server_changes_and_outages_keep_the_last_value() {
     let dir = config_dir();
     let (addr, server) = serve(dir.path()).await;
-    let source = HttpSource::new(format!("http://{addr}/config"), "shop", "prod").poll_interval(Duration::from_millis(50));
-    let cfg = Watched::<Shop>::builder(Loader::new("shop").no_files().env_map(HashMap::new()).remote(Remote::new(source)))
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let source = HttpSource::new(format!("http://{addr}/config"), "shop", "prod")
+        .poll_interval(Duration::from_millis(50));
+    let cfg = Watched::<Shop>::builder(
+        Loader::new("shop")
+            .no_files()
+            .env_map(HashMap::new())
+            .remote(Remote::new(source)),
+    )
+    .start()
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.get().db.pool.max_size, 20);
     let mut rx = cfg.subscribe();
 
-    write(&dir.path().join("shop-prod.yaml"), "db:\n  pool:\n    max_size: 30\n");
-    let ev = wait_for(&mut rx, "max_size 30", |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 30)).await;
-    let ConfigEvent::Updated { audit, .. } = ev else { unreachable!() };
-    assert!(matches!(&audit.trigger, Trigger::Remote(name) if name.contains("/config/shop/prod")), "{:?}", audit.trigger);
-    assert_eq!(audit.changed[0].origin, format!("config server http://{addr}/config/shop/prod key file:shop-prod.yaml"));
+    write(
+        &dir.path().join("shop-prod.yaml"),
+        "db:\n  pool:\n    max_size: 30\n",
+    );
+    let ev = wait_for(
+        &mut rx,
+        "max_size 30",
+        |e| matches!(e, ConfigEvent::Updated { value, .. } if value.db.pool.max_size == 30),
+    )
+    .await;
+    let ConfigEvent::Updated { audit, .. } = ev else {
+        unreachable!()
+    };
+    assert!(
+        matches!(&audit.trigger, Trigger::Remote(name) if name.contains("/config/shop/prod")),
+        "{:?}",
+        audit.trigger
+    );
+    assert_eq!(
+        audit.changed[0].origin,
+        format!("config server http://{addr}/config/shop/prod key file:shop-prod.yaml")
+    );
 
     // The server goes away: the value stays, reload() keeps it too.
     drop(server);
@@ -198,24 +268,42 @@ async fn startup_with_the_server_down_fails_fast_or_uses_the_cache() {
     let (addr, server) = serve(dir.path()).await;
     let base = format!("http://{addr}/config");
     let loader = |startup| {
-        Loader::new("shop").no_files().env_map(HashMap::new()).remote(
-            Remote::new(HttpSource::new(&base, "shop", "prod").timeout(Duration::from_secs(2)))
-                .startup(startup)
-                .cache_file(&cache),
-        )
+        Loader::new("shop")
+            .no_files()
+            .env_map(HashMap::new())
+            .remote(
+                Remote::new(HttpSource::new(&base, "shop", "prod").timeout(Duration::from_secs(2)))
+                    .startup(startup)
+                    .cache_file(&cache),
+            )
     };
     // A successful fetch writes the cache.
-    let live: Shop = loader(Startup::FailFast).load().await.unwrap_or_else(|e| panic!("{e}"));
+    let live: Shop = loader(Startup::FailFast)
+        .load()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(cache.exists());
     drop(server);
 
-    let err = loader(Startup::FailFast).load::<Shop>().await.unwrap_err();
-    assert!(matches!(&err, Error::Remote { source_name, .. } if source_name.contains("config server")), "{err:?}");
+    let err = loader(Startup::FailFast)
+        .load::<Shop>()
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(&err, Error::Remote { source_name, .. } if source_name.contains("config server")),
+        "{err:?}"
+    );
 
-    let cached: Shop = loader(Startup::UseCache).load().await.unwrap_or_else(|e| panic!("{e}"));
+    let cached: Shop = loader(Startup::UseCache)
+        .load()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cached, live);
 
     std::fs::remove_file(&cache).unwrap_or_else(|e| panic!("{e}"));
-    let err = loader(Startup::UseCache).load::<Shop>().await.unwrap_err();
+    let err = loader(Startup::UseCache)
+        .load::<Shop>()
+        .await
+        .expect_err("must fail");
     assert!(matches!(&err, Error::NoCache { .. }), "{err:?}");
 }

@@ -52,7 +52,10 @@ impl EtcdSource {
     /// A source for the keys under `prefix` (a trailing `/` is added when
     /// missing) on the etcd cluster at `endpoints`. Connect and request
     /// timeouts default to 3 s.
-    pub fn new<E: Into<String>>(endpoints: impl IntoIterator<Item = E>, prefix: impl Into<String>) -> Self {
+    pub fn new<E: Into<String>>(
+        endpoints: impl IntoIterator<Item = E>,
+        prefix: impl Into<String>,
+    ) -> Self {
         let mut prefix = prefix.into();
         if !prefix.ends_with('/') {
             prefix.push('/');
@@ -96,7 +99,10 @@ impl EtcdSource {
 
     async fn get(&self) -> Result<RemoteData, BoxError> {
         let mut client = self.client().await?;
-        let resp = match client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())).await {
+        let resp = match client
+            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.forget_client().await;
@@ -106,8 +112,14 @@ impl EtcdSource {
         let mut data = RemoteData::default();
         for kv in resp.kvs() {
             let key = kv.key_str()?;
-            let Some(rest) = key.strip_prefix(self.prefix.as_str()) else { continue };
-            let path = rest.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(".");
+            let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
+                continue;
+            };
+            let path = rest
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(".");
             if path.is_empty() {
                 continue;
             }
@@ -121,7 +133,13 @@ impl EtcdSource {
         let mut guard = self.watch.lock().await;
         let Some(stream) = guard.as_mut() else {
             let mut client = self.client().await?;
-            match client.watch(self.prefix.as_str(), Some(WatchOptions::new().with_prefix())).await {
+            match client
+                .watch(
+                    self.prefix.as_str(),
+                    Some(WatchOptions::new().with_prefix()),
+                )
+                .await
+            {
                 Ok(s) => {
                     *guard = Some(s);
                     // A new watch may have missed changes: have the caller fetch.

@@ -58,13 +58,21 @@ impl HttpSource {
     /// A source for `application` with `profiles` (comma-separated) on the
     /// server at `base` (`http://host:port`, optionally with a path
     /// prefix). Polls every 30 s; each request times out after 5 s.
-    pub fn new(base: impl Into<String>, application: impl Into<String>, profiles: impl Into<String>) -> Self {
+    pub fn new(
+        base: impl Into<String>,
+        application: impl Into<String>,
+        profiles: impl Into<String>,
+    ) -> Self {
         let base = base.into().trim_end_matches('/').to_owned();
         let profiles = profiles.into();
         HttpSource {
             base,
             app: application.into(),
-            profiles: if profiles.trim().is_empty() { "default".to_owned() } else { profiles },
+            profiles: if profiles.trim().is_empty() {
+                "default".to_owned()
+            } else {
+                profiles
+            },
             label: None,
             poll: Duration::from_secs(30),
             timeout: Duration::from_secs(5),
@@ -111,10 +119,13 @@ impl HttpSource {
             .await
             .map_err(|_| format!("no response within {:?}", self.timeout))??;
         let status = resp.status();
-        let body = tokio::time::timeout(self.timeout, Limited::new(resp.into_body(), MAX_BODY).collect())
-            .await
-            .map_err(|_| format!("body not received within {:?}", self.timeout))??
-            .to_bytes();
+        let body = tokio::time::timeout(
+            self.timeout,
+            Limited::new(resp.into_body(), MAX_BODY).collect(),
+        )
+        .await
+        .map_err(|_| format!("body not received within {:?}", self.timeout))??
+        .to_bytes();
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(format!("{} answered {status}: {text}", self.url()).into());

@@ -103,15 +103,28 @@ pub struct RemoteData {
 
 impl RemoteData {
     /// Appends an entry.
-    pub fn push(&mut self, key: impl Into<String>, value: serde_json::Value, origin: impl Into<String>) {
-        self.entries.push(RemoteEntry { key: key.into(), value, origin: origin.into() });
+    pub fn push(
+        &mut self,
+        key: impl Into<String>,
+        value: serde_json::Value,
+        origin: impl Into<String>,
+    ) {
+        self.entries.push(RemoteEntry {
+            key: key.into(),
+            value,
+            origin: origin.into(),
+        });
     }
 
     /// The entries as a config-rs map keyed by path, with origins.
     pub(crate) fn to_map(&self, source: &str) -> Map<String, Value> {
         let mut map = Map::new();
         for e in &self.entries {
-            let origin = Origin::Remote { source: source.to_owned(), key: e.origin.clone() }.encode();
+            let origin = Origin::Remote {
+                source: source.to_owned(),
+                key: e.origin.clone(),
+            }
+            .encode();
             map.insert(e.key.clone(), json_to_value(&e.value, &origin));
         }
         map
@@ -129,17 +142,21 @@ fn json_to_value(v: &serde_json::Value, origin: &String) -> Value {
             _ => ValueKind::String(n.to_string()),
         },
         serde_json::Value::String(s) => ValueKind::String(s.clone()),
-        serde_json::Value::Array(a) => ValueKind::Array(a.iter().map(|v| json_to_value(v, origin)).collect()),
-        serde_json::Value::Object(o) => {
-            ValueKind::Table(o.iter().map(|(k, v)| (k.clone(), json_to_value(v, origin))).collect())
+        serde_json::Value::Array(a) => {
+            ValueKind::Array(a.iter().map(|v| json_to_value(v, origin)).collect())
         }
+        serde_json::Value::Object(o) => ValueKind::Table(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v, origin)))
+                .collect(),
+        ),
     };
     Value::new(Some(origin), kind)
 }
 
 /// A remote configuration store.
 ///
-/// Implementations: [`EtcdSource`] (feature `etcd`), [`HttpSource`]
+/// Implementations: `EtcdSource` (feature `etcd`), `HttpSource`
 /// (feature `http`), or your own.
 pub trait RemoteSource: fmt::Debug + Send + Sync + 'static {
     /// A short description for logs and errors (`etcd http://…/config/shop/`).
@@ -205,7 +222,13 @@ impl Remote {
             .jitter(Jitter::Full)
             .build()
             .unwrap_or_default();
-        Remote { source, startup: Startup::FailFast, cache: None, startup_retry: None, retry }
+        Remote {
+            source,
+            startup: Startup::FailFast,
+            cache: None,
+            startup_retry: None,
+            retry,
+        }
     }
 
     /// What to do when the source is unreachable at start-up.
@@ -275,7 +298,10 @@ impl Remote {
             }
         };
         match (self.startup, &self.cache) {
-            (Startup::FailFast, _) => Err(Error::Remote { source_name: self.source.name(), error: err }),
+            (Startup::FailFast, _) => Err(Error::Remote {
+                source_name: self.source.name(),
+                error: err,
+            }),
             (Startup::UseCache, None) => Err(Error::NoCache {
                 source_name: self.source.name(),
                 error: err,

@@ -31,11 +31,18 @@ impl RemoteSource for Fixed {
 }
 
 pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// Waits (bounded) for the first event matching `pred`.
-pub async fn wait_for<T, F>(rx: &mut broadcast::Receiver<ConfigEvent<T>>, what: &str, mut pred: F) -> ConfigEvent<T>
+pub async fn wait_for<T, F>(
+    rx: &mut broadcast::Receiver<ConfigEvent<T>>,
+    what: &str,
+    mut pred: F,
+) -> ConfigEvent<T>
 where
     F: FnMut(&ConfigEvent<T>) -> bool,
 {

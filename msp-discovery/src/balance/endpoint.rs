@@ -133,9 +133,18 @@ impl Endpoint {
 
     /// The peak-EWMA cost used by power-of-two-choices: the decayed RTT
     /// estimate times (in-flight + 1), as in tower's `PeakEwma`.
+    ///
+    /// An endpoint without any observation yet costs `default_rtt ×
+    /// in-flight` instead: zero while idle, so a new instance is tried at
+    /// once (and measured) rather than starved behind faster-looking
+    /// measured ones, but no cheaper than the default once it has a call.
     pub(crate) fn p2c_cost(&self, now: Instant, decay_ns: f64) -> f64 {
-        let pending = f64::from(self.inner.load.in_flight.load(Ordering::Relaxed)) + 1.0;
-        self.inner.load.decayed_rtt(now, decay_ns) * pending
+        let load = &self.inner.load;
+        let in_flight = f64::from(load.in_flight.load(Ordering::Relaxed));
+        if load.stamp_ns.load(Ordering::Relaxed) == NEVER {
+            return f64::from_bits(load.rtt_ns.load(Ordering::Relaxed)) * in_flight;
+        }
+        load.decayed_rtt(now, decay_ns) * (in_flight + 1.0)
     }
 
     pub(crate) fn set_healthy(&self, healthy: bool) -> bool {

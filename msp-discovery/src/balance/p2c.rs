@@ -13,7 +13,10 @@ use tokio::time::Instant;
 /// calls in flight plus one — the load metric of tower's `PeakEwma` and
 /// linkerd2-proxy. The estimates are fed by
 /// [`EndpointSet::record`](super::EndpointSet::record); without feedback the
-/// choice degenerates to least-in-flight of two.
+/// choice degenerates to least-in-flight of two. An endpoint that has not
+/// answered yet costs `default_rtt × in-flight`: zero while idle, so new
+/// instances are tried (and measured) at once instead of being starved
+/// behind measured ones.
 ///
 /// Unlike `tower::balance::p2c::Balance`, which balances tower *services*
 /// (use it with [`discover`](crate::discover)), this picks endpoints, so one

@@ -68,12 +68,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
 pub mod registration;
 pub mod static_list;
 pub mod view;
 
 pub use self::error::RegistryError;
+#[cfg(feature = "etcd")]
+pub use self::etcd::EtcdRegistry;
 pub use self::memory::MemoryRegistry;
 pub use self::registration::{Lease, Registration, RegistrationConfig, RegistrationStatus};
 pub use self::static_list::{StaticConfig, StaticRegistry};

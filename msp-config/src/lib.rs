@@ -1,5 +1,59 @@
 #![doc = include_str!("../README.md")]
 //!
+//! # Example
+//!
+//! ```
+//! use msp_config::{ConfigEvent, FeatureFlags, Loader, Secret, Watched};
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//!
+//! #[derive(Debug, serde::Deserialize)]
+//! struct Db { url: String, password: Secret<String>, pool_size: u32 }
+//!
+//! #[derive(Debug, serde::Deserialize)]
+//! struct AppConfig { db: Db, flags: FeatureFlags }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let file = dir.path().join("shop.yaml");
+//! std::fs::write(&file, "
+//! db:
+//!   url: pg://db/shop
+//!   password: ${DB_PASSWORD:-dev}
+//!   pool_size: 8
+//! flags:
+//!   new-checkout: { enabled: true, rollout_percent: 10, overrides: { user-42: true } }
+//! ")?;
+//! let env = HashMap::from([
+//!     ("SHOP__DB__POOL_SIZE".to_owned(), "16".to_owned()), // env beats the file
+//!     ("DB_PASSWORD".to_owned(), "s3cr3t".to_owned()),
+//! ]);
+//! let config = Watched::<AppConfig>::builder(Loader::new("shop").dir(dir.path()).env_map(env))
+//!     .start()
+//!     .await?;
+//!
+//! let cfg = config.get();
+//! assert_eq!(cfg.db.pool_size, 16);
+//! assert_eq!(cfg.db.password.expose(), "s3cr3t");
+//! assert!(!format!("{cfg:?}").contains("s3cr3t"));
+//! assert!(cfg.flags.is_enabled("new-checkout", "user-42"));
+//!
+//! // Edit the file: the new value arrives on the change stream.
+//! let mut changes = config.subscribe();
+//! std::fs::write(&file, std::fs::read_to_string(&file)?.replace("pg://db/shop", "pg://db2/shop"))?;
+//! loop {
+//!     if let ConfigEvent::Updated { value, audit } =
+//!         tokio::time::timeout(Duration::from_secs(10), changes.recv()).await??
+//!     {
+//!         println!("{audit}"); // config change (file …/shop.yaml): ~db.url: pg://db/shop -> pg://db2/shop
+//!         assert_eq!(value.db.url, "pg://db2/shop");
+//!         break;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Modules
 //!
 //! - [`loader`]: layers, precedence, profiles, env and CLI overrides, typed

@@ -125,6 +125,7 @@ const EXTENSIONS: [(&str, FileFormat); 4] = [
 pub struct Loader {
     app: String,
     dirs: Vec<PathBuf>,
+    default_dirs: bool,
     profiles: Option<Vec<String>>,
     profile_var: String,
     env_prefix: String,
@@ -148,6 +149,7 @@ impl Loader {
         let prefix = app.to_uppercase().replace(['-', '.'], "_");
         Loader {
             dirs: vec![PathBuf::from("config")],
+            default_dirs: true,
             profiles: None,
             profile_var: format!("{prefix}_PROFILE"),
             cipher_key: Some(CipherKey::Env(format!("{prefix}_CONFIG_KEY"))),
@@ -171,7 +173,7 @@ impl Loader {
     /// Reads files from `dir` instead of `./config`. Call again to add
     /// more directories (later ones win).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        if self.dirs == [PathBuf::from("config")] {
+        if std::mem::take(&mut self.default_dirs) {
             self.dirs.clear();
         }
         self.dirs.push(dir.into());
@@ -180,6 +182,7 @@ impl Loader {
 
     /// Reads no files at all.
     pub fn no_files(mut self) -> Self {
+        self.default_dirs = false;
         self.dirs.clear();
         self
     }

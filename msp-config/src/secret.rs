@@ -61,6 +61,12 @@ const TAG_LEN: usize = 16;
 /// It deserializes transparently from the inner type, so a configuration
 /// struct can hold `password: Secret<String>`.
 ///
+/// Audit records and errors redact by key, not by field type: a key is
+/// redacted there when it was `{cipher}`-encrypted, interpolated a
+/// secret-looking variable, or matches the [`Redactor`]. Name secret fields
+/// accordingly (`password`, `token`, …) or add them with
+/// [`Redactor::secret_key`].
+///
 /// ```
 /// use msp_config::Secret;
 ///

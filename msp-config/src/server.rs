@@ -11,10 +11,12 @@
 //!    {"name":"file:main/shop.yaml","source":{"db.url":"pg://…","servers[0]":"a"}}]}
 //! ```
 //!
-//! with flattened keys and property sources highest precedence first:
-//! `{application}-{profile}` (last profile first), `{application}`,
-//! `application-{profile}`, `application` — each as `.yml`, `.yaml`,
-//! `.toml`, `.json` when present. `profiles` may be comma-separated. The
+//! with flattened keys and property sources highest precedence first, in
+//! Spring Boot's order (profile-specific files win over the rest, the
+//! application's over the shared `application` ones, the last profile over
+//! earlier ones): for each profile from the last, `{application}-{profile}`
+//! then `application-{profile}`; then `{application}`, then `application` —
+//! each as `.yml`, `.yaml`, `.toml`, `.json` when present. `profiles` may be comma-separated. The
 //! label is a subdirectory of the served directory (Spring's `(_)` stands
 //! for `/`); without one the default label is used (none: the directory
 //! itself). Names are restricted to letters, digits, `-`, `_`, `.`, so `..`
@@ -242,15 +244,17 @@ impl Inner {
             }
             None => (self.dir.clone(), PathBuf::new()),
         };
+        // Spring Boot's order, highest first: profile-specific files over
+        // the rest (last profile first), the application's over the shared.
         let mut stems: Vec<String> = Vec::new();
         for p in profiles.iter().rev() {
             stems.push(format!("{app}-{p}"));
+            if app != self.shared {
+                stems.push(format!("{}-{p}", self.shared));
+            }
         }
         stems.push(app.to_owned());
         if app != self.shared {
-            for p in profiles.iter().rev() {
-                stems.push(format!("{}-{p}", self.shared));
-            }
             stems.push(self.shared.clone());
         }
         let mut sources = Vec::new();

@@ -108,13 +108,32 @@ async fn answers_spring_cloud_config_environment_json() {
             "state": null,
             "propertySources": [
                 {"name": "file:shop-prod.yaml", "source": {"db.pool.max_size": 20}},
+                {"name": "file:application-prod.yml", "source": {"timeout_ms": 250}},
                 {"name": "file:shop.yaml", "source": {
                     "db.pool.max_size": 5, "db.url": "pg://base", "servers[0]": "a", "servers[1]": "b"}},
-                {"name": "file:application-prod.yml", "source": {"timeout_ms": 250}},
                 {"name": "file:application.yaml", "source": {"db.url": "pg://shared", "region": "eu"}}
             ]
         })
     );
+
+    // Several profiles: the last one wins, profile files over the rest.
+    write(&dir.path().join("shop-eu.yaml"), "region: eu-west\n");
+    let (_, body) = get(&format!("http://{addr}/config/shop/prod,eu")).await;
+    let names: Vec<&str> = body["propertySources"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        [
+            "file:shop-eu.yaml",
+            "file:shop-prod.yaml",
+            "file:application-prod.yml",
+            "file:shop.yaml",
+            "file:application.yaml"
+        ]
+    );
+    assert_eq!(body["profiles"], serde_json::json!(["prod", "eu"]));
 
     // A label is a subdirectory.
     let (status, body) = get(&format!("http://{addr}/config/shop/prod/main")).await;

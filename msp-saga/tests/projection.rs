@@ -204,6 +204,45 @@ mod postgres {
         Ok(())
     }
 
+    /// The writer holding the lower position got its transaction id *after*
+    /// the writer that commits first (so it is above that snapshot's
+    /// `xmax` and not listed as running): still not skipped.
+    #[tokio::test]
+    async fn postgres_late_commit_with_younger_transaction_id_is_not_skipped() -> TestResult {
+        let Some(url) = backend(Backend::Postgres) else {
+            return Ok(());
+        };
+        let pool = pg_pool(&url).await?;
+        let store = PgEventStore::new(pool.clone());
+        let mut early = pool.begin().await?;
+        let _: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&mut *early)
+            .await?;
+        let mut late = pool.begin().await?;
+        let low = PgEventStore::append_in(&mut late, "late", ExpectedVersion::Any, vec![ev(1)])
+            .await?
+            .positions[0];
+        let high = PgEventStore::append_in(&mut early, "early", ExpectedVersion::Any, vec![ev(2)])
+            .await?
+            .positions[0];
+        assert!(low < high);
+        early.commit().await?;
+
+        let mut p = Seen::default();
+        assert!(
+            store.run_projection(&mut p, 100).await?.is_idle(),
+            "waits for the open lower position"
+        );
+        assert!(
+            store.run_projection(&mut p, 100).await?.is_idle(),
+            "still waits on a second look"
+        );
+        late.commit().await?;
+        store.run_projection(&mut p, 100).await?;
+        assert_eq!(p.0, vec![low, high]);
+        Ok(())
+    }
+
     /// A position taken by a rolled-back transaction is skipped once no
     /// transaction that could hold it is still running.
     #[tokio::test]

@@ -33,12 +33,13 @@
 //!
 //! - PostgreSQL: an appending transaction takes its transaction id before
 //!   its positions. When position *m* is missing but a later one is
-//!   visible, the transaction that holds *m* started before the current
-//!   snapshot's `xmax`. The store remembers that `xmax`; once
-//!   `pg_snapshot_xmin(pg_current_snapshot())` has passed it, every such
-//!   transaction has ended, so a still-missing *m* was rolled back and is
-//!   skipped. No timeouts are involved; a writing transaction left open
-//!   holds the projection back (not the writers) until it ends.
+//!   visible, the transaction holding *m* already had its id; the store
+//!   then takes a fresh transaction id *B*, which is larger. Once a read's
+//!   snapshot has `pg_snapshot_xmin(pg_current_snapshot()) >= B`, every
+//!   transaction with an id below *B* has ended, so a still-missing *m* was
+//!   rolled back and is skipped. No timeouts are involved; a writing
+//!   transaction left open holds projections back (never the writers)
+//!   until it ends.
 //! - SQLite: one writer at a time holds the database lock from its first
 //!   insert to its commit, so positions become visible in order and a gap
 //!   can never be filled later.

@@ -13,19 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 use uuid::Uuid;
 
-/// An [`EventRow`] plus the snapshot's `xmin` and `xmax` as text.
-type SnapshotRow = (
-    i64,
-    String,
-    i64,
-    Uuid,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-);
+/// An [`EventRow`] plus the statement snapshot's `xmin` as text.
+type SnapshotRow = (i64, String, i64, Uuid, String, String, String, i64, String);
 
 /// How often an `Any` append re-reads the version after losing a race
 /// before it reports the conflict.
@@ -63,9 +52,9 @@ const ANY_RETRIES: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct PgEventStore {
     pool: PgPool,
-    /// First missing position → `xmax` of the snapshot that first saw a
-    /// later position. Shared by clones (and so by all projections of one
-    /// store value).
+    /// First missing position → a transaction id taken after the snapshot
+    /// that first saw it missing. Shared by clones (and so by all
+    /// projections of one store value).
     gaps: Arc<Mutex<HashMap<u64, u64>>>,
 }
 
@@ -188,7 +177,7 @@ impl PgEventStore {
         // One statement, one snapshot: the rows and the snapshot bounds agree.
         let rows: Vec<SnapshotRow> = sqlx::query_as(
             "SELECT position, stream_id, version, event_id, event_type, payload::text, metadata::text, recorded_at, \
-                    pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text \
+                    pg_snapshot_xmin(pg_current_snapshot())::text \
              FROM msp_events WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(to_i64(after))
@@ -197,32 +186,53 @@ impl PgEventStore {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut expected = after + 1;
-        let mut gaps = self.gaps.lock().unwrap_or_else(PoisonError::into_inner);
-        gaps.retain(|&missing, _| missing > after);
-        for r in rows {
-            let position = to_u64(r.0);
-            if position != expected {
-                // Positions expected..position are missing in this snapshot.
-                let xmin: u64 = r.8.parse().unwrap_or(0);
-                let xmax: u64 = r.9.parse().unwrap_or(u64::MAX);
-                let settled = xmin == xmax
-                    || gaps
-                        .get(&expected)
-                        .is_some_and(|&seen_xmax| xmin >= seen_xmax);
-                if !settled {
-                    gaps.entry(expected).or_insert(xmax);
-                    tracing::debug!(
-                        missing = expected,
-                        next = position,
-                        "event store: waiting for a position to commit or roll back"
-                    );
-                    break;
+        let mut new_gap = None;
+        {
+            let mut gaps = self.gaps.lock().unwrap_or_else(PoisonError::into_inner);
+            gaps.retain(|&missing, _| missing > after);
+            for r in rows {
+                let position = to_u64(r.0);
+                if position != expected {
+                    // Positions expected..position are missing in this
+                    // snapshot although a later one is visible.
+                    let xmin: u64 = r.8.parse().unwrap_or(0);
+                    match gaps.get(&expected) {
+                        // Every transaction that had an id when the gap was
+                        // first seen has ended, before this snapshot: a
+                        // position still missing was rolled back.
+                        Some(&bound) if xmin >= bound => {
+                            gaps.remove(&expected);
+                        }
+                        Some(_) => break,
+                        None => {
+                            new_gap = Some(expected);
+                            break;
+                        }
+                    }
                 }
-                gaps.remove(&expected);
+                let row: EventRow = (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7);
+                out.push(event_from_row(row)?);
+                expected = position + 1;
             }
-            let row: EventRow = (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7);
-            out.push(event_from_row(row)?);
-            expected = position + 1;
+        }
+        if let Some(missing) = new_gap {
+            // The holder of `missing` took its transaction id before the
+            // position, so before the snapshot above; a transaction id taken
+            // now is larger than it. (A snapshot's xmax is not such a bound:
+            // it is the latest *completed* id + 1.)
+            let bound: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+                .fetch_one(&self.pool)
+                .await?;
+            let bound: u64 = bound.parse().unwrap_or(u64::MAX);
+            self.gaps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(missing)
+                .or_insert(bound);
+            tracing::debug!(
+                missing,
+                "event store: waiting for a position to commit or roll back"
+            );
         }
         Ok(out)
     }

@@ -67,6 +67,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "dns")]
+pub mod dns;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -75,6 +77,8 @@ pub mod registration;
 pub mod static_list;
 pub mod view;
 
+#[cfg(feature = "dns")]
+pub use self::dns::{DnsDiscovery, DnsTarget};
 pub use self::error::RegistryError;
 #[cfg(feature = "etcd")]
 pub use self::etcd::EtcdRegistry;

@@ -152,6 +152,7 @@ pub struct HttpPolicy<C = HttpClassifier> {
     max_retry_after: Duration,
     retry: StatusSet,
     never: StatusSet,
+    bounded_bodies_only: bool,
 }
 
 impl Default for HttpPolicy {
@@ -174,6 +175,7 @@ impl HttpPolicy {
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             retry,
             never,
+            bounded_bodies_only: false,
         }
     }
 }
@@ -189,7 +191,17 @@ impl<C> HttpPolicy<C> {
             max_retry_after: self.max_retry_after,
             retry: self.retry,
             never: self.never,
+            bounded_bodies_only: self.bounded_bodies_only,
         }
+    }
+
+    /// Only replays bodies whose size hint has a known upper bound within
+    /// the limit (an empty `GET` body qualifies; a stream of unknown length
+    /// does not). [`HedgeLayer::http`](crate::hedge::HedgeLayer::http) sets
+    /// it: a hedge is sent while the first copy may still be streaming.
+    pub fn bounded_bodies_only(mut self, on: bool) -> Self {
+        self.bounded_bodies_only = on;
+        self
     }
 
     /// Retries `POST`, `PATCH` and other non-idempotent methods too.
@@ -341,7 +353,13 @@ where
     type Replay = HttpReplay<B>;
 
     fn prepare(&self, req: Request<B>) -> (Self::Request, Option<Self::Replay>) {
-        let replayable = self.is_retryable_request(req.method(), req.headers());
+        let bounded = !self.bounded_bodies_only
+            || req
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= self.max_replay_body as u64);
+        let replayable = bounded && self.is_retryable_request(req.method(), req.headers());
         prepare_http(req, replayable, self.max_replay_body)
     }
 

@@ -64,6 +64,8 @@
 //! - [`secret`]: `${VAR}` interpolation, `{cipher}` values, redaction,
 //!   [`Secret<T>`].
 //! - [`audit`]: audit records and sinks.
+//! - [`error`]: [`Error`] and [`Origin`] (which file and line, env var,
+//!   remote key or flag supplied a value).
 //! - [`flags`]: feature flags with stable percentage rollout.
 //! - [`server`]: a Spring-Cloud-Config-compatible config server (tower
 //!   service).
@@ -78,7 +80,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod audit;
-mod error;
+pub mod error;
 pub mod flags;
 mod lines;
 pub mod loader;
@@ -93,9 +95,3 @@ pub use flags::{FeatureFlag, FeatureFlags};
 pub use loader::{Layer, Loader};
 pub use secret::Secret;
 pub use watched::{ConfigEvent, ReloadOutcome, Watched, WatchedBuilder};
-
-/// Errors and origins (see [`Error`] and [`Origin`]).
-pub mod errors {
-    #![doc = "Errors and where a value came from."]
-    pub use crate::error::{Error, Origin};
-}

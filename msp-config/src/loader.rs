@@ -447,7 +447,6 @@ impl Loader {
             flat,
             files: Arc::new(files),
             redactor: self.redactor.clone(),
-            profiles,
         })
     }
 
@@ -586,8 +585,6 @@ pub(crate) struct Snapshot {
     pub(crate) flat: BTreeMap<String, FlatEntry>,
     files: Arc<HashMap<PathBuf, (String, FileFormat)>>,
     redactor: Redactor,
-    #[allow(dead_code)]
-    pub(crate) profiles: Vec<String>,
 }
 
 impl Snapshot {

@@ -134,23 +134,24 @@ async fn two_orchestrators_never_run_one_saga_step_concurrently() {
         let rec = a.get(*id).await.expect("get").expect("stored");
         assert_eq!(rec.state, SagaState::Completed);
     }
-    let p = lock(&probe);
-    assert_eq!(p.calls.len(), SAGAS * 3);
-    assert!(
-        p.calls.values().all(|&n| n == 1),
-        "a step ran twice although no orchestrator died: {:?}",
-        p.calls.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
-    );
-    let (by_a, by_b) = (
-        p.by_orchestrator.get("A").copied().unwrap_or(0),
-        p.by_orchestrator.get("B").copied().unwrap_or(0),
-    );
-    assert!(
-        by_a > 0 && by_b > 0,
-        "both orchestrators worked: A {by_a}, B {by_b}"
-    );
-    println!("steps run by A: {by_a}, by B: {by_b}");
-    drop(p);
+    {
+        let p = lock(&probe);
+        assert_eq!(p.calls.len(), SAGAS * 3);
+        assert!(
+            p.calls.values().all(|&n| n == 1),
+            "a step ran twice although no orchestrator died: {:?}",
+            p.calls.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+        );
+        let (by_a, by_b) = (
+            p.by_orchestrator.get("A").copied().unwrap_or(0),
+            p.by_orchestrator.get("B").copied().unwrap_or(0),
+        );
+        assert!(
+            by_a > 0 && by_b > 0,
+            "both orchestrators worked: A {by_a}, B {by_b}"
+        );
+        println!("steps run by A: {by_a}, by B: {by_b}");
+    }
     pool_a.close().await;
     pool_b.close().await;
     saga_common::drop_schema(&url, &schema).await;

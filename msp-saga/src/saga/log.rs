@@ -238,18 +238,17 @@ pub struct LogEntry {
 
 impl fmt::Display for LogEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{:<3} {:<23}", self.seq, self.event.kind())?;
-        match &self.event {
+        let detail = match &self.event {
             LogEvent::StepStarted { step, attempt }
             | LogEvent::CompensationStarted { step, attempt }
             | LogEvent::CompensationSucceeded { step, attempt } => {
-                write!(f, " {step} (attempt {attempt})")
+                format!("{step} (attempt {attempt})")
             }
             LogEvent::StepSucceeded {
                 step,
                 attempt,
                 output,
-            } => write!(f, " {step} (attempt {attempt}) -> {output}"),
+            } => format!("{step} (attempt {attempt}) -> {output}"),
             LogEvent::StepFailed {
                 step,
                 attempt,
@@ -263,17 +262,23 @@ impl fmt::Display for LogEntry {
                 kind,
                 error,
                 retry_at,
-            } => {
-                write!(f, " {step} (attempt {attempt}) {kind:?}: {error}")?;
+            } => format!(
+                "{step} (attempt {attempt}) {kind:?}: {error}, {}",
                 if retry_at.is_some() {
-                    f.write_str(", will retry")
+                    "will retry"
                 } else {
-                    f.write_str(", giving up")
+                    "giving up"
                 }
-            }
-            LogEvent::Stuck { step } => write!(f, " at compensation of {step}"),
-            LogEvent::Resolved { note } => write!(f, " {note}"),
-            LogEvent::Completed | LogEvent::Compensated | LogEvent::StuckRetried => Ok(()),
+            ),
+            LogEvent::Stuck { step } => format!("at compensation of {step}"),
+            LogEvent::Resolved { note } => note.clone(),
+            LogEvent::Completed | LogEvent::Compensated | LogEvent::StuckRetried => String::new(),
+        };
+        let seq = format!("#{}", self.seq);
+        if detail.is_empty() {
+            write!(f, "{seq:<4} {}", self.event.kind())
+        } else {
+            write!(f, "{seq:<4} {:<23} {detail}", self.event.kind())
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Durable sagas: a chain of steps with compensations, persisted in a
-//! [`SagaStore`](store::SagaStore) so a crash at any point loses no saga and
+//! [`SagaStore`] so a crash at any point loses no saga and
 //! runs no compensation for a step that never ran.
 //!
 //! - Define a saga with [`Saga::builder`]: named steps, each an async action

@@ -107,10 +107,11 @@ fn decode_saga(row: &PgRow) -> Result<SagaRecord, StoreError> {
     })
 }
 
-/// The parallel arrays `unnest` turns into log rows.
-fn event_arrays(
-    events: &[LogEvent],
-) -> Result<(Vec<String>, Vec<String>, Vec<String>), StoreError> {
+/// Kinds, steps and JSON bodies: the parallel arrays `unnest` turns into
+/// log rows.
+type EventArrays = (Vec<String>, Vec<String>, Vec<String>);
+
+fn event_arrays(events: &[LogEvent]) -> Result<EventArrays, StoreError> {
     let mut kinds = Vec::with_capacity(events.len());
     let mut steps = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());

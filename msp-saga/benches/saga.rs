@@ -9,7 +9,7 @@
 //!
 //! Target: sagas/s at c=32 ≥ 0.8 × (raw commits/s at c=32 ÷ 5). Skips (with a
 //! message) when PostgreSQL is unreachable. `MSP_BENCH_SECS` sets the time
-//! per measurement (default 5).
+//! per measurement (default 5), taken in five alternating slices of each loop.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,18 +19,6 @@ use std::time::Duration;
 use msp_saga::saga::{Orchestrator, PostgresSagaStore, Saga, SagaState, StepError};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-
-/// Runs `op` on `clients` concurrent tasks for `secs`; returns ops/s.
-async fn measure<F, Fut>(clients: usize, secs: f64, op: F) -> f64
-where
-    F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    // Warm-up: a short run whose count is discarded.
-    run(clients, 0.5, op.clone()).await;
-    let done = run(clients, secs, op).await;
-    done as f64 / secs
-}
 
 async fn run<F, Fut>(clients: usize, secs: f64, op: F) -> u64
 where
@@ -133,8 +121,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("msp-saga bench: {secs} s per measurement, PostgreSQL at {url}");
     let mut results = Vec::new();
     for clients in [1usize, 32] {
-        let raw_rate = measure(clients, secs, raw(pool.clone())).await;
-        let saga_rate = measure(clients, secs, sagas(orch.clone(), saga.clone())).await;
+        // Warm-up, then alternate short slices of both loops so that load
+        // from other processes on the machine hits both alike.
+        run(clients, 0.5, raw(pool.clone())).await;
+        run(clients, 0.5, sagas(orch.clone(), saga.clone())).await;
+        let slices = 5;
+        let slice = secs / f64::from(slices);
+        let (mut raw_done, mut saga_done) = (0, 0);
+        for _ in 0..slices {
+            raw_done += run(clients, slice, raw(pool.clone())).await;
+            saga_done += run(clients, slice, sagas(orch.clone(), saga.clone())).await;
+        }
+        let raw_rate = raw_done as f64 / secs;
+        let saga_rate = saga_done as f64 / secs;
         let ratio = saga_rate / (raw_rate / 5.0);
         println!(
             "c={clients:>2}: raw BEGIN;INSERT;COMMIT {raw_rate:>8.0} commits/s | 3-step saga {saga_rate:>7.0} sagas/s \

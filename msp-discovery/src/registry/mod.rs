@@ -14,6 +14,9 @@
 //! [`StaticRegistry`] (a fixed list from config), `EtcdRegistry` (feature
 //! `etcd`) and `DnsDiscovery` (feature `dns`).
 //!
+//! Third-party registration (registering instances you health-check
+//! rather than yourself) is the [`Registrar`].
+//!
 //! Clients rarely consume a watch stream directly: a [`ServiceView`] keeps
 //! the last known instances of a service from it, hands them out as a cheap
 //! `Arc<[Instance]>` snapshot, and **keeps them during a registry outage**
@@ -73,6 +76,7 @@ mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
+pub mod registrar;
 pub mod registration;
 pub mod static_list;
 pub mod view;
@@ -83,6 +87,7 @@ pub use self::error::RegistryError;
 #[cfg(feature = "etcd")]
 pub use self::etcd::EtcdRegistry;
 pub use self::memory::MemoryRegistry;
+pub use self::registrar::{CheckOutcome, Registrar, RegistrarHandle, TargetState};
 pub use self::registration::{Lease, Registration, RegistrationConfig, RegistrationStatus};
 pub use self::static_list::{StaticConfig, StaticRegistry};
 pub use self::view::{ServiceView, ViewState};

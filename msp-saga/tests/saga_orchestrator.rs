@@ -706,3 +706,85 @@ async fn definitions_and_starts_are_validated() {
         Err(SagaError::Store(msp_saga::saga::store::StoreError::Duplicate(d))) if d == id
     ));
 }
+
+#[test]
+fn metrics_count_sagas_steps_and_retries() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    // A current-thread runtime keeps every task on this thread, where the
+    // local recorder is installed.
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let calls = Arc::new(AtomicU32::new(0));
+            let c = calls.clone();
+            let saga = Saga::<u32>::builder("metered")
+                .step("a", move |_ctx| {
+                    let c = c.clone();
+                    async move {
+                        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                            Err(StepError::retryable("once"))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+                .retry(constant(10))
+                .compensate(|_ctx| async move { Ok(()) })
+                .step("b", |ctx| async move {
+                    if *ctx.data() == 1 {
+                        Err(StepError::permanent("no"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .build()
+                .expect("saga");
+            let orch = Orchestrator::builder(MemorySagaStore::new())
+                .register(&saga)
+                .build()
+                .expect("orchestrator");
+            for data in [0, 1] {
+                let h = orch.start(&saga, data).await.expect("start");
+                h.wait().await.expect("saga");
+            }
+        })
+    });
+    let values: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+        .collect();
+    let counter = |name: &str| -> u64 {
+        values
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| match v {
+                DebugValue::Counter(c) => *c,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(counter("msp_saga_started_total"), 2);
+    assert_eq!(counter("msp_saga_completed_total"), 1);
+    assert_eq!(counter("msp_saga_compensated_total"), 1);
+    assert_eq!(counter("msp_saga_stuck_total"), 0);
+    assert_eq!(counter("msp_saga_step_retries_total"), 1);
+    let step_samples: usize = values
+        .iter()
+        .filter(|(n, _)| n == "msp_saga_step_duration_seconds")
+        .map(|(_, v)| match v {
+            DebugValue::Histogram(h) => h.len(),
+            _ => 0,
+        })
+        .sum();
+    // a (2 calls) + b + a (1 call) + b + compensation of a.
+    assert_eq!(step_samples, 6);
+}

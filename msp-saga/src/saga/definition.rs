@@ -530,7 +530,9 @@ where
     /// The compensation's retry policy (default: [`Backoff::default`],
     /// retrying forever). A policy with `max_attempts` or `max_elapsed` is
     /// the cap after which the saga becomes
-    /// [`Stuck`](crate::saga::SagaState::Stuck).
+    /// [`Stuck`](crate::saga::SagaState::Stuck). A compensation that returns
+    /// [`StepError::Permanent`] makes the saga stuck at once: another
+    /// attempt would not help, an operator must look.
     pub fn compensation_retry(mut self, policy: Backoff) -> Self {
         self.current().meta.compensation_retry = policy;
         self

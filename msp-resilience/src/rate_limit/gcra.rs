@@ -40,6 +40,14 @@ pub struct Admitted {
 }
 
 impl Admitted {
+    pub(crate) fn new(limit: u32, remaining: u32, reset: Duration) -> Self {
+        Admitted {
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
     /// The burst: how many requests the limit admits at once.
     pub fn limit(&self) -> u32 {
         self.limit

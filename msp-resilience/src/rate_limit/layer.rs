@@ -30,7 +30,7 @@ impl<K, X> RateLimitLayer<KeyedLimit<K, X>> {
 }
 
 impl<L> RateLimitLayer<L> {
-    /// Any [`Limit`].
+    /// Any [`Limit`](super::Limit).
     pub fn from_limit(limit: L) -> Self {
         RateLimitLayer { limit }
     }
@@ -58,7 +58,7 @@ pub struct HttpRateLimitLayer<L> {
 }
 
 impl<L> HttpRateLimitLayer<L> {
-    /// HTTP mode over any [`Limit`].
+    /// HTTP mode over any [`Limit`](super::Limit).
     pub fn new(limit: L) -> Self {
         HttpRateLimitLayer { limit }
     }

@@ -14,7 +14,9 @@
 //!   with `Retry-After` and the IETF draft `RateLimit-Limit`,
 //!   `RateLimit-Remaining`, `RateLimit-Reset` headers instead.
 //! - With the `redis` feature, `RedisRateLimiter` enforces one limit
-//!   across processes with an atomic script in Redis.
+//!   across processes with an atomic script in Redis (GCRA on Redis's own
+//!   clock), falling back to fail-open, fail-closed or a local limit when
+//!   Redis is down; `RedisRateLimitLayer` applies it to a service.
 //!
 //! Every clone of a layer or service checks the same limit: unlike tower's
 //! `RateLimit`, whose state is per clone (axum#2634), a limit here holds
@@ -63,6 +65,8 @@ mod key;
 mod layer;
 mod limiter;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 
 pub use self::gcra::Admitted;
@@ -71,3 +75,9 @@ pub use self::layer::{HttpRateLimitLayer, RateLimitLayer};
 pub use self::limiter::{KeyedRateLimiter, KeyedRateLimiterBuilder, RateLimiter};
 pub use self::quota::{InvalidQuota, Quota};
 pub use self::service::{HttpRateLimit, RateLimit};
+
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    HttpRedisRateLimit, HttpRedisRateLimitLayer, OnRedisError, RedisKey, RedisRateLimit,
+    RedisRateLimitConfig, RedisRateLimitLayer, RedisRateLimiter, RedisSetupError,
+};

@@ -140,7 +140,7 @@ pub(crate) fn admitted_headers(headers: &mut HeaderMap, a: &Admitted) {
     headers.insert(RESET.clone(), HeaderValue::from(ceil_secs(a.reset())));
 }
 
-fn too_many_requests<B: Default>(limited: &RateLimited) -> Response<B> {
+pub(crate) fn too_many_requests<B: Default>(limited: &RateLimited) -> Response<B> {
     let mut res = Response::new(B::default());
     *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let h = res.headers_mut();

@@ -364,7 +364,8 @@ pub struct Snapshot {
 }
 
 /// An event store: in memory ([`MemoryEventStore`]), SQLite
-/// ([`SqliteEventStore`]) or PostgreSQL ([`PgEventStore`]).
+/// (`SqliteEventStore`, feature `sqlite`) or PostgreSQL (`PgEventStore`,
+/// feature `postgres`).
 ///
 /// All three pass one conformance suite (`tests/eventstore.rs`).
 ///

@@ -8,7 +8,7 @@
 //!
 //! | error (found anywhere in the `source()` chain) | status | `Retry-After` |
 //! |---|---|---|
-//! | [`Elapsed`] or any timeout ([`error_kind`](msp_core::classify::error_kind)) | `504 Gateway Timeout` | |
+//! | [`Elapsed`] or any timeout ([`msp_core::classify::error_kind`]) | `504 Gateway Timeout` | |
 //! | [`CircuitOpen`] | `503 Service Unavailable` | open time left, when known |
 //! | [`RateLimited`] | `429 Too Many Requests` | when the next request is admitted |
 //! | [`BulkheadFull`] | `503 Service Unavailable` | |
@@ -45,7 +45,9 @@
 //! [`BudgetExhausted`]: crate::retry::BudgetExhausted
 //! [`Elapsed`]: crate::timeout::Elapsed
 
+use crate::bulkhead::error::BulkheadFull;
 use crate::circuit_breaker::error::CircuitOpen;
+use crate::rate_limit::error::RateLimited;
 use crate::retry::BudgetExhausted;
 use crate::timeout::Elapsed;
 use bytes::Bytes;
@@ -251,6 +253,19 @@ fn builtin(e: &(dyn StdError + 'static)) -> Option<ErrorResponse> {
             )
             .retry_after(open.retry_after()),
         );
+    }
+    if let Some(limited) = e.downcast_ref::<RateLimited>() {
+        return Some(
+            ErrorResponse::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+                .retry_after(Some(limited.retry_after())),
+        );
+    }
+    if e.is::<BulkheadFull>() {
+        return Some(ErrorResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bulkhead_full",
+            e.to_string(),
+        ));
     }
     if e.is::<BudgetExhausted>() {
         return Some(ErrorResponse::new(

@@ -2,10 +2,13 @@
 
 use http::{Response, StatusCode};
 use msp_core::classify::HttpClassifier;
+use msp_resilience::bulkhead::error::BulkheadFull;
 use msp_resilience::circuit_breaker::error::CircuitOpen;
 use msp_resilience::fallback::{Failed, FallbackLayer};
+use msp_resilience::rate_limit::error::RateLimited;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,24 @@ async fn on_rejection_only_catches_an_open_circuit() {
             Err::<&'static str, _>(CircuitOpen::new(None))
         }));
     assert_eq!(open.oneshot(()).await.expect("fallback"), "degraded");
+
+    let limited = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|_: ()| async {
+            Err::<&'static str, _>(RateLimited::new(
+                Duration::from_secs(1),
+                5,
+                Duration::from_secs(1),
+            ))
+        }));
+    assert_eq!(limited.oneshot(()).await.expect("fallback"), "degraded");
+
+    let full = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|_: ()| async {
+            Err::<&'static str, _>(BulkheadFull::queue_full())
+        }));
+    assert_eq!(full.oneshot(()).await.expect("fallback"), "degraded");
 
     let failing = ServiceBuilder::new()
         .layer(layer)

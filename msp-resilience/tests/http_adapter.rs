@@ -8,8 +8,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use msp_resilience::bulkhead::error::BulkheadFull;
 use msp_resilience::circuit_breaker::error::CircuitOpen;
 use msp_resilience::http::{ErrorResponse, HttpErrorLayer};
+use msp_resilience::rate_limit::error::RateLimited;
 use msp_resilience::retry::BudgetExhausted;
 use msp_resilience::timeout::{Elapsed, TimeoutLayer};
 use std::convert::Infallible;
@@ -87,6 +89,13 @@ async fn typed_errors_become_status_codes_in_an_axum_router() {
         )
         .route_service("/open-forced", route(|| CircuitOpen::new(None).into()))
         .route_service("/budget", route(|| BudgetExhausted::new().into()))
+        .route_service(
+            "/limited",
+            route(|| {
+                RateLimited::new(Duration::from_millis(1200), 10, Duration::from_secs(5)).into()
+            }),
+        )
+        .route_service("/full", route(|| BulkheadFull::queue_full().into()))
         .route_service("/tenant", route(|| UnknownTenant.into()))
         .route_service("/internal", route(|| Internal.into()))
         .route_service(
@@ -113,6 +122,15 @@ async fn typed_errors_become_status_codes_in_an_axum_router() {
     let (status, _, body) = fetch(addr, "/budget").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("retry_budget_exhausted"), "{body}");
+
+    let (status, retry_after, body) = fetch(addr, "/limited").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after.as_deref(), Some("2"), "1.2 s rounds up");
+    assert!(body.contains("rate_limited"), "{body}");
+
+    let (status, _, body) = fetch(addr, "/full").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("bulkhead_full"), "{body}");
 
     let (status, _, body) = fetch(addr, "/tenant").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

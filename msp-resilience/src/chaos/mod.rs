@@ -1,7 +1,7 @@
 //! Chaos: inject errors and latency, for tests and demos.
 //!
 //! [`ChaosLayer`] fails a fraction of calls with an error you choose (by
-//! default [`InjectedFault`](error::InjectedFault)) without calling the
+//! default [`error::InjectedFault`]) without calling the
 //! inner service, and holds back a fraction of calls for a fixed or random
 //! delay before the inner service runs. Rates and delays change at runtime
 //! through a [`ChaosHandle`] shared by every service the layer made, which

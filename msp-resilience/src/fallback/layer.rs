@@ -51,7 +51,8 @@ impl<H, W> FallbackLayer<H, W> {
     }
 
     /// Falls back only when a resilience layer rejected the call (an open
-    /// circuit), not on errors of the call itself.
+    /// circuit, a rate limit, a full bulkhead), not on errors of the call
+    /// itself.
     pub fn on_rejection(self) -> FallbackLayer<H, OnRejection> {
         self.when_(OnRejection)
     }

@@ -10,7 +10,7 @@
 //!
 //! When it runs is a [`When`]: on every error (the default), only on
 //! rejections by resilience layers ([`on_rejection`](FallbackLayer::on_rejection):
-//! an open circuit), when a predicate on the error says so
+//! an open circuit, a rate limit, a full bulkhead), when a predicate on the error says so
 //! ([`when`](FallbackLayer::when)), or when a
 //! [`Classify`](msp_core::Classify) calls the result — responses included —
 //! a failure ([`on_failure`](FallbackLayer::on_failure)). Every fallback

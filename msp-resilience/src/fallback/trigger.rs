@@ -1,4 +1,6 @@
+use crate::bulkhead::error::BulkheadFull;
 use crate::circuit_breaker::error::CircuitOpen;
+use crate::rate_limit::error::RateLimited;
 use msp_core::BoxError;
 use msp_core::classify::Classify;
 use std::fmt;
@@ -27,8 +29,9 @@ impl<Res> When<Res> for OnError {
 }
 
 /// Only when a resilience layer rejected the call without trying it: an
-/// open [circuit](crate::circuit_breaker::error::CircuitOpen) (searched
-/// through the error's `source()` chain). Other errors pass through.
+/// open circuit ([`CircuitOpen`]), a rate limit ([`RateLimited`]) or a full
+/// bulkhead ([`BulkheadFull`]), searched through the error's `source()`
+/// chain. Other errors, timeouts included, pass through.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OnRejection;
 
@@ -37,7 +40,7 @@ pub struct OnRejection;
 pub fn is_rejection(err: &BoxError) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
     while let Some(e) = cur {
-        if e.is::<CircuitOpen>() {
+        if e.is::<CircuitOpen>() || e.is::<RateLimited>() || e.is::<BulkheadFull>() {
             return true;
         }
         cur = e.source();

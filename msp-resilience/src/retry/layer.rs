@@ -33,6 +33,13 @@ impl<F> RetryLayer<FnPolicy<F>> {
     /// Retries when `f(&request, result)` returns `true`; requests must be
     /// `Clone`.
     ///
+    /// Inside an axum handler, whose future must be `Send`, rustc can fail
+    /// with "implementation of `From` / `FnOnce` is not general enough"
+    /// (a known compiler limitation with higher-ranked lifetimes in
+    /// generators) when the policy is a closure over `&BoxError` or the
+    /// inner service is a closure returning exactly `BoxError`: pass a `fn`
+    /// item as the policy and give the inner service a concrete error type.
+    ///
     /// ```
     /// use msp_resilience::retry::RetryLayer;
     /// use tower::BoxError;

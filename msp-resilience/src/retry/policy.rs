@@ -131,7 +131,10 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 ///   `TRACE`) are retried, unless [`retry_non_idempotent`](Self::retry_non_idempotent)
 ///   is set or the request carries an `Idempotency-Key` header.
 /// - Errors and responses the classifier calls failures (by default
-///   [`HttpClassifier`]: `5xx`) are retried, plus the statuses added with
+///   [`HttpClassifier`]: `5xx`) are retried — except rejections by an
+///   inner resilience layer ([`CircuitOpen`](crate::CircuitOpen),
+///   [`RateLimited`](crate::RateLimited), [`BulkheadFull`](crate::BulkheadFull)),
+///   which are returned at once, plus the statuses added with
 ///   [`retry_status`](Self::retry_status) (by default `429`), minus those in
 ///   [`never_retry_status`](Self::never_retry_status) (by default `501 Not
 ///   Implemented`: trying again will not implement it).
@@ -248,8 +251,13 @@ impl<C> HttpPolicy<C> {
         C: Classify<Response<B>, BoxError>,
     {
         let res = match result {
-            Err(_) => {
-                return if self.classifier.classify(result).is_failure() {
+            Err(e) => {
+                // A rejection by an inner resilience layer (open circuit,
+                // rate limit, full bulkhead) is local: retrying at once
+                // only burns budget.
+                return if !crate::fallback::is_rejection(e)
+                    && self.classifier.classify(result).is_failure()
+                {
                     Action::Retry
                 } else {
                     Action::Return

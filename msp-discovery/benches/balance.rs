@@ -1,16 +1,25 @@
-//! Pick cost per strategy at 10, 1,000 and 10,000 instances.
+//! Pick cost per strategy at 10, 1,000 and 10,000 instances, and the p2c
+//! request cycle against tower's `p2c::Balance`.
 //!
 //! `cargo bench -p msp-discovery --bench balance -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use msp_core::Outcome;
 use msp_core::{Instance, InstanceId, ServiceName};
 use msp_discovery::balance::{
     BalanceConfig, Balancer, ConsistentHash, Endpoint, EndpointSet, P2c, Random, RoundRobin,
     Strategy, Weighted,
 };
+use std::convert::Infallible;
+use std::future::Future;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
+use tower::{Service, service_fn};
 
 fn instances(n: usize) -> Vec<Instance> {
     let svc = ServiceName::new("bench").expect("valid name");
@@ -81,5 +90,55 @@ fn bench_strategies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_strategies);
+/// Per request, the whole p2c cycle: msp (`EndpointSet::pick`, start a
+/// call, record its outcome) against tower's `p2c::Balance` over
+/// `PeakEwma` services (`poll_ready` + `call` + response), same sizes.
+fn bench_vs_tower(c: &mut Criterion) {
+    let mut group = c.benchmark_group("p2c_request_cycle");
+    let waker = futures_util::task::noop_waker();
+    for n in [10usize, 1_000, 10_000] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let set = EndpointSet::new(
+            ServiceName::new("bench").expect("valid name"),
+            BalanceConfig::new(Strategy::p2c()),
+        )
+        .expect("valid config");
+        set.update(instances(n));
+        group.bench_with_input(BenchmarkId::new("msp_endpoint_set", n), &n, |b, _| {
+            b.iter(|| {
+                let ep = set.pick(None).expect("an endpoint");
+                set.record(ep.start(), Outcome::Success);
+            })
+        });
+
+        let services: Vec<_> = (0..n)
+            .map(|i| service_fn(move |_: ()| std::future::ready(Ok::<usize, Infallible>(i))))
+            .collect();
+        let discover = PeakEwmaDiscover::new(
+            ServiceList::new(services),
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            CompleteOnResponse::default(),
+        );
+        let mut balance = Balance::new(discover);
+        let mut cx = Context::from_waker(&waker);
+        group.bench_with_input(BenchmarkId::new("tower_p2c_balance", n), &n, |b, _| {
+            b.iter(|| {
+                match balance.poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => {}
+                    _ => panic!("service_fn services are always ready"),
+                }
+                let mut fut = std::pin::pin!(balance.call(()));
+                black_box(fut.as_mut().poll(&mut cx))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_strategies, bench_vs_tower);
 criterion_main!(benches);

@@ -238,7 +238,7 @@ async fn outlier_ejection_moves_traffic_and_brings_it_back() {
     let outlier = OutlierConfig::default()
         .consecutive_failures(3)
         .without_failure_rate()
-        .base_ejection_time(Duration::from_millis(300))
+        .base_ejection_time(Duration::from_secs(2))
         .max_ejected_percent(50);
     let mut client = DiscoveryClient::builder(registry)
         .balance(BalanceConfig::new(Strategy::RoundRobin).outlier_detection(outlier))

@@ -249,14 +249,14 @@ impl Call {
         self.started
     }
 
-    pub(crate) fn finish(mut self) -> (Endpoint, Duration) {
+    pub(crate) fn finish(mut self, now: Instant) -> (Endpoint, Duration) {
         self.done = true;
         self.endpoint
             .inner
             .load
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
-        let elapsed = self.started.elapsed();
+        let elapsed = now.saturating_duration_since(self.started);
         (self.endpoint.clone(), elapsed)
     }
 }

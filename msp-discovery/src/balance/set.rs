@@ -291,8 +291,8 @@ impl EndpointSet {
     /// outlier detection on, counts the outcome towards ejection.
     /// [`Outcome::Ignored`] only lowers the in-flight count.
     pub fn record(&self, call: Call, outcome: Outcome) {
-        let (ep, rtt) = call.finish();
         let now = Instant::now();
+        let (ep, rtt) = call.finish(now);
         match outcome {
             Outcome::Success => ep.observe_rtt(rtt, now, self.shared.decay_ns),
             Outcome::Failure => {

@@ -183,3 +183,48 @@ fn config_deserializes_with_durations() {
     assert_eq!(c.ejection_time(2), Duration::from_secs(30));
     assert!(serde_json::from_str::<OutlierConfig>(r#"{"unknown":1}"#).is_err());
 }
+
+#[test]
+fn ejections_and_pool_state_are_exported_as_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let set = set_with(consecutive(2), 4);
+        let ep = set.snapshot().endpoints()[0].clone();
+        fail(&set, &ep, 2);
+        assert!(ep.is_ejected());
+    });
+    let values: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            (key.name().to_owned(), labels, value)
+        })
+        .collect();
+    let find = |name: &str| {
+        values
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("metric {name} missing: {values:?}"))
+    };
+    let (_, labels, value) = find("msp_discovery_ejections_total");
+    assert_eq!(value, &DebugValue::Counter(1));
+    assert!(labels.contains(&("reason".into(), "consecutive_failures".into())));
+    assert!(labels.contains(&("service".into(), "svc".into())));
+    assert!(
+        matches!(find("msp_discovery_endpoints_ejected").2, DebugValue::Gauge(v) if v.into_inner() == 1.0)
+    );
+    assert!(
+        matches!(find("msp_discovery_endpoints_available").2, DebugValue::Gauge(v) if v.into_inner() == 3.0)
+    );
+    assert!(
+        matches!(find("msp_discovery_panic_mode").2, DebugValue::Gauge(v) if v.into_inner() == 0.0)
+    );
+}

@@ -1,4 +1,24 @@
 //! The response future of the [`DiscoveryClient`](super::DiscoveryClient).
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use msp_discovery::client::{DiscoveryClient, future::ResponseFuture};
+//! use msp_discovery::registry::MemoryRegistry;
+//! use tower::Service;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut client = DiscoveryClient::builder(MemoryRegistry::new()).build::<Empty<Bytes>>()?;
+//! let req = http::Request::get("http://inventory/").body(Empty::new())?;
+//! // A named type, so it can be stored in other futures without boxing.
+//! let fut: ResponseFuture = client.call(req);
+//! assert!(fut.await.unwrap_err().is_no_instances());
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{DiscoveryError, Target};
 use crate::balance::Call;

@@ -195,7 +195,8 @@ fn ejections_and_pool_state_are_exported_as_metrics() {
         fail(&set, &ep, 2);
         assert!(ep.is_ejected());
     });
-    let values: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+    type Labels = Vec<(String, String)>;
+    let values: Vec<(String, Labels, DebugValue)> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()

@@ -7,7 +7,7 @@ use super::{
 use crate::outlier::EjectionReason;
 use arc_swap::ArcSwap;
 use msp_core::{Instance, InstanceId, Outcome, ServiceName};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -220,9 +220,9 @@ impl EndpointSet {
             old.endpoints.iter().map(|e| (e.id(), e)).collect();
         let mut next: Vec<Endpoint> = Vec::new();
         let mut changed = false;
-        let mut seen: HashMap<InstanceId, ()> = HashMap::new();
+        let mut seen: HashSet<InstanceId> = HashSet::new();
         for instance in instances {
-            if seen.insert(instance.id().clone(), ()).is_some() {
+            if !seen.insert(instance.id().clone()) {
                 continue; // first occurrence of an id wins
             }
             match by_id.remove(instance.id()) {

@@ -269,6 +269,10 @@ impl DiscoveryClientBuilder {
 
     /// Resolves only these services; others are `UnknownService` (default:
     /// any valid service name).
+    ///
+    /// Every service a client has resolved keeps its registry watch (and
+    /// health checks) for the client's lifetime, so a client whose request
+    /// authorities come from untrusted input should be restricted this way.
     pub fn only_services(mut self, services: impl IntoIterator<Item = ServiceName>) -> Self {
         self.allowed = Some(services.into_iter().collect());
         self

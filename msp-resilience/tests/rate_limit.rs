@@ -300,7 +300,10 @@ async fn keyed_by_header_and_closure() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_evicted() {
-    let limiter = KeyedRateLimiter::<u32>::builder(q("1/s")).shards(1).build();
+    let limiter = KeyedRateLimiter::<u32>::builder(q("1/s"))
+        .shards(1)
+        .idle_grace(Duration::from_millis(500))
+        .build();
     for k in 0..50 {
         limiter.check(&k).expect("fresh key");
     }

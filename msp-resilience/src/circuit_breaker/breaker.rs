@@ -160,12 +160,58 @@ enum Kind {
     Untracked,
 }
 
-/// What an admitted call carries until its outcome is recorded.
+impl Kind {
+    fn bits(self) -> u64 {
+        match self {
+            Kind::Closed => 0,
+            Kind::Probe => 1,
+            Kind::Counted => 2,
+            Kind::Untracked => 3,
+        }
+    }
+
+    fn from_bits(bits: u64) -> Kind {
+        match bits & 0b11 {
+            0 => Kind::Closed,
+            1 => Kind::Probe,
+            2 => Kind::Counted,
+            _ => Kind::Untracked,
+        }
+    }
+}
+
+/// What an admitted call carries until its outcome is recorded: two words,
+/// so permits move around in registers.
 #[derive(Debug, Clone, Copy)]
 struct Ticket {
-    generation: u64,
-    kind: Kind,
-    start: Option<Instant>,
+    /// The state word's generation bits (`word & !FAST_MASK`) with the
+    /// kind in the low bits.
+    tag: u64,
+    /// Nanoseconds since the breaker's base + 1 when the call started, or 0
+    /// when slow calls are not measured.
+    start: u64,
+}
+
+impl Ticket {
+    #[inline]
+    fn new(word: u64, kind: Kind, start: u64) -> Self {
+        Ticket {
+            tag: (word & !FAST_MASK) | kind.bits(),
+            start,
+        }
+    }
+
+    #[inline]
+    fn kind(&self) -> Kind {
+        Kind::from_bits(self.tag)
+    }
+
+    /// Whether the state word is still in the generation the call was
+    /// admitted in.
+    #[inline]
+    fn current(&self, word: u64) -> bool {
+        (word ^ self.tag) >> GEN_SHIFT == 0
+    }
 }
 
 struct Metrics {
@@ -381,7 +427,6 @@ impl Breaker {
         Ok(Permit {
             shared: &self.shared,
             ticket,
-            done: false,
         })
     }
 
@@ -392,6 +437,19 @@ impl Breaker {
         let ticket = self.shared.acquire()?;
         Ok(OwnedPermit {
             shared: Some(self.shared.clone()),
+            ticket,
+        })
+    }
+
+    /// Like [`try_acquire_owned`](Breaker::try_acquire_owned), holding
+    /// `handle` rather than the shared state itself: a service clone keeps
+    /// its own handle, so concurrent calls through different clones do not
+    /// contend on one reference count.
+    #[inline]
+    pub(crate) fn try_acquire_local(handle: &Arc<Breaker>) -> Result<LocalPermit, CircuitOpen> {
+        let ticket = handle.shared.acquire()?;
+        Ok(LocalPermit {
+            handle: Some(handle.clone()),
             ticket,
         })
     }
@@ -422,23 +480,22 @@ impl Breaker {
 pub struct Permit<'a> {
     shared: &'a Shared,
     ticket: Ticket,
-    done: bool,
 }
 
 impl Permit<'_> {
     /// Records the call's outcome.
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        self.done = true;
+    pub fn record(self, outcome: Outcome) {
         self.shared.record(&self.ticket, outcome);
+        // Recorded: skip the drop, which would record `Ignored`. A permit
+        // holds only a reference and plain words, so nothing leaks.
+        std::mem::forget(self);
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.shared.record(&self.ticket, Outcome::Ignored);
-        }
+        self.shared.record(&self.ticket, Outcome::Ignored);
     }
 }
 
@@ -448,6 +505,38 @@ impl Drop for Permit<'_> {
 pub struct OwnedPermit {
     shared: Option<Arc<Shared>>,
     ticket: Ticket,
+}
+
+/// The permit of the tower service's response future: holds the service
+/// clone's own handle.
+pub(crate) struct LocalPermit {
+    handle: Option<Arc<Breaker>>,
+    ticket: Ticket,
+}
+
+impl fmt::Debug for LocalPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalPermit")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl LocalPermit {
+    #[inline]
+    pub(crate) fn record(mut self, outcome: Outcome) {
+        if let Some(handle) = self.handle.take() {
+            handle.shared.record(&self.ticket, outcome);
+        }
+    }
+}
+
+impl Drop for LocalPermit {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shared.record(&self.ticket, Outcome::Ignored);
+        }
+    }
 }
 
 impl fmt::Debug for OwnedPermit {
@@ -495,11 +584,11 @@ impl Shared {
     }
 
     #[inline]
-    fn start(&self) -> Option<Instant> {
+    fn start(&self) -> u64 {
         if self.clock_per_call {
-            Some(Instant::now())
+            self.now_nanos().saturating_add(1)
         } else {
-            None
+            0
         }
     }
 
@@ -507,11 +596,7 @@ impl Shared {
     fn acquire(&self) -> Result<Ticket, CircuitOpen> {
         let word = self.word.0.load(Ordering::Acquire);
         if word & FAST_MASK == 0 {
-            return Ok(Ticket {
-                generation: word >> GEN_SHIFT,
-                kind: Kind::Closed,
-                start: self.start(),
-            });
+            return Ok(Ticket::new(word, Kind::Closed, self.start()));
         }
         self.acquire_slow(word)
     }
@@ -521,12 +606,7 @@ impl Shared {
         // Each pass either returns or follows a transition; transitions
         // that could loop (open → half-open → open) need time to pass.
         for _ in 0..4 {
-            let generation = word >> GEN_SHIFT;
-            let ticket = |kind| Ticket {
-                generation,
-                kind,
-                start: self.start(),
-            };
+            let ticket = |kind| Ticket::new(word, kind, self.start());
             let mode = mode_of(word);
             match mode {
                 Mode::Disabled => return Ok(ticket(Kind::Untracked)),
@@ -590,7 +670,7 @@ impl Shared {
 
     #[inline]
     fn record(&self, ticket: &Ticket, outcome: Outcome) {
-        match ticket.kind {
+        match ticket.kind() {
             Kind::Closed => {
                 self.metrics.call(outcome);
                 if outcome != Outcome::Ignored {
@@ -606,9 +686,12 @@ impl Shared {
         }
     }
 
-    fn is_slow(&self, start: Option<Instant>) -> bool {
-        match (self.config.slow_call_duration(), start) {
-            (Some(limit), Some(start)) => start.elapsed() >= limit,
+    #[inline]
+    fn is_slow(&self, start: u64) -> bool {
+        match self.config.slow_call_duration() {
+            Some(limit) if start != 0 => {
+                self.now_nanos().saturating_sub(start - 1) >= duration_nanos(limit)
+            }
             _ => false,
         }
     }
@@ -616,7 +699,7 @@ impl Shared {
     #[inline]
     fn record_closed(&self, ticket: &Ticket, failure: bool) {
         let word = self.word.0.load(Ordering::Acquire);
-        if word >> GEN_SHIFT != ticket.generation {
+        if !ticket.current(word) {
             return; // admitted before a transition: not part of this window
         }
         let slow = self.is_slow(ticket.start);
@@ -662,7 +745,7 @@ impl Shared {
     fn record_probe(&self, ticket: &Ticket, outcome: Outcome) {
         let probes = &self.probes.0;
         let word = self.word.0.load(Ordering::Acquire);
-        if word >> GEN_SHIFT != ticket.generation {
+        if !ticket.current(word) {
             return;
         }
         if outcome == Outcome::Ignored {

@@ -1,6 +1,6 @@
 //! The response future of [`CircuitBreaker`](super::CircuitBreaker).
 
-use super::OwnedPermit;
+use super::breaker::LocalPermit;
 use super::error::CircuitOpen;
 use msp_core::BoxError;
 use msp_core::classify::Classify;
@@ -15,35 +15,34 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]
-        kind: Kind<F>,
-        permit: Option<OwnedPermit>,
-        classifier: Option<C>,
+        kind: Kind<F, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
-        Called { #[pin] fut: F },
+    enum Kind<F, C> {
+        Called { #[pin] fut: F, permit: Option<LocalPermit>, classifier: C },
         Rejected { open: CircuitOpen },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(fut: F, permit: OwnedPermit, classifier: C) -> Self {
+    #[inline]
+    pub(crate) fn called(fut: F, permit: LocalPermit, classifier: C) -> Self {
         ResponseFuture {
-            kind: Kind::Called { fut },
-            permit: Some(permit),
-            classifier: Some(classifier),
+            kind: Kind::Called {
+                fut,
+                permit: Some(permit),
+                classifier,
+            },
         }
     }
 
     pub(crate) fn rejected(open: CircuitOpen) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { open },
-            permit: None,
-            classifier: None,
         }
     }
 }
@@ -56,12 +55,16 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Called { fut } => {
+        match self.project().kind.project() {
+            KindProj::Called {
+                fut,
+                permit,
+                classifier,
+            } => {
                 let result = ready!(fut.poll(cx));
-                if let (Some(permit), Some(classifier)) = (this.permit.take(), this.classifier) {
+                if let Some(permit) = permit.take() {
                     permit.record(classifier.classify(result.as_ref()));
                 }
                 Poll::Ready(result.map_err(Into::into))

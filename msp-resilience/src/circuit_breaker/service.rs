@@ -2,6 +2,7 @@ use super::future::ResponseFuture;
 use super::{Breaker, CircuitBreakerConfig};
 use msp_core::BoxError;
 use msp_core::classify::{AnyError, Classify};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
@@ -11,11 +12,25 @@ use tower_service::Service;
 /// [`CircuitOpen`](super::error::CircuitOpen) (boxed) without reaching the
 /// inner service. Outcomes are classified by `C` when the inner future
 /// completes.
-#[derive(Debug, Clone)]
+///
+/// Each clone of the service holds its own handle on the shared breaker
+/// (one small allocation per clone), so calls through clones on different
+/// threads do not contend on one reference count.
+#[derive(Debug)]
 pub struct CircuitBreaker<S, C = AnyError> {
     inner: S,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     classifier: C,
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreaker {
+            inner: self.inner.clone(),
+            breaker: Arc::new(Breaker::clone(&self.breaker)),
+            classifier: self.classifier.clone(),
+        }
+    }
 }
 
 impl<S> CircuitBreaker<S> {
@@ -30,7 +45,7 @@ impl<S, C> CircuitBreaker<S, C> {
     pub fn with_classifier(inner: S, breaker: Breaker, classifier: C) -> Self {
         CircuitBreaker {
             inner,
-            breaker,
+            breaker: Arc::new(breaker),
             classifier,
         }
     }
@@ -71,7 +86,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.try_acquire_owned() {
+        match Breaker::try_acquire_local(&self.breaker) {
             Ok(permit) => {
                 ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
             }

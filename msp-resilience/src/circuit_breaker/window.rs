@@ -10,6 +10,7 @@
 //! Under concurrency the figures are approximate by the calls in flight
 //! (exactly as in any lock-free window); from one thread they are exact.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// A value alone on its cache line(s).
@@ -28,12 +29,22 @@ pub(crate) struct Counts {
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    // Const-initialised: reading it is one thread-relative load.
+    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// A small number per thread, handed out in order of first use.
 #[inline]
 pub(crate) fn thread_index() -> usize {
-    THREAD_INDEX.with(|i| *i)
+    THREAD_INDEX.with(|i| {
+        let index = i.get();
+        if index != usize::MAX {
+            return index;
+        }
+        let index = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        i.set(index);
+        index
+    })
 }
 
 /// How many stripes to use: a few per CPU, a power of two.

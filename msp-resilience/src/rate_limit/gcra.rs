@@ -40,6 +40,7 @@ pub struct Admitted {
 }
 
 impl Admitted {
+    #[cfg(feature = "redis")]
     pub(crate) fn new(limit: u32, remaining: u32, reset: Duration) -> Self {
         Admitted {
             limit,

@@ -1,6 +1,7 @@
 //! The direct and the keyed limiter.
 
 use super::Quota;
+use super::clock::{Clock, Source};
 use super::error::RateLimited;
 use super::gcra::{Admitted, Cell, Params, SharedParams};
 use hashbrown::DefaultHashBuilder;
@@ -9,16 +10,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::time::Instant;
+use std::time::Duration;
 
 /// A value alone on its cache line(s).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Padded<T>(T);
-
-fn nanos_since(base: Instant) -> u64 {
-    u64::try_from(Instant::now().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// One rate limit (GCRA in one atomic), shared by every clone.
 ///
@@ -54,7 +51,7 @@ pub struct RateLimiter {
 struct Direct {
     cell: Padded<Cell>,
     params: SharedParams,
-    base: Instant,
+    clock: Source,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -66,13 +63,19 @@ impl fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter admitting `quota`, starting with a full burst.
+    /// A limiter admitting `quota`, starting with a full burst, on the
+    /// [`Tokio`](Clock::Tokio) clock.
     pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, Clock::Tokio)
+    }
+
+    /// A limiter reading `clock`.
+    pub fn with_clock(quota: Quota, clock: Clock) -> Self {
         RateLimiter {
             inner: Arc::new(Direct {
                 cell: Padded(Cell::new()),
                 params: SharedParams::new(quota),
-                base: Instant::now(),
+                clock: Source::start(clock),
             }),
         }
     }
@@ -81,7 +84,7 @@ impl RateLimiter {
     #[inline]
     pub fn check(&self) -> Result<Admitted, RateLimited> {
         let d = &*self.inner;
-        d.cell.0.check(d.params.load(), nanos_since(d.base))
+        d.cell.0.check(d.params.load(), d.clock.nanos())
     }
 
     /// The current quota.
@@ -94,9 +97,7 @@ impl RateLimiter {
     pub fn set_quota(&self, quota: Quota) {
         let d = &*self.inner;
         let old = d.params.store(quota);
-        d.cell
-            .0
-            .rescale(old, Params::from(quota), nanos_since(d.base));
+        d.cell.0.rescale(old, Params::from(quota), d.clock.nanos());
     }
 }
 
@@ -119,12 +120,14 @@ const MIN_SWEEP: usize = 64;
 
 struct Keyed<K> {
     shards: Box<[Padded<RwLock<Shard<K>>>]>,
+    /// Nanoseconds a key must have been idle before a shard's sweep drops it.
+    idle_grace: u64,
     hasher: DefaultHashBuilder,
     params: SharedParams,
     unkeyed: Padded<Cell>,
     overrides: RwLock<HashMap<K, Quota>>,
     quota_fn: Option<Box<QuotaFn<K>>>,
-    base: Instant,
+    clock: Source,
 }
 
 /// A rate limit per key (client IP, API key, user…), shared by every clone.
@@ -135,8 +138,10 @@ struct Keyed<K> {
 /// Keys live in a sharded hash table: a check on a known key takes one
 /// shard's read lock (never contended by other readers), a new key the
 /// shard's write lock. Keys whose limit is fully replenished carry no
-/// information and are evicted: automatically when a shard doubles in size,
-/// and on [`evict_idle`](KeyedRateLimiter::evict_idle).
+/// information and are evicted: automatically when a shard doubles in size
+/// (once they have been idle for the
+/// [grace period](KeyedRateLimiterBuilder::idle_grace)), and on
+/// [`evict_idle`](KeyedRateLimiter::evict_idle).
 ///
 /// # Example
 ///
@@ -187,6 +192,8 @@ pub struct KeyedRateLimiterBuilder<K> {
     overrides: HashMap<K, Quota>,
     quota_fn: Option<Box<QuotaFn<K>>>,
     shards: usize,
+    idle_grace: Duration,
+    clock: Clock,
 }
 
 impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {
@@ -196,11 +203,23 @@ impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {
             .field("overrides", &self.overrides.len())
             .field("quota_fn", &self.quota_fn.is_some())
             .field("shards", &self.shards)
+            .field("idle_grace", &self.idle_grace)
+            .field("clock", &self.clock)
             .finish()
     }
 }
 
 impl<K: Hash + Eq> KeyedRateLimiterBuilder<K> {
+    /// How long a key must have been idle (its limit fully replenished)
+    /// before the automatic sweep drops it (default 10 s). A short grace
+    /// keeps memory low; a longer one spares keys that come back often the
+    /// cost of being re-inserted. [`evict_idle`](KeyedRateLimiter::evict_idle)
+    /// ignores it.
+    pub fn idle_grace(mut self, grace: Duration) -> Self {
+        self.idle_grace = grace;
+        self
+    }
+
     /// Gives `key` its own quota (it wins over `quota_fn`).
     pub fn quota_for(mut self, key: impl Into<K>, quota: Quota) -> Self {
         self.overrides.insert(key.into(), quota);
@@ -210,6 +229,12 @@ impl<K: Hash + Eq> KeyedRateLimiterBuilder<K> {
     /// Asks `f` for the quota of each new key; `None` means the default.
     pub fn quota_fn(mut self, f: impl Fn(&K) -> Option<Quota> + Send + Sync + 'static) -> Self {
         self.quota_fn = Some(Box::new(f));
+        self
+    }
+
+    /// The clock (default [`Clock::Tokio`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -232,11 +257,12 @@ impl<K: Hash + Eq> KeyedRateLimiterBuilder<K> {
                     })
                     .collect(),
                 hasher: DefaultHashBuilder::default(),
+                idle_grace: u64::try_from(self.idle_grace.as_nanos()).unwrap_or(u64::MAX),
                 params: SharedParams::new(self.quota),
                 unkeyed: Padded(Cell::new()),
                 overrides: RwLock::new(self.overrides),
                 quota_fn: self.quota_fn,
-                base: Instant::now(),
+                clock: Source::start(self.clock),
             }),
         }
     }
@@ -263,6 +289,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
             overrides: HashMap::new(),
             quota_fn: None,
             shards: 64,
+            idle_grace: Duration::from_secs(10),
+            clock: Clock::Tokio,
         }
     }
 
@@ -277,7 +305,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     #[inline]
     pub fn check(&self, key: &K) -> Result<Admitted, RateLimited> {
         let k = &*self.inner;
-        let now = nanos_since(k.base);
+        let now = k.clock.nanos();
         let hash = k.hasher.hash_one(key);
         let shard = self.shard(hash);
         {
@@ -294,7 +322,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// such requests, with the default quota.
     pub fn check_unkeyed(&self) -> Result<Admitted, RateLimited> {
         let k = &*self.inner;
-        k.unkeyed.0.check(k.params.load(), nanos_since(k.base))
+        k.unkeyed.0.check(k.params.load(), k.clock.nanos())
     }
 
     fn own_quota(&self, key: &K) -> Option<Params> {
@@ -318,7 +346,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let mut guard = write(shard);
         let shard = &mut *guard;
         if shard.table.len() >= shard.sweep_at {
-            shard.table.retain(|e| !e.cell.is_idle(now));
+            let idle_since = now.saturating_sub(k.idle_grace);
+            shard.table.retain(|e| !e.cell.is_idle(idle_since));
             shard.sweep_at = (shard.table.len() * 2).max(MIN_SWEEP);
         }
         let entry = shard
@@ -346,7 +375,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let k = &*self.inner;
         let old = k.params.store(quota);
         let new = Params::from(quota);
-        let now = nanos_since(k.base);
+        let now = k.clock.nanos();
         for shard in k.shards.iter() {
             for e in read(&shard.0).table.iter() {
                 if e.own.is_none() {
@@ -375,8 +404,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         if let Some(e) = guard.table.find_mut(hash, |e| e.key == key) {
             let global = k.params.load();
             let old = e.own.unwrap_or(global);
-            e.cell
-                .rescale(old, own.unwrap_or(global), nanos_since(k.base));
+            e.cell.rescale(old, own.unwrap_or(global), k.clock.nanos());
             e.own = own;
         }
     }
@@ -384,7 +412,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Forgets every key whose limit is fully replenished; returns how many.
     pub fn evict_idle(&self) -> usize {
         let k = &*self.inner;
-        let now = nanos_since(k.base);
+        let now = k.clock.nanos();
         let mut evicted = 0;
         for shard in k.shards.iter() {
             let mut guard = write(&shard.0);

@@ -58,6 +58,7 @@
 //! # }
 //! ```
 
+mod clock;
 pub mod error;
 pub mod future;
 mod gcra;
@@ -69,6 +70,7 @@ mod quota;
 mod redis;
 mod service;
 
+pub use self::clock::Clock;
 pub use self::gcra::Admitted;
 pub use self::key::{HeaderKey, KeyExtractor, KeyFn, KeyedLimit, Limit, PeerAddr};
 pub use self::layer::{HttpRateLimitLayer, RateLimitLayer};

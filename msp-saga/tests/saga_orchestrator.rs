@@ -563,6 +563,65 @@ async fn a_live_lease_is_not_claimed() {
     assert!(entries(&j).is_empty());
 }
 
+/// Records when it is dropped: shows that (and when) a call was abandoned.
+struct DropFlag(Arc<Mutex<Option<tokio::time::Instant>>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_is_abandoned_when_its_lease_runs_out_unrenewed() {
+    // Renewals fail (database unreachable) while a long step runs: once the
+    // lease this orchestrator holds has ended, another one may claim the
+    // saga, so this one must have dropped the call by then.
+    let dropped = Arc::new(Mutex::new(None));
+    let finished = Arc::new(AtomicU32::new(0));
+    let (d, f) = (dropped.clone(), finished.clone());
+    let saga = Saga::<u32>::builder("long")
+        .step("slow", move |_ctx| {
+            let (d, f) = (d.clone(), f.clone());
+            async move {
+                let _flag = DropFlag(d);
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, StepError>(())
+            }
+        })
+        .build()
+        .expect("saga");
+    let store = saga_common::RenewFails::new(MemorySagaStore::new());
+    let orch = Orchestrator::builder(store.clone())
+        .lease(Duration::from_secs(1))
+        .register(&saga)
+        .build()
+        .expect("orchestrator");
+    let begin = tokio::time::Instant::now();
+    let handle = orch.start(&saga, 1).await.expect("start");
+    let id = handle.id();
+    let result = handle.wait().await;
+    assert!(
+        matches!(result, Err(SagaError::LeaseLost(lost)) if lost == id),
+        "{result:?}"
+    );
+    assert_eq!(finished.load(Ordering::SeqCst), 0, "the call ran on");
+    let dropped_at = dropped
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .expect("the call was dropped");
+    // Paused time: this is the runtime's virtual clock, not a race.
+    assert!(
+        dropped_at <= begin + Duration::from_secs(1),
+        "the call outlived the lease by {:?}",
+        dropped_at - begin
+    );
+    assert!(store.renewals.load(Ordering::SeqCst) >= 1);
+    let rec = orch.get(id).await.expect("get").expect("stored");
+    assert_eq!(rec.state, SagaState::Running, "left for recovery");
+}
+
 #[tokio::test(start_paused = true)]
 async fn submitted_sagas_run_on_whichever_orchestrator_claims_them() {
     let j = journal();

@@ -1225,23 +1225,43 @@ impl<S: SagaStore> Driver<S> {
     }
 
     /// Runs `fut`, renewing the lease every third of its length; gives up
-    /// (dropping `fut`) if the lease is lost.
+    /// (dropping `fut`) if the lease is lost, or when the lease we hold
+    /// runs out while renewals keep failing: from then on another
+    /// orchestrator may claim the saga, so this one must not be running
+    /// its step any more.
     async fn with_lease<F: Future>(&mut self, fut: F) -> Result<F::Output, SagaError> {
         let every = self.inner.lease / 3;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut fut = std::pin::pin!(fut);
+        // The lease's end on the runtime's clock, moved only by a
+        // successful renewal.
+        let left = self.run.lease_until.saturating_sub(now_ms()).max(0);
+        let mut expiry = tokio::time::Instant::now() + Duration::from_millis(left as u64);
         loop {
             tokio::select! {
                 out = &mut fut => return Ok(out),
+                _ = tokio::time::sleep_until(expiry) => {
+                    return Err(SagaError::LeaseLost(self.run.id));
+                }
                 _ = tick.tick() => {
+                    let asked = tokio::time::Instant::now();
                     let now = now_ms();
                     let until = now.saturating_add(self.inner.lease_ms());
-                    match self.inner.store.renew(self.run.id, &self.inner.owner, self.run.version, until).await {
-                        Ok(()) => self.run.lease_until = until,
+                    // A renewal that hangs (database unreachable) must not
+                    // keep the call alive past the lease either.
+                    let renew = self.inner.store.renew(self.run.id, &self.inner.owner, self.run.version, until);
+                    let Ok(renewed) = tokio::time::timeout_at(expiry, renew).await else {
+                        return Err(SagaError::LeaseLost(self.run.id));
+                    };
+                    match renewed {
+                        Ok(()) => {
+                            self.run.lease_until = until;
+                            expiry = asked + self.inner.lease;
+                        }
                         Err(StoreError::Conflict(id)) => return Err(SagaError::LeaseLost(id)),
                         Err(e) => {
-                            if now_ms() >= self.run.lease_until {
+                            if tokio::time::Instant::now() >= expiry || now_ms() >= self.run.lease_until {
                                 return Err(SagaError::LeaseLost(self.run.id));
                             }
                             tracing::warn!(error = %e, "lease renewal failed; retrying");

@@ -109,3 +109,52 @@ pub async fn drop_schema(url: &str, schema: &str) {
         admin.close().await;
     }
 }
+
+/// Delegates to `inner` but fails every lease renewal with a backend error
+/// (the database is unreachable while a step runs).
+#[derive(Debug, Clone)]
+pub struct RenewFails<S> {
+    pub inner: S,
+    pub renewals: Arc<AtomicUsize>,
+}
+
+impl<S> RenewFails<S> {
+    pub fn new(inner: S) -> Self {
+        RenewFails {
+            inner,
+            renewals: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl<S: SagaStore> SagaStore for RenewFails<S> {
+    async fn create(&self, saga: NewSaga) -> Result<(), StoreError> {
+        self.inner.create(saga).await
+    }
+    async fn append(&self, t: Transition) -> Result<i64, StoreError> {
+        self.inner.append(t).await
+    }
+    async fn renew(&self, _: Uuid, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        Err(StoreError::Backend("database unreachable".into()))
+    }
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        self.inner.claim(owner, now, lease_until, limit).await
+    }
+    async fn load(&self, id: Uuid) -> Result<Option<SagaRecord>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn list(
+        &self,
+        state: Option<SagaState>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        self.inner.list(state, limit).await
+    }
+}

@@ -27,9 +27,12 @@
 //! One state is shared by every clone of the layer and of the service (an
 //! `Arc`). In the closed state admission is a single atomic load and
 //! recording a success is one uncontended atomic add on a per-thread stripe;
-//! no lock is taken and nothing is allocated per call (the tower service
-//! clones one `Arc` per call for its `'static` future). A mutex is taken on
-//! state transitions only.
+//! no lock is taken and nothing is allocated per call. Each clone of the
+//! tower service holds its own small handle on the shared state (allocated
+//! when the service is cloned), and a call's `'static` future counts a
+//! reference to that handle, so threads calling through their own clones
+//! never contend on one reference count. A mutex is taken on state
+//! transitions only.
 //!
 //! # Example
 //!

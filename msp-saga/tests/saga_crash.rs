@@ -167,6 +167,15 @@ impl Effects {
         }
     }
 
+    async fn ordered(&self, sql: &'static str) -> Vec<(i64, String, String, String)> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Effects::Pg(p) => sqlx::query_as(sql).fetch_all(p).await.expect("query"),
+            #[cfg(feature = "sqlite")]
+            Effects::Lite(p) => sqlx::query_as(sql).fetch_all(p).await.expect("query"),
+        }
+    }
+
     async fn count(&self, sql: &'static str) -> i64 {
         match self {
             #[cfg(feature = "postgres")]
@@ -191,6 +200,9 @@ async fn call(
     if phase == "do" {
         if ctx.step() == "reserve" && n % 4 == 0 && ctx.attempt() == 1 {
             return Err(StepError::retryable("inventory busy"));
+        }
+        if ctx.step() == "reserve" && n % 7 == 0 {
+            return Err(StepError::permanent("out of stock"));
         }
         if ctx.step() == "ship" && n % 3 == 0 {
             return Err(StepError::permanent("no courier"));
@@ -322,19 +334,27 @@ fn spawn_worker(db: &str, target: &str, mode: &str) -> Child {
 }
 
 /// Kills workers at random points, lets a last one finish, returns the kill
-/// count.
-fn crash_loop(db: &str, target: &str) -> usize {
+/// count and how many sagas were left unfinished by the kills (summed over
+/// kills; `unfinished` counts running or compensating sagas).
+fn crash_loop(db: &str, target: &str, unfinished: &dyn Fn() -> usize) -> (usize, usize) {
     let mut rng = Rng::seeded();
-    let mut kills = 0;
+    let (mut kills, mut interrupted) = (0, 0);
     for _ in 0..KILLS {
         let mut child = spawn_worker(db, target, "run");
         std::thread::sleep(Duration::from_millis(150 + rng.below(600)));
-        if child.try_wait().expect("worker status").is_none() {
-            child.kill().expect("SIGKILL worker");
-            kills += 1;
+        // A "run" worker never exits by itself: if it did, it failed.
+        if let Some(status) = child.try_wait().expect("worker status") {
+            panic!("worker exited before it was killed: {status}");
         }
+        child.kill().expect("SIGKILL worker");
+        kills += 1;
         let _ = child.wait();
+        interrupted += unfinished();
     }
+    assert!(
+        interrupted > 0,
+        "no kill left a saga unfinished: the crash test tested no recovery"
+    );
     let mut last = spawn_worker(db, target, "finish");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -348,11 +368,25 @@ fn crash_loop(db: &str, target: &str) -> usize {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    kills
+    (kills, interrupted)
+}
+
+/// Sagas the last kill left running or compensating.
+async fn unfinished<S: SagaStore>(store: &S) -> usize {
+    let mut n = 0;
+    for state in [SagaState::Running, SagaState::Compensating] {
+        n += store.list(Some(state), 100_000).await.expect("list").len();
+    }
+    n
 }
 
 /// Checks the invariants and prints the counts.
-async fn verify(label: &str, sagas: Vec<SagaRecord>, effects: &Effects, kills: usize) {
+async fn verify(
+    label: &str,
+    sagas: Vec<SagaRecord>,
+    effects: &Effects,
+    (kills, interrupted): (usize, usize),
+) {
     assert!(
         sagas.len() >= PER_WORKER as usize,
         "too few sagas: {}",
@@ -365,6 +399,22 @@ async fn verify(label: &str, sagas: Vec<SagaRecord>, effects: &Effects, kills: u
         .rows("SELECT key, saga_id, step, phase FROM crash_attempts")
         .await;
     let dedups = effects.count("SELECT count(*) FROM crash_dedups").await;
+    // Calls in the order they happened: no action may be called again once
+    // its compensation has been called (its effect would stay undone).
+    let calls = effects
+        .ordered("SELECT id, saga_id, step, phase FROM crash_attempts ORDER BY id")
+        .await;
+    let mut undo_called = BTreeSet::new();
+    for (_, saga, step, phase) in &calls {
+        if phase == "undo" {
+            undo_called.insert((saga.clone(), step.clone()));
+        } else {
+            assert!(
+                !undo_called.contains(&(saga.clone(), step.clone())),
+                "saga {saga}: {step} called again after its compensation"
+            );
+        }
+    }
 
     // One effect per (saga, step, phase), under the stable key.
     let mut per_unit: BTreeMap<(String, String, String), usize> = BTreeMap::new();
@@ -421,14 +471,25 @@ async fn verify(label: &str, sagas: Vec<SagaRecord>, effects: &Effects, kills: u
         match rec.state {
             SagaState::Completed => {
                 completed += 1;
-                assert_ne!(n % 3, 0, "saga {id} (n={n}) should have failed at ship");
+                assert!(
+                    n % 3 != 0 && n % 7 != 0,
+                    "saga {id} (n={n}) should have failed"
+                );
                 assert_eq!(done.len(), 3, "saga {id}: effects {done:?}");
                 assert!(undo.is_empty(), "completed saga {id} compensated {undo:?}");
             }
             SagaState::Compensated => {
                 compensated += 1;
-                assert_eq!(n % 3, 0, "saga {id} (n={n}) should have completed");
+                assert!(
+                    n % 3 == 0 || n % 7 == 0,
+                    "saga {id} (n={n}) should have completed"
+                );
                 assert!(!done.contains("ship"));
+                if n % 7 == 0 {
+                    // Failed at reserve: ship never ran, so nothing may undo it.
+                    assert!(!ran.contains("ship"), "saga {id}: ship ran");
+                    assert!(!done.contains("reserve"), "saga {id}: reserve took effect");
+                }
                 assert!(
                     done.is_subset(&undo),
                     "saga {id}: effects {done:?} not all undone ({undo:?})"
@@ -439,7 +500,7 @@ async fn verify(label: &str, sagas: Vec<SagaRecord>, effects: &Effects, kills: u
         }
     }
     println!(
-        "{label}: {kills} SIGKILLs; {} sagas: {completed} completed, {compensated} compensated \
+        "{label}: {kills} SIGKILLs leaving {interrupted} sagas unfinished; {} sagas: {completed} completed, {compensated} compensated \
          ({undone} compensations); {} action/compensation calls, {} effects, \
          {dedups} re-runs deduplicated by idempotency key",
         sagas.len(),
@@ -462,9 +523,11 @@ fn crash_recovery_postgres() {
     let (pool, schema) = rt.block_on(saga_common::pg_pool(&url, 4));
     let effects = Effects::Pg(pool.clone());
     rt.block_on(effects.setup());
-    let kills = crash_loop("postgres", &format!("{url}#{schema}"));
+    let store = msp_saga::saga::PostgresSagaStore::new(pool.clone());
+    let kills = crash_loop("postgres", &format!("{url}#{schema}"), &|| {
+        rt.block_on(unfinished(&store))
+    });
     rt.block_on(async {
-        let store = msp_saga::saga::PostgresSagaStore::new(pool.clone());
         let sagas = store.list(None, 100_000).await.expect("list");
         verify("postgres", sagas, &effects, kills).await;
         pool.close().await;
@@ -486,7 +549,9 @@ fn crash_recovery_sqlite() {
         .expect("open");
     let effects = Effects::Lite(store.pool().clone());
     rt.block_on(effects.setup());
-    let kills = crash_loop("sqlite", path.to_str().expect("utf-8 path"));
+    let kills = crash_loop("sqlite", path.to_str().expect("utf-8 path"), &|| {
+        rt.block_on(unfinished(&store))
+    });
     rt.block_on(async {
         let sagas = store.list(None, 100_000).await.expect("list");
         verify("sqlite", sagas, &effects, kills).await;

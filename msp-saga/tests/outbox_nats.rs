@@ -54,10 +54,7 @@ async fn relay_publishes_to_jetstream_with_dedup_id() -> TestResult {
     publisher.publish(&msg).await?;
 
     let state = stream.info().await?.state.clone();
-    assert_eq!(
-        state.messages, 1,
-        "JetStream deduplicated the redelivery"
-    );
+    assert_eq!(state.messages, 1, "JetStream deduplicated the redelivery");
     let stored = stream.get_raw_message(state.last_sequence).await?;
     assert_eq!(stored.subject.as_str(), format!("{prefix}.orders.placed"));
     assert_eq!(stored.payload.as_ref(), b"{\"order\":\"o-1\"}");

@@ -11,7 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use msp_resilience::rate_limit::error::RateLimited;
 use msp_resilience::rate_limit::{
-    HeaderKey, InvalidQuota, KeyFn, KeyedRateLimiter, PeerAddr, Quota, RateLimitLayer, RateLimiter,
+    Clock, HeaderKey, InvalidKey, InvalidQuota, KeyFn, KeyedRateLimiter, PeerAddr, Quota,
+    RateLimitConfig, RateLimitLayer, RateLimiter,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -337,4 +338,39 @@ async fn idle_keys_are_evicted() {
         "bounded by the live keys: {}",
         limiter.len()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn limiter_from_config() {
+    let c: RateLimitConfig = serde_json::from_str(
+        r#"{"quota": "2/min", "per_key": {"10.0.0.7": "5/min"}, "idle_grace": "1m"}"#,
+    )
+    .expect("valid");
+    assert_eq!(c.clock, Clock::Tokio);
+    let keyed = c.keyed::<IpAddr>().expect("keys parse");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    let count = |k: IpAddr| (0..10).filter(|_| keyed.check(&k).is_ok()).count();
+    assert_eq!(count(ip("10.0.0.1")), 2);
+    assert_eq!(count(ip("10.0.0.7")), 5);
+    let direct = c.direct();
+    assert_eq!((0..10).filter(|_| direct.check().is_ok()).count(), 2);
+
+    let bad: RateLimitConfig =
+        serde_json::from_str(r#"{"quota": "1/s", "per_key": {"not-an-ip": "2/s"}}"#)
+            .expect("valid");
+    assert_eq!(
+        bad.keyed::<IpAddr>().expect_err("bad key"),
+        InvalidKey("not-an-ip".into())
+    );
+    for wrong in [
+        r#"{"quota": "1/s", "unknown": 1}"#,
+        r#"{"quota": "1 per s"}"#,
+        r#"{"quota": "1/s", "clock": "atomic"}"#,
+        r#"{"per_key": {}}"#,
+    ] {
+        assert!(
+            serde_json::from_str::<RateLimitConfig>(wrong).is_err(),
+            "{wrong}"
+        );
+    }
 }

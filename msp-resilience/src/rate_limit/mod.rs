@@ -59,6 +59,7 @@
 //! ```
 
 mod clock;
+mod config;
 pub mod error;
 pub mod future;
 mod gcra;
@@ -71,6 +72,7 @@ mod redis;
 mod service;
 
 pub use self::clock::Clock;
+pub use self::config::{InvalidKey, RateLimitConfig};
 pub use self::gcra::Admitted;
 pub use self::key::{HeaderKey, KeyExtractor, KeyFn, KeyedLimit, Limit, PeerAddr};
 pub use self::layer::{HttpRateLimitLayer, RateLimitLayer};

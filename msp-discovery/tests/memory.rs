@@ -228,6 +228,35 @@ async fn view_reconciles_changes_made_during_an_outage() {
     assert!(state.is_ready());
 }
 
+/// Compile-time check: the view's waiting futures can cross threads.
+fn assert_send<F: std::future::Future + Send>(f: F) -> F {
+    f
+}
+
+#[tokio::test(start_paused = true)]
+async fn view_futures_are_send_and_can_be_spawned() {
+    let registry = MemoryRegistry::new();
+    let a = instance("orders", 1);
+    let mut view = ServiceView::new(&registry, a.service().clone());
+    let waiter = view.clone();
+    // Spawned (requires `Send`) before the first snapshot, so the futures
+    // really wait.
+    let task = tokio::spawn(assert_send(async move {
+        waiter.ready().await;
+        waiter.wait_for(|s| s.instances().len() == 1).await
+    }));
+    registry.insert(a.clone()).expect("insert");
+    let state = within(task).await.expect("task");
+    assert_eq!(&state.instances()[..], std::slice::from_ref(&a));
+    registry.expire(a.id());
+    // Every change this handle has not seen yet, until the removal.
+    while !within(assert_send(view.changed()))
+        .await
+        .instances()
+        .is_empty()
+    {}
+}
+
 #[tokio::test(start_paused = true)]
 async fn dropping_the_registration_deregisters() {
     let registry = MemoryRegistry::new();

@@ -420,13 +420,9 @@ async fn resolve<B>(
 ) -> Result<Arc<Target>, DiscoveryError> {
     let target = target_for(shared, service)?;
     if !target.view.is_ready() {
-        // `ServiceView::ready` holds a `watch::Ref` across an await (not
-        // `Send`); wait on a receiver and drop the reference at once.
-        let mut rx = target.view.subscribe();
-        let ready = async move { rx.wait_for(|s| s.is_ready()).await.is_ok() };
-        if !tokio::time::timeout(shared.resolve_timeout, ready)
+        if tokio::time::timeout(shared.resolve_timeout, target.view.ready())
             .await
-            .unwrap_or(false)
+            .is_err()
         {
             tracing::warn!(%service, timeout = ?shared.resolve_timeout, "no answer from the registry yet");
             return Err(DiscoveryError::NoInstances {

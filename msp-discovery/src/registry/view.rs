@@ -216,10 +216,19 @@ impl ServiceView {
 
     /// Waits until the state satisfies `predicate` (checked at once, then
     /// on every change) and returns that state.
+    ///
+    /// The future is `Send` when `predicate` is (it holds no lock across an
+    /// await), so it can be spawned or awaited inside a tower service.
     pub async fn wait_for(&self, mut predicate: impl FnMut(&ViewState) -> bool) -> ViewState {
         let mut rx = self.state.clone();
-        match rx.wait_for(|s| predicate(s)).await {
-            Ok(state) => state.clone(),
+        // Clone out of the `watch::Ref` (a read guard, not `Send`) in the
+        // same statement, so the guard is gone before any other await.
+        let found = rx
+            .wait_for(|s| predicate(s))
+            .await
+            .map(|state| state.clone());
+        match found {
+            Ok(state) => state,
             // The task ended (it never does while a view exists): nothing
             // will change any more.
             Err(_) => std::future::pending().await,

@@ -17,8 +17,12 @@
 //!   It tracks the last revision it saw; after a broken connection it
 //!   reports [`Stale`](WatchEvent::Stale), reconnects with backoff and
 //!   resumes from that revision + 1 (replaying what it missed, then
-//!   [`Resumed`](WatchEvent::Resumed)). If etcd answers that the revision
-//!   was compacted, it lists again and continues from the new snapshot. No
+//!   [`Resumed`](WatchEvent::Resumed)). Before resuming it checks that etcd
+//!   still has that history: if the revision was compacted meanwhile (or
+//!   lies in the future, after a restore from an older backup) it lists
+//!   again and continues from the new [`Snapshot`](WatchEvent::Snapshot)
+//!   instead — no `Resumed` with an out-of-date set. A compaction racing
+//!   with the reconnection cancels the watch, which also lists again. No
 //!   error ends the stream, and a malformed entry is logged and skipped.
 //!
 //! # Example
@@ -519,6 +523,11 @@ impl EtcdWatch {
 
     /// Lists if needed, opens the watch and waits until etcd confirms it.
     async fn connect(&mut self) -> Result<(), RegistryError> {
+        if let Some(revision) = self.revision
+            && !self.history_kept(revision).await?
+        {
+            self.revision = None;
+        }
         let (start, snapshot) = match self.revision {
             Some(revision) => (revision + 1, None),
             None => {
@@ -577,6 +586,49 @@ impl EtcdWatch {
             None => {}
         }
         Ok(())
+    }
+
+    /// Whether etcd still has the history after `revision`, so a watch
+    /// can resume from `revision + 1`.
+    ///
+    /// etcd accepts a watch from a compacted revision and cancels it only
+    /// later (when its watchers are next synced, up to 100 ms after), so
+    /// checking the answer to the watch request is not enough: resuming
+    /// would report [`Resumed`](WatchEvent::Resumed) with a set that is not
+    /// current. A read at `revision` fails with `OutOfRange` if it was
+    /// compacted, or if it is in the future (etcd restored from an older
+    /// backup, where revisions start over): both mean "list again". A
+    /// compaction between this check and the watch is still caught by the
+    /// watch's cancellation (a `Snapshot` then follows the `Resumed`).
+    async fn history_kept(&mut self, revision: i64) -> Result<bool, RegistryError> {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_revision(revision);
+        let read = tokio::time::timeout(
+            self.timeout,
+            self.client.get(self.prefix.clone(), Some(options)),
+        )
+        .await;
+        match read {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                if status.code() == tonic::Code::OutOfRange =>
+            {
+                tracing::info!(
+                    service = %self.service,
+                    last_seen = revision,
+                    reason = status.message(),
+                    "etcd no longer has the watch's history; listing again"
+                );
+                Ok(false)
+            }
+            Ok(Err(e)) => Err(map_err(e)),
+            Err(_) => Err(RegistryError::Timeout {
+                backend: BACKEND,
+                operation: "get",
+            }),
+        }
     }
 
     async fn receive(&mut self) -> Result<(), RegistryError> {

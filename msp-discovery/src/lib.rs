@@ -3,47 +3,101 @@
 //!
 //! | module | what it gives you |
 //! |---|---|
-//! | [`registry`] | the [`Registry`](registry::Registry) trait: register with a lease that heartbeats and re-registers, list, watch; backends `MemoryRegistry` (embedded default), `StaticRegistry`, `EtcdRegistry` (`etcd`), `DnsDiscovery` (`dns`); [`ServiceView`](registry::ServiceView), the cached instance set that survives registry outages |
-//! | [`balance`] | [`EndpointSet`](balance::EndpointSet) and the strategies: round robin, random, weighted, power of two choices over peak EWMA, consistent hashing, zone preference, panic mode |
+//! | [`registry`] | the [`Registry`] trait: register with a lease that heartbeats and re-registers, list, watch; backends `MemoryRegistry` (embedded default), `StaticRegistry`, `EtcdRegistry` (`etcd`), `DnsDiscovery` (`dns`); [`ServiceView`], the cached instance set that survives registry outages |
+//! | [`balance`] | [`EndpointSet`] and the strategies: round robin, random, weighted, power of two choices over peak EWMA, consistent hashing, zone preference, panic mode |
 //! | [`health`] | active checks (HTTP, TCP, custom) taking failing instances out of balancing |
 //! | [`outlier`] | passive ejection from real traffic (consecutive failures, failure rate), growing ejection times, max ejected percent |
 //! | [`discover`] | tower's `Discover` over a registry watch, for `tower::balance` — never yields an error |
-//! | [`client`] | [`DiscoveryClient`](client::DiscoveryClient), a tower `Service<http::Request<B>>` sending `http://order-service/…` to a live instance over pooled connections |
+//! | [`client`] | [`DiscoveryClient`], a tower `Service<http::Request<B>>` sending `http://order-service/…` to a live instance over pooled connections |
 //! | `tonic` | feeds tonic's `Channel::balance_channel` from a registry (feature `tonic`) |
 //!
+//! # The registry half
+//!
+//! - **Self-registration.** [`Registry::register`] stores an instance under
+//!   a lease with a TTL and returns a [`Registration`]. Its background task
+//!   renews the lease with jittered heartbeats (about every `ttl / 3`),
+//!   retries a failed renewal with backoff while the lease may still be
+//!   alive, and **registers again on its own** once the lease is known lost
+//!   (the registry restarted or expired it during a partition). It
+//!   deregisters when dropped, when [`Registration::deregister`] is awaited,
+//!   or as a step of msp-core's graceful shutdown
+//!   ([`Registration::deregister_before_drain`]: after the service is
+//!   marked not ready, before the server drains).
+//! - **Third-party registration.** A [`Registrar`] registers instances it
+//!   health-checks itself (Consul/Eureka style): registered while healthy,
+//!   deregistered after a number of failed checks.
+//! - **Backends.** [`MemoryRegistry`] (the embedded default, in-process,
+//!   with real TTL expiry), [`StaticRegistry`] (a fixed list from config),
+//!   `EtcdRegistry` (feature `etcd`: a lease per instance, JSON under a key
+//!   prefix, a prefix watch that resumes from its last revision and lists
+//!   again after a compaction) and `DnsDiscovery` (feature `dns`: SRV and
+//!   A/AAAA lookups refreshed on their TTL, for Kubernetes headless
+//!   services). All implement the one [`Registry`] trait, object safe.
+//! - **Watching and outages.** [`Registry::watch`] is a stream of
+//!   [`WatchEvent`]s that never ends: a backend failure is a
+//!   [`WatchEvent::Stale`], not an error or an empty list. A
+//!   [`ServiceView`] turns it into the last known instances of a service
+//!   (a lock-free `Arc<[Instance]>` snapshot). While the registry is
+//!   unreachable the view **keeps serving the last known instances** —
+//!   never an empty set because a lookup failed — reports it
+//!   (`msp_discovery_stale{service}` gauge = 1, a warning log,
+//!   [`ServiceView::is_stale`]) and reconciles from a fresh answer when
+//!   the registry is back.
+//!
+//! # The balancing half
+//!
+//! An [`EndpointSet`] follows a view and picks
+//! instances with a [`Strategy`]: round robin, random,
+//! weighted, power of two choices over peak-EWMA latency (O(1) picks),
+//! consistent hashing by a request key (O(log n)), with zone preference
+//! falling back to all zones. Instances failing [active health
+//! checks](health) or [ejected](outlier) for failing real traffic
+//! (consecutive failures, failure rate, ejection time growing with each
+//! ejection, a max ejected percent) receive no traffic until they recover.
+//!
+//! [`DiscoveryClient`] puts it together as a tower
+//! `Service<http::Request<B>>`: `http://order-service/path` is resolved
+//! through the registry, sent to a picked instance over pooled hyper-util
+//! connections, and the outcome feeds back into outlier ejection.
 //! **Client-side discovery** is a `DiscoveryClient` in the caller;
 //! **server-side discovery** is a gateway using one. Either way the client
 //! is a plain tower service, so timeouts, retries and circuit breakers
-//! (msp-resilience, or tower's) wrap it like any other.
+//! (msp-resilience, or tower's) wrap it like any other. For
+//! `tower::balance`, [`discover`] implements tower's `Discover` over a
+//! watch (never yielding an error, which would fail `Balance::poll_ready`).
 //!
 //! # Example
 //!
-//! Two instances register themselves; a client balances across them.
+//! Two instances register themselves; a client balances across them; on
+//! shutdown one deregisters and the client stops sending to it.
 //!
 //! ```
 //! use axum::{Router, routing::get};
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Empty};
-//! use msp_core::Instance;
+//! use msp_core::{Instance, ServiceName};
+//! use msp_core::shutdown::Shutdown;
 //! use msp_discovery::balance::{BalanceConfig, Strategy};
-//! use msp_discovery::client::DiscoveryClient;
-//! use msp_discovery::registry::{MemoryRegistry, Registry};
+//! use msp_discovery::{DiscoveryClient, MemoryRegistry, Registry};
 //! use std::time::Duration;
 //! use tower::{Service, ServiceExt};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = MemoryRegistry::new();
-//! let mut registrations = Vec::new();
-//! for name in ["one", "two"] {
+//! let shutdowns = [Shutdown::new(), Shutdown::new()];
+//! for (name, shutdown) in ["one", "two"].into_iter().zip(&shutdowns) {
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //!     let addr = listener.local_addr()?;
 //!     tokio::spawn(async move {
 //!         axum::serve(listener, Router::new().route("/", get(move || async move { name }))).await
 //!     });
-//!     // Self-registration: heartbeats until dropped.
+//!     // Self-registration: heartbeats until the process shuts down.
 //!     let me = Instance::parse("greeter", &addr.to_string())?;
-//!     registrations.push(registry.register(me, Duration::from_secs(10)).await?);
+//!     registry
+//!         .register(me, Duration::from_secs(10))
+//!         .await?
+//!         .deregister_before_drain(shutdown, Duration::from_secs(2));
 //! }
 //!
 //! let mut client = DiscoveryClient::builder(registry)
@@ -57,6 +111,17 @@
 //! }
 //! answers.sort();
 //! assert_eq!(answers, ["one", "two"]);
+//!
+//! // Instance "one" shuts down (SIGTERM in a real process): it deregisters
+//! // before draining, and the client's set follows.
+//! shutdowns[0].trigger();
+//! shutdowns[0].run().await;
+//! let greeter = ServiceName::new("greeter")?;
+//! let endpoints = client.endpoints(&greeter).ok_or("resolved above")?;
+//! endpoints.wait_for(|set| set.endpoints().len() == 1).await;
+//! let req = http::Request::get("http://greeter/").body(Empty::new())?;
+//! let res = client.ready().await?.call(req).await?;
+//! assert_eq!(res.into_body().collect().await?.to_bytes(), "two");
 //! # Ok(())
 //! # }
 //! ```
@@ -82,3 +147,18 @@ pub mod outlier;
 pub mod registry;
 #[cfg(feature = "tonic")]
 pub mod tonic;
+
+pub use crate::balance::{BalanceConfig, EndpointSet, Strategy};
+pub use crate::client::{DiscoveryClient, DiscoveryClientBuilder, DiscoveryError, HashKey};
+pub use crate::discover::ServiceDiscover;
+pub use crate::health::HealthCheck;
+pub use crate::outlier::OutlierConfig;
+#[cfg(feature = "etcd")]
+pub use crate::registry::EtcdRegistry;
+#[cfg(feature = "dns")]
+pub use crate::registry::{DnsDiscovery, DnsTarget};
+pub use crate::registry::{
+    Lease, MemoryRegistry, Registrar, RegistrarHandle, Registration, RegistrationConfig,
+    RegistrationStatus, Registry, RegistryError, ServiceView, StaticConfig, StaticRegistry,
+    ViewState, WatchEvent, WatchStream,
+};

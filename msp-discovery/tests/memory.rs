@@ -293,6 +293,37 @@ async fn deregister_on_waits_for_the_shutdown_future() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn msp_core_shutdown_deregisters_before_the_server_stops_accepting() {
+    let registry = MemoryRegistry::new();
+    let me = instance("orders", 1);
+    let shutdown = msp_core::shutdown::Shutdown::new();
+    let registration = registry
+        .register(me.clone(), Duration::from_secs(6))
+        .await
+        .expect("register");
+    let status = registration.subscribe();
+    registration.deregister_before_drain(&shutdown, Duration::from_secs(2));
+    // Still registered (and heartbeating) until the shutdown.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(present(&registry, &me).await);
+
+    let stop_accepting = shutdown.signal();
+    shutdown.trigger();
+    let run = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.run().await }
+    });
+    within(stop_accepting).await;
+    // Gone before the server stops accepting (and before the drain).
+    assert!(!present(&registry, &me).await);
+    assert_eq!(*status.borrow(), RegistrationStatus::Deregistered);
+    let report = within(run).await.expect("run");
+    assert_eq!(report.hooks.len(), 1);
+    assert_eq!(report.hooks[0].name, "deregister orders/orders-1");
+    assert!(report.hooks[0].outcome.is_completed());
+}
+
+#[tokio::test(start_paused = true)]
 async fn invalid_registration_settings_are_typed_errors() {
     let registry = MemoryRegistry::new()
         .with_registration_config(RegistrationConfig::default().heartbeat(Duration::from_secs(10)));

@@ -13,9 +13,10 @@
 //!   renewal succeeded for a whole TTL — with backoff until it succeeds
 //!   ([`RegistrationStatus::Lost`]);
 //! - deregisters when the handle is dropped (best effort, on the tokio
-//!   runtime), when [`Registration::deregister`] is awaited, or when the
-//!   future given to [`Registration::deregister_on`] (a shutdown signal)
-//!   completes.
+//!   runtime), when [`Registration::deregister`] is awaited, as a step of
+//!   msp-core's graceful shutdown
+//!   ([`Registration::deregister_before_drain`]), or when the future given
+//!   to [`Registration::deregister_on`] (any shutdown signal) completes.
 //!
 //! Backends plug in through the [`Lease`] trait; implement it to give a
 //! custom [`Registry`](super::Registry) the same behaviour.
@@ -48,6 +49,7 @@
 use super::RegistryError;
 use msp_core::Instance;
 use msp_core::backoff::Backoff;
+use msp_core::shutdown::Shutdown;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
@@ -331,8 +333,11 @@ impl Registration {
     /// result.
     ///
     /// `shutdown` can be any future: `tokio::signal::ctrl_c()`, a
-    /// `CancellationToken::cancelled_owned()`, or msp-core's shutdown
-    /// signal. Must be called on a tokio runtime.
+    /// `CancellationToken::cancelled_owned()`, or msp-core's
+    /// [`Shutdown::triggered`](msp_core::shutdown::Shutdown::triggered)
+    /// (though [`deregister_before_drain`](Self::deregister_before_drain)
+    /// fits msp-core's shutdown sequence better). Must be called on a
+    /// tokio runtime.
     pub fn deregister_on<F>(self, shutdown: F) -> JoinHandle<Result<(), RegistryError>>
     where
         F: Future + Send + 'static,
@@ -341,6 +346,52 @@ impl Registration {
             shutdown.await;
             self.deregister().await
         })
+    }
+}
+
+impl Registration {
+    /// Deregisters as a step of msp-core's graceful shutdown: a
+    /// [`before_drain`](Shutdown::before_drain) hook named `"deregister
+    /// {service}/{id}"`, bounded by `timeout`.
+    ///
+    /// When [`Shutdown::run`] drives the shutdown, the instance leaves the
+    /// registry right after the service is marked not ready and *before*
+    /// the server stops accepting and drains — so clients stop picking it
+    /// while its in-flight requests still complete. The hook's outcome
+    /// (completed, failed, timed out) is in the
+    /// [`ShutdownReport`](msp_core::shutdown::ShutdownReport); a failed or
+    /// timed-out deregistration leaves the lease to expire on its own.
+    ///
+    /// ```
+    /// use msp_core::Instance;
+    /// use msp_core::shutdown::Shutdown;
+    /// use msp_discovery::{MemoryRegistry, Registry};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = MemoryRegistry::new();
+    /// let shutdown = Shutdown::new();
+    /// let me = Instance::parse("billing", "127.0.0.1:7000")?;
+    /// registry
+    ///     .register(me.clone(), Duration::from_secs(30))
+    ///     .await?
+    ///     .deregister_before_drain(&shutdown, Duration::from_secs(2));
+    ///
+    /// shutdown.trigger(); // SIGTERM, after `shutdown.listen_for_signals()?`
+    /// let report = shutdown.run().await;
+    /// assert!(report.hooks[0].outcome.is_completed());
+    /// assert!(registry.instances(me.service()).await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn deregister_before_drain(self, shutdown: &Shutdown, timeout: Duration) {
+        let name = format!(
+            "deregister {}/{}",
+            self.instance.service(),
+            self.instance.id()
+        );
+        shutdown.before_drain(name, timeout, move || self.deregister());
     }
 }
 

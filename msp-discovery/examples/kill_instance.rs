@@ -17,11 +17,21 @@
 //! - the same client wrapped in tower's `Retry` (retrying transport errors
 //!   of idempotent requests on another pick) sees **zero** failures.
 //!
-//! Finally "b"'s registration goes away and the instance leaves the set.
+//! Then "b"'s registration goes away and the instance leaves the set.
+//! Finally "a" shuts down gracefully with msp-core's `Shutdown` (what
+//! SIGTERM triggers after `shutdown.listen_for_signals()`): it deregisters
+//! first (a `before_drain` hook from
+//! `Registration::deregister_before_drain`), then its server stops
+//! accepting and drains, and the client is left with no instance.
+//!
+//! The time for a new registration to reach a watching client is printed
+//! for one registration here; `examples/registration_latency.rs` measures
+//! it properly (many registrations, median and p99).
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
+use msp_core::shutdown::Shutdown;
 use msp_core::{BoxError, Instance, InstanceId, ServiceName};
 use msp_discovery::balance::{BalanceConfig, EndpointSet, Strategy};
 use msp_discovery::client::{DiscoveryClient, DiscoveryError};
@@ -40,15 +50,19 @@ const SERVICE: &str = "greeter";
 const EJECT_AFTER: u32 = 3;
 
 /// One instance, served on its own runtime so that killing it closes every
-/// socket it has, as a crash would.
+/// socket it has, as a crash would. It also shuts down gracefully when its
+/// `Shutdown` runs.
 struct RunningInstance {
     addr: SocketAddr,
+    shutdown: Shutdown,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningInstance {
     fn start(name: &'static str) -> std::io::Result<Self> {
+        let shutdown = Shutdown::new();
+        let stop_accepting = shutdown.signal();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -64,7 +78,7 @@ impl RunningInstance {
                     return;
                 };
                 tokio::select! {
-                    _ = axum::serve(listener, app) => {}
+                    _ = axum::serve(listener, app).with_graceful_shutdown(stop_accepting) => {}
                     _ = stopped => {}
                 }
             });
@@ -74,6 +88,7 @@ impl RunningInstance {
         });
         Ok(RunningInstance {
             addr,
+            shutdown,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -83,6 +98,10 @@ impl RunningInstance {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.join();
+    }
+
+    fn join(&mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -243,11 +262,11 @@ async fn main() -> Result<(), BoxError> {
             .id(InstanceId::new(name)?)
             .build()?)
     };
-    let mut registrations = vec![
-        registry
-            .register(register("a", &a)?, Duration::from_secs(10))
-            .await?,
-    ];
+    // "a" deregisters as the first step of its graceful shutdown.
+    registry
+        .register(register("a", &a)?, Duration::from_secs(10))
+        .await?
+        .deregister_before_drain(&a.shutdown, Duration::from_secs(2));
 
     let mut plain = client(registry.clone())?;
     let with_retry_inner = client(registry.clone())?;
@@ -265,11 +284,9 @@ async fn main() -> Result<(), BoxError> {
 
     let b_instance = register("b", &b)?;
     let started = tokio::time::Instant::now();
-    registrations.push(
-        registry
-            .register(b_instance, Duration::from_secs(10))
-            .await?,
-    );
+    let b_registration = registry
+        .register(b_instance, Duration::from_secs(10))
+        .await?;
     wait_members(&plain_set, 2).await?;
     println!(
         "new registration of b visible to the client after {:.1} ms",
@@ -298,12 +315,27 @@ async fn main() -> Result<(), BoxError> {
 
     // The registration goes (deregistered here; a crashed process's lease
     // would expire): the instance leaves the client's set.
-    if let Some(b_registration) = registrations.pop() {
-        b_registration.deregister().await?;
-    }
+    b_registration.deregister().await?;
     wait_members(&plain_set, 1).await?;
     let after_deregistration = drive(&mut plain, 20).await?;
     println!("b deregistered, 20 requests:     {after_deregistration}");
+
+    // "a" shuts down gracefully (SIGTERM would trigger the same): it
+    // deregisters before its server stops accepting and drains.
+    println!("\nshutting down instance a gracefully (msp-core Shutdown)");
+    a.shutdown.trigger();
+    let report = a.shutdown.run().await;
+    for hook in &report.hooks {
+        println!(
+            "  shutdown hook {:?}: {:?} in {:.1} ms",
+            hook.name,
+            hook.outcome,
+            hook.elapsed.as_secs_f64() * 1e3
+        );
+    }
+    a.join();
+    wait_members(&plain_set, 0).await?;
+    println!("  a deregistered; the client has no instance left");
 
     // Check what this example promises.
     let mut ok = true;
@@ -322,13 +354,13 @@ async fn main() -> Result<(), BoxError> {
         println!("unexpected: failures with retry or after deregistration");
         ok = false;
     }
-    for r in registrations {
-        r.deregister().await?;
+    if !report.hooks.iter().all(|h| h.outcome.is_completed()) {
+        println!("unexpected: the deregistration hook did not complete");
+        ok = false;
     }
-    a.kill();
     if ok {
         println!(
-            "\nok: traffic moved to the survivor; failures without retry <= {EJECT_AFTER}, with retry 0"
+            "\nok: traffic moved to the survivor; failures without retry <= {EJECT_AFTER}, with retry 0; a deregistered on shutdown"
         );
         Ok(())
     } else {

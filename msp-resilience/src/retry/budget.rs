@@ -177,7 +177,10 @@ impl RetryBudget {
 
     fn epoch(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.inner.start);
-        (elapsed.as_nanos() / u128::from(self.inner.slot_nanos)) as u64
+        // u64 nanoseconds last 584 years; u64 division is much cheaper
+        // than u128 on the per-request path.
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        nanos / self.inner.slot_nanos
     }
 
     fn add(&self, epoch: u64, amount: i64) {

@@ -1,0 +1,209 @@
+//! Timeout and retry, happy path (the inner call succeeds at once): msp vs
+//! tower vs tower-resilience, in the same binary and run, on 1 thread and on
+//! 2 threads sharing one instance (each thread drives its own clone of the
+//! same service, so shared state — the retry budget — is contended).
+//!
+//! Every call is `ready().await` + `call().await` inside one `block_on`
+//! loop on a current-thread runtime with the time driver, for every
+//! contender alike.
+//!
+//! `cargo bench -p msp-resilience --bench retry_timeout -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use msp_core::backoff::Backoff;
+use msp_resilience::retry::RetryLayer;
+use msp_resilience::timeout::TimeoutLayer;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+fn inner()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
++ Clone
++ Send
++ 'static {
+    service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
+}
+
+/// `iters` ready+call round trips on `svc`; the elapsed time.
+async fn drive<S: Service<u64>>(svc: &mut S, iters: u64) -> Duration {
+    let start = Instant::now();
+    for i in 0..iters {
+        let Ok(ready) = svc.ready().await else {
+            panic!("service failed readiness")
+        };
+        let _ = black_box(ready.call(black_box(i)).await.is_ok());
+    }
+    start.elapsed()
+}
+
+/// Runs `iters` calls on each of 2 threads, each with its own runtime and
+/// its own clone of `svc`; the slower thread's time (per call per thread).
+fn two_threads<S>(svc: &S, iters: u64) -> Duration
+where
+    S: Service<u64> + Clone + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut svc, barrier) = (svc.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let rt = runtime();
+                barrier.wait();
+                rt.block_on(drive(&mut svc, iters))
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("bench thread"))
+        .max()
+        .unwrap_or_default()
+}
+
+// --- timeouts -------------------------------------------------------------
+
+fn msp_timeout() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
+    TimeoutLayer::new(TIMEOUT).layer(inner())
+}
+
+fn tower_timeout() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
+    tower::timeout::TimeoutLayer::new(TIMEOUT).layer(inner())
+}
+
+fn tr_timeout() -> impl Service<u64, Response = u64> + Clone + Send + 'static {
+    tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(TIMEOUT)
+        .build()
+        .layer(inner())
+}
+
+// --- retries --------------------------------------------------------------
+
+fn is_err(_: &u64, r: Result<&u64, &BoxError>) -> bool {
+    r.is_err()
+}
+
+fn msp_retry() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
+    RetryLayer::new(is_err as fn(&u64, Result<&u64, &BoxError>) -> bool)
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::from_millis(10)).expect("backoff"))
+        .layer(inner())
+}
+
+fn msp_retry_no_budget()
+-> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
+    RetryLayer::new(is_err as fn(&u64, Result<&u64, &BoxError>) -> bool)
+        .max_attempts(3)
+        .no_budget()
+        .layer(inner())
+}
+
+/// tower's retry with the same rules: 3 attempts, a TPS budget (20 %,
+/// 10/s, 10 s), retry on error.
+#[derive(Clone)]
+struct TowerPolicy {
+    attempts: usize,
+    budget: Arc<TpsBudget>,
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for TowerPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) if self.attempts > 1 && self.budget.withdraw() => {
+                self.attempts -= 1;
+                Some(tokio::time::sleep(Duration::from_millis(10)))
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn tower_retry() -> impl Service<u64, Response = u64> + Clone + Send + 'static {
+    let policy = TowerPolicy {
+        attempts: 3,
+        budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+    };
+    tower::retry::RetryLayer::new(policy).layer(inner())
+}
+
+fn tr_retry() -> impl Service<u64, Response = u64> + Clone + Send + 'static {
+    tower_resilience::retry::RetryLayer::<u64, u64, Infallible>::builder()
+        .max_attempts(3)
+        .fixed_backoff(Duration::from_millis(10))
+        .build()
+        .layer(inner())
+}
+
+macro_rules! one {
+    ($g:expr, $rt:expr, $name:expr, $svc:expr) => {{
+        let mut svc = $svc;
+        $g.bench_function($name, |b| {
+            b.iter_custom(|iters| $rt.block_on(drive(&mut svc, iters)))
+        });
+    }};
+}
+
+macro_rules! two {
+    ($g:expr, $name:expr, $svc:expr) => {{
+        let svc = $svc;
+        $g.bench_function($name, |b| b.iter_custom(|iters| two_threads(&svc, iters)));
+    }};
+}
+
+fn one_thread(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("timeout/1 thread");
+    one!(g, rt, "msp Timeout", msp_timeout());
+    one!(g, rt, "tower Timeout", tower_timeout());
+    one!(g, rt, "tower-resilience TimeLimiter", tr_timeout());
+    g.finish();
+
+    let mut g = c.benchmark_group("retry/1 thread");
+    one!(g, rt, "msp Retry (budget)", msp_retry());
+    one!(g, rt, "msp Retry (no budget)", msp_retry_no_budget());
+    one!(g, rt, "tower Retry (TpsBudget)", tower_retry());
+    one!(g, rt, "tower-resilience Retry", tr_retry());
+    g.finish();
+}
+
+fn shared_two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timeout/2 threads, shared");
+    two!(g, "msp Timeout", msp_timeout());
+    two!(g, "tower Timeout", tower_timeout());
+    two!(g, "tower-resilience TimeLimiter", tr_timeout());
+    g.finish();
+
+    let mut g = c.benchmark_group("retry/2 threads, shared");
+    two!(g, "msp Retry (budget)", msp_retry());
+    two!(g, "msp Retry (no budget)", msp_retry_no_budget());
+    two!(g, "tower Retry (TpsBudget)", tower_retry());
+    two!(g, "tower-resilience Retry", tr_retry());
+    g.finish();
+}
+
+criterion_group!(benches, one_thread, shared_two_threads);
+criterion_main!(benches);

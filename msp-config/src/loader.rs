@@ -120,7 +120,11 @@ const EXTENSIONS: [(&str, FileFormat); 4] = [
 ];
 
 /// Builds and loads a layered configuration. See the [module docs](self).
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows no values that could be secret: the injected
+/// environment by variable names only, `--set` overrides with secret-looking
+/// keys redacted, and the defaults not at all.
+#[derive(Clone)]
 #[must_use]
 pub struct Loader {
     app: String,
@@ -137,6 +141,44 @@ pub struct Loader {
     cipher_key: Option<CipherKey>,
     redactor: Redactor,
     interpolate: bool,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The injected environment may hold the cipher key and passwords,
+        // overrides and defaults may hold secrets: show names, not values.
+        let env = self.env.as_ref().map(|e| {
+            let mut names: Vec<&str> = e.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            names
+        });
+        let overrides: Vec<String> = self
+            .overrides
+            .iter()
+            .map(|(k, v)| {
+                if self.redactor.is_secret(k) {
+                    format!("{k}={REDACTED}")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        f.debug_struct("Loader")
+            .field("app", &self.app)
+            .field("dirs", &self.dirs)
+            .field("profiles", &self.profiles)
+            .field("profile_var", &self.profile_var)
+            .field("env_prefix", &self.env_prefix)
+            .field("env_vars", &env)
+            .field("overrides", &overrides)
+            .field("defaults", &self.defaults.as_ref().map(|_| REDACTED))
+            .field("remotes", &self.remotes)
+            .field("order", &self.order)
+            .field("cipher_key", &self.cipher_key)
+            .field("redactor", &self.redactor)
+            .field("interpolate", &self.interpolate)
+            .finish()
+    }
 }
 
 impl Loader {
@@ -473,7 +515,7 @@ impl Loader {
                 .parse(Some(&origin), &text)
                 .map_err(|e| Error::Parse {
                     path: path.clone(),
-                    message: e.to_string(),
+                    message: without_source_excerpt(&e.to_string()),
                 })?;
             builder = builder.add_source(MapSource(map));
             files.insert(path, (text, format));
@@ -505,6 +547,23 @@ impl Loader {
         }
         Ok(out)
     }
+}
+
+/// Drops the excerpt of the offending line some parsers (TOML) append to
+/// their message, so a secret written on that line cannot reach logs or
+/// the change stream; line and column stay in the message.
+fn without_source_excerpt(message: &str) -> String {
+    let is_excerpt = |line: &str| {
+        let t = line.trim_start();
+        let t = t.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        t.trim_start().starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !is_excerpt(l))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn split_profiles(s: &str) -> Vec<String> {

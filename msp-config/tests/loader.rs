@@ -524,3 +524,52 @@ fn a_bad_file_is_a_parse_error_naming_the_file() {
         "{err:?}"
     );
 }
+
+#[test]
+fn loader_debug_shows_no_secret_values() {
+    let key = Cipher::generate_key();
+    let loader = Loader::new("dbg")
+        .no_files()
+        .env_map(env(&[
+            ("DBG_CONFIG_KEY", &key),
+            ("DBG__DB__PASSWORD", "env-pw-value"),
+        ]))
+        .set("db.password", "cli-pw-value")
+        .set("db.pool_size", "7")
+        .defaults(&HashMap::from([("api_token", "default-token-value")]));
+    let debug = format!("{loader:?}");
+    for secret in [
+        key.as_str(),
+        "env-pw-value",
+        "cli-pw-value",
+        "default-token-value",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+    }
+    // Still useful: names and non-secret overrides are shown.
+    assert!(debug.contains("DBG__DB__PASSWORD"), "{debug}");
+    assert!(debug.contains("db.pool_size=7"), "{debug}");
+}
+
+#[test]
+fn parse_errors_do_not_echo_the_offending_line() {
+    // The TOML parser quotes the bad line; a secret on it must not reach
+    // the error (which is logged and sent on the change stream).
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(
+        dir.path(),
+        "tp.toml",
+        "[db]\npassword = \"hunter2-unterminated\nurl = 'x'\n",
+    );
+    let err = Loader::new("tp")
+        .dir(dir.path())
+        .env_map(HashMap::new())
+        .load_sync::<HashMap<String, String>>()
+        .expect_err("must fail");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        matches!(&err, Error::Parse { path, message } if path.ends_with("tp.toml") && message.contains("line 2")),
+        "{text}"
+    );
+}

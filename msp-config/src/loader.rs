@@ -395,7 +395,11 @@ impl Loader {
     fn env(&self) -> HashMap<String, String> {
         match &self.env {
             Some(e) => e.clone(),
-            None => std::env::vars().collect(),
+            // `std::env::vars` panics on a variable that is not UTF-8;
+            // such variables cannot be configuration, so skip them.
+            None => std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
         }
     }
 

@@ -539,7 +539,10 @@ async fn debounce_files<T>(
     T: DeserializeOwned + Send + Sync + 'static,
 {
     while let Some(mut last) = rx.recv().await {
-        let cap = tokio::time::Instant::now() + quiet * 10;
+        let now = tokio::time::Instant::now();
+        let cap = now
+            .checked_add(quiet.saturating_mul(10))
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
         loop {
             match tokio::time::timeout(quiet, rx.recv()).await {
                 Ok(Some(p)) => {

@@ -153,7 +153,9 @@ impl RemoteSource for HttpSource {
     fn changed(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         let base = self.poll.as_secs_f64();
         let jittered = base * rand::rng().random_range(0.9..=1.1);
-        let delay = Duration::from_secs_f64(jittered.max(0.001));
+        // `try_from`: a poll interval near `Duration::MAX` must not panic.
+        let delay = Duration::try_from_secs_f64(jittered.max(0.001))
+            .unwrap_or(self.poll.max(Duration::from_millis(1)));
         Box::pin(async move {
             tokio::time::sleep(delay).await;
             Ok(())

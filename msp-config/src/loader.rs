@@ -23,8 +23,11 @@
 //! The prefix (default: the app name upper-cased, `-` → `_`) is followed by
 //! `__`, and **levels are separated by a double underscore**, so a single `_`
 //! stays inside a key: `SHOP__DB__POOL__MAX_SIZE=20` sets `db.pool.max_size`.
-//! Keys are lower-cased. Variables with a single `_` after the prefix, such
-//! as `SHOP_PROFILE`, are never read as keys.
+//! Keys are lower-cased (file keys keep their case), so only lower-case
+//! (`snake_case`) fields can be set from the environment: a `maxSize` key is
+//! out of reach of `SHOP__MAXSIZE`; use `--set maxSize=…` or rename the
+//! field. Variables with a single `_` after the prefix, such as
+//! `SHOP_PROFILE` or `SHOP_CONFIG_KEY`, are never read as keys.
 //!
 //! # Profiles
 //!

@@ -149,10 +149,12 @@ async fn answers_spring_cloud_config_environment_json() {
 
 #[tokio::test]
 async fn rejects_path_traversal_and_other_methods() {
-    let dir = config_dir();
-    // A secret next to the served directory.
-    write(&dir.path().join("..").join("outside-secret.yaml"), "x: 1\n");
-    let (addr, _server) = serve(dir.path()).await;
+    // Serve a subdirectory so the secret next to it stays inside the temp dir.
+    let outer = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let served = outer.path().join("served");
+    write(&served.join("shop.yaml"), "db:\n  url: pg://base\n");
+    write(&outer.path().join("outside-secret.yaml"), "x: 1\n");
+    let (addr, _server) = serve(&served).await;
     for path in [
         "shop/prod/..",
         "shop/..",

@@ -61,6 +61,35 @@ async fn file_edit_is_picked_up_and_streamed() {
     assert!(matches!(cfg.reload().await, Ok(ReloadOutcome::Unchanged)));
 }
 
+#[tokio::test]
+async fn editor_style_write_to_temp_then_rename_is_seen() {
+    // `sed -i`, vim (`backupcopy=no`), and most "atomic save" editors write
+    // a temporary file next to the config and rename it over the original:
+    // the watched file's inode changes and its name only appears as the
+    // rename's target.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("ed.yaml");
+    write(&file, "level: info\nworkers: 1\n");
+    let cfg = Watched::<Cfg>::builder(Loader::new("ed").dir(dir.path()).env_map(HashMap::new()))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rx = cfg.subscribe();
+
+    for (n, tmp) in [(2, "sedAb12Cd"), (3, ".ed.yaml.swp"), (4, "4913")] {
+        let tmp = dir.path().join(tmp);
+        write(&tmp, &format!("level: info\nworkers: {n}\n"));
+        std::fs::rename(&tmp, &file).unwrap_or_else(|e| panic!("{e}"));
+        wait_for(
+            &mut rx,
+            &format!("workers {n}"),
+            |e| matches!(e, ConfigEvent::Updated { value, .. } if value.workers == n),
+        )
+        .await;
+        assert_eq!(cfg.get().workers, n);
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn kubernetes_configmap_symlink_swap_is_seen() {

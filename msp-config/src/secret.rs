@@ -13,7 +13,8 @@
 //!   file ([`CipherKey`]). Encrypt with [`Cipher::encrypt`] or
 //!   `cargo run -p msp-config --example encrypt -- VALUE`.
 //! - **Redaction.** Decrypted values, values that interpolated a variable
-//!   whose name looks secret, and keys whose name contains a secret-looking
+//!   whose name looks secret (a word of it contains a pattern: `DB_PASSWORD`,
+//!   `PGPASSWORD`), and keys whose name contains a secret-looking
 //!   word (`password`, `secret`, `token`, `key`, … — see [`Redactor`]) are
 //!   shown as `[REDACTED]` in errors and audit records. Wrap such fields in
 //!   [`Secret`] so `Debug` and logs never show them either.
@@ -208,9 +209,14 @@ impl Redactor {
     }
 
     /// Whether an environment variable name looks secret (for values that
-    /// interpolated it).
+    /// interpolated it). Looser than [`is_secret`](Redactor::is_secret): a
+    /// word only has to *contain* a pattern, because well-known variables
+    /// glue words together (`PGPASSWORD`, `GITHUBTOKEN`); hiding a harmless
+    /// value is cheaper than showing a password.
     pub(crate) fn is_secret_var(&self, var: &str) -> bool {
-        words(var).into_iter().any(|w| self.patterns.contains(&w))
+        words(var)
+            .into_iter()
+            .any(|w| self.patterns.iter().any(|p| w.contains(p.as_str())))
     }
 }
 
@@ -461,6 +467,10 @@ mod tests {
             interpolate("k", "u:${DB_PASSWORD}@h", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.value, "u:pw@h");
         assert!(i.used_secret_var);
+        // Glued names (libpq's PGPASSWORD) count as secret too.
+        assert!(r.is_secret_var("PGPASSWORD"));
+        assert!(r.is_secret_var("GITHUBTOKEN"));
+        assert!(!r.is_secret_var("HOST"));
         let i =
             interpolate("k", "${EMPTY:-d} $${HOST}", &env(), &r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.value, "d ${HOST}");

@@ -573,3 +573,66 @@ async fn compaction_while_disconnected_makes_the_watch_list_again() {
         .expect("delete");
     assert!(matches!(next(&mut watch).await, WatchEvent::Removed(id) if &id == b.id()));
 }
+
+#[tokio::test]
+async fn partition_longer_than_the_ttl_loses_the_lease_and_registers_again() {
+    let Some(etcd) = PrivateEtcd::start().await else {
+        return;
+    };
+    let proxy = Proxy::start(etcd.addr()).await;
+    let prefix = unique_prefix("partition");
+    // The instance reaches etcd through the proxy; the observer directly.
+    let registry = EtcdRegistry::connect([format!("http://{}", proxy.addr)])
+        .await
+        .expect("connect")
+        .with_prefix(&prefix)
+        .expect("prefix")
+        .with_timeout(Duration::from_millis(500))
+        .with_registration_config(fast_config());
+    let observer = EtcdRegistry::connect([etcd.url()])
+        .await
+        .expect("connect")
+        .with_prefix(&prefix)
+        .expect("prefix");
+    let a = instance("orders", 1);
+    let registration = registry
+        .register(a.clone(), Duration::from_secs(2))
+        .await
+        .expect("register");
+    let mut status = registration.subscribe();
+    let mut watch = observer.watch(a.service());
+    assert!(matches!(next(&mut watch).await, WatchEvent::Snapshot(l) if l == vec![a.clone()]));
+
+    // Cut off for longer than the TTL: etcd expires the lease.
+    proxy.set_open(false);
+    assert!(matches!(next(&mut watch).await, WatchEvent::Removed(id) if &id == a.id()));
+    within(
+        "lease known lost",
+        status.wait_for(|s| *s == RegistrationStatus::Lost),
+    )
+    .await
+    .expect("status");
+
+    // Reachable again: the registration puts the instance back by itself
+    // under a new lease.
+    proxy.set_open(true);
+    assert!(matches!(next(&mut watch).await, WatchEvent::Added(i) if i == a));
+    within(
+        "registered again",
+        status.wait_for(|s| *s == RegistrationStatus::Registered),
+    )
+    .await
+    .expect("status");
+    let mut client = observer.client();
+    let lease = client
+        .get(observer.key_of(&a), None)
+        .await
+        .expect("get")
+        .kvs()
+        .first()
+        .map(|kv| kv.lease())
+        .expect("the key is back");
+    assert_ne!(lease, 0, "stored under a lease");
+    registration.deregister().await.expect("deregister");
+    assert!(matches!(next(&mut watch).await, WatchEvent::Removed(id) if &id == a.id()));
+}

@@ -176,6 +176,17 @@ macro_rules! two {
 
 fn one_thread(c: &mut Criterion) {
     let rt = runtime();
+    // What a clock read costs here: retry budgets (msp's and tower's) read
+    // the clock once per request. Bench builds get tokio's `test-util`
+    // feature from the dev-dependencies; this shows whether that makes
+    // `tokio::time::Instant::now` (used by msp) dearer than std's.
+    let mut g = c.benchmark_group("clock");
+    let _guard = rt.enter();
+    g.bench_function("std Instant::now", |b| b.iter(std::time::Instant::now));
+    g.bench_function("tokio Instant::now (test-util build)", |b| {
+        b.iter(tokio::time::Instant::now)
+    });
+    g.finish();
     let mut g = c.benchmark_group("timeout/1 thread");
     one!(g, rt, "msp Timeout", msp_timeout());
     one!(g, rt, "tower Timeout", tower_timeout());

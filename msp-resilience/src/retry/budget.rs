@@ -117,14 +117,16 @@ impl Default for RetryBudget {
     }
 }
 
+/// A slot word: the period in the high bits, the balance biased by
+/// `VALUE_MAX` (so it is never negative) in the low 40 bits.
 fn pack(epoch: u64, value: i64) -> u64 {
-    ((epoch & EPOCH_MASK) << VALUE_BITS) | (value as u64 & VALUE_MASK)
+    let biased = (value.clamp(-VALUE_MAX, VALUE_MAX) + VALUE_MAX) as u64;
+    ((epoch & EPOCH_MASK) << VALUE_BITS) | (biased & VALUE_MASK)
 }
 
 fn unpack(word: u64) -> (u64, i64) {
     let epoch = word >> VALUE_BITS;
-    // Sign-extend the low 40 bits.
-    let value = ((word << (64 - VALUE_BITS)) as i64) >> (64 - VALUE_BITS);
+    let value = (word & VALUE_MASK) as i64 - VALUE_MAX;
     (epoch, value)
 }
 
@@ -162,7 +164,7 @@ impl RetryBudget {
             inner: Arc::new(Inner {
                 start: Instant::now(),
                 slot_nanos,
-                slots: Default::default(),
+                slots: std::array::from_fn(|_| AtomicU64::new(pack(0, 0))),
                 deposit,
                 reserve,
                 config,
@@ -186,12 +188,23 @@ impl RetryBudget {
     fn add(&self, epoch: u64, amount: i64) {
         let slot = &self.inner.slots[(epoch % SLOTS as u64) as usize];
         let mut cur = slot.load(Ordering::Relaxed);
+        // Fast path: the slot is current and the sum stays in range, so one
+        // `fetch_add` on the biased value does it (no retry loop under
+        // contention). The bias keeps the low bits unsigned, so adding
+        // never carries into the epoch bits.
+        let (e, v) = unpack(cur);
+        if e == epoch & EPOCH_MASK && (v + amount).abs() < VALUE_MAX / 2 && v.abs() < VALUE_MAX / 2
+        {
+            slot.fetch_add(amount as u64, Ordering::AcqRel);
+            return;
+        }
         loop {
             let (e, v) = unpack(cur);
             let base = if e == epoch & EPOCH_MASK { v } else { 0 };
             let next = pack(
                 epoch,
-                base.saturating_add(amount).clamp(-VALUE_MAX, VALUE_MAX),
+                base.saturating_add(amount)
+                    .clamp(-VALUE_MAX / 2, VALUE_MAX / 2),
             );
             match slot.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -243,9 +256,23 @@ mod tests {
 
     #[test]
     fn packing_round_trips_negative_values() {
-        for (e, v) in [(0, 0), (5, -1000), (EPOCH_MASK, VALUE_MAX), (7, -VALUE_MAX)] {
+        for (e, v) in [
+            (0, 0),
+            (5, -1000),
+            (EPOCH_MASK, VALUE_MAX / 2),
+            (7, -VALUE_MAX / 2),
+        ] {
             assert_eq!(unpack(pack(e, v)), (e, v));
         }
+    }
+
+    #[test]
+    fn fast_path_add_never_touches_the_epoch() {
+        let word = AtomicU64::new(pack(9, -5));
+        word.fetch_add(7u64, Ordering::Relaxed);
+        assert_eq!(unpack(word.load(Ordering::Relaxed)), (9, 2));
+        word.fetch_add((-1000i64) as u64, Ordering::Relaxed);
+        assert_eq!(unpack(word.load(Ordering::Relaxed)), (9, -998));
     }
 
     #[tokio::test(start_paused = true)]

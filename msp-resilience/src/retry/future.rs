@@ -11,7 +11,6 @@ use rand::rngs::SmallRng;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -68,7 +67,7 @@ pin_project! {
         policy: P,
         replay: Option<P::Replay>,
         next: Option<P::Request>,
-        settings: Arc<Settings>,
+        settings: Settings,
         attempts: u32,
         backoff: Option<BackoffIter<SmallRng>>,
         deadline: Option<Instant>,
@@ -111,7 +110,7 @@ where
         service: S,
         policy: P,
         replay: Option<P::Replay>,
-        settings: Arc<Settings>,
+        settings: Settings,
         deadline: Option<Instant>,
     ) -> Self {
         ResponseFuture {
@@ -159,7 +158,7 @@ where
                         Action::Retry => Duration::ZERO,
                         Action::RetryAfter(d) => d,
                     };
-                    let settings = &**this.settings;
+                    let settings = &*this.settings;
                     if *this.attempts >= settings.max_attempts {
                         return Poll::Ready(result);
                     }

@@ -96,7 +96,9 @@ where
             ready,
             self.policy.clone(),
             replay,
-            Arc::clone(&self.settings),
+            // By value: no shared refcount is touched per call unless a
+            // budget is set.
+            Settings::clone(&self.settings),
             deadline,
         )
     }

@@ -27,7 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(observe)
         .route_service("/health/live", health.service())
         .route_service("/health/ready", health.service())
-        .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        )
         .layer(DrainLayer::new(&shutdown));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;

@@ -13,7 +13,6 @@ use msp_core::{Outcome, classify::Classify};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -257,69 +256,6 @@ async fn client_without_context_sends_nothing_unless_asked() {
             .expect("ok")
             .into_body()
     );
-}
-
-/// Records the fields of every new span named `trace_context`.
-#[derive(Clone, Default)]
-struct SpanFields(Arc<Mutex<Vec<HashMap<String, String>>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanFields {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _id: &tracing::span::Id,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if attrs.metadata().name() != "trace_context" {
-            return;
-        }
-        struct V<'a>(&'a mut HashMap<String, String>);
-        impl tracing::field::Visit for V<'_> {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.insert(field.name().to_owned(), format!("{value:?}"));
-            }
-        }
-        let mut fields = HashMap::new();
-        attrs.record(&mut V(&mut fields));
-        self.0.lock().expect("not poisoned").push(fields);
-    }
-
-    fn on_record(
-        &self,
-        _id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        struct V<'a>(&'a mut HashMap<String, String>);
-        impl tracing::field::Visit for V<'_> {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.insert(field.name().to_owned(), format!("{value:?}"));
-            }
-        }
-        if let Some(last) = self.0.lock().expect("not poisoned").last_mut() {
-            values.record(&mut V(last));
-        }
-    }
-}
-
-#[tokio::test]
-async fn server_span_carries_trace_span_and_parent_ids() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let fields = SpanFields::default();
-    let subscriber = tracing_subscriber::registry().with(fields.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let seen = call_with_headers(&[(
-        "traceparent",
-        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-    )])
-    .await;
-    let spans = fields.0.lock().expect("not poisoned").clone();
-    assert_eq!(spans.len(), 1);
-    let span = &spans[0];
-    assert_eq!(span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(span["span_id"], seen.ctx.span_id().to_string());
-    assert_eq!(span["parent_id"], "00f067aa0ba902b7");
 }
 
 // ---------------------------------------------------------------- metrics

@@ -148,6 +148,15 @@ fn mode_of(word: u64) -> Mode {
     Mode::from_bits((word & FAST_MASK) >> MODE_SHIFT)
 }
 
+const PROBE_COUNT: u64 = 0xFFFF_FFFF;
+
+/// The high half of [`Probes::issued`] for a state word (or ticket tag) of
+/// generation `g`.
+#[inline]
+fn probe_tag(word: u64) -> u64 {
+    ((word >> GEN_SHIFT) & PROBE_COUNT) << 32
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// Recorded in the closed-state window.
@@ -246,7 +255,11 @@ impl Metrics {
 }
 
 struct Probes {
-    issued: AtomicU32,
+    /// Probe permits handed out: the generation of the half-open state
+    /// they belong to (low 32 bits of it) in the high half, the count in the
+    /// low half. A caller that read the state word before the breaker moved
+    /// on cannot take or give back a permit of a later half-open state.
+    issued: AtomicU64,
     completed: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
@@ -344,7 +357,7 @@ impl Breaker {
             window,
             consecutive: Padded(AtomicU32::new(0)),
             probes: Padded(Probes {
-                issued: AtomicU32::new(0),
+                issued: AtomicU64::new(0),
                 completed: AtomicU32::new(0),
                 failures: AtomicU32::new(0),
                 slow: AtomicU32::new(0),
@@ -637,20 +650,22 @@ impl Shared {
                             continue;
                         }
                     }
-                    let permits = self.config.half_open_permits();
-                    let got = self
-                        .probes
-                        .0
-                        .issued
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n < permits).then_some(n + 1)
-                        })
-                        .is_ok();
-                    if got {
-                        // The state may have moved on between the load and
-                        // the increment; a probe of a past generation is
-                        // dropped when recorded.
-                        return Ok(ticket(Kind::Probe));
+                    let permits = u64::from(self.config.half_open_permits());
+                    let tag = probe_tag(word);
+                    let taken = self.probes.0.issued.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        |n| (n & !PROBE_COUNT == tag && n & PROBE_COUNT < permits).then_some(n + 1),
+                    );
+                    match taken {
+                        Ok(_) => return Ok(ticket(Kind::Probe)),
+                        // The counter belongs to another half-open state:
+                        // the state moved on since `word` was read.
+                        Err(n) if n & !PROBE_COUNT != tag => {
+                            word = self.word.0.load(Ordering::Acquire);
+                            continue;
+                        }
+                        Err(_) => {}
                     }
                     if observe_only {
                         return Ok(ticket(Kind::Counted));
@@ -749,8 +764,7 @@ impl Shared {
             return;
         }
         if outcome == Outcome::Ignored {
-            // Give the permit back so another call can probe.
-            probes.issued.fetch_sub(1, Ordering::AcqRel);
+            self.give_back_probe(ticket);
             return;
         }
         if outcome == Outcome::Failure {
@@ -775,6 +789,19 @@ impl Shared {
         }
     }
 
+    /// Gives a probe permit back so another call can probe, unless the
+    /// breaker left the probe's half-open state meanwhile.
+    fn give_back_probe(&self, ticket: &Ticket) {
+        let tag = probe_tag(ticket.tag);
+        let _ = self
+            .probes
+            .0
+            .issued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n & !PROBE_COUNT == tag && n & PROBE_COUNT > 0).then_some(n - 1)
+            });
+    }
+
     /// Moves from the state encoded in `expected` to `to`, unless another
     /// thread changed the state first.
     #[cold]
@@ -789,6 +816,7 @@ impl Shared {
         }
         let from = State::from_bits(current);
         let mode = mode_of(current);
+        let generation = (current >> GEN_SHIFT).wrapping_add(1);
         let mut open_for = None;
         match to {
             State::Open => {
@@ -802,7 +830,8 @@ impl Shared {
             }
             State::HalfOpen => {
                 let p = &self.probes.0;
-                p.issued.store(0, Ordering::Release);
+                p.issued
+                    .store(probe_tag(generation << GEN_SHIFT), Ordering::Release);
                 p.completed.store(0, Ordering::Release);
                 p.failures.store(0, Ordering::Release);
                 p.slow.store(0, Ordering::Release);
@@ -815,7 +844,6 @@ impl Shared {
         }
         self.window.reset();
         self.consecutive.0.store(0, Ordering::Relaxed);
-        let generation = (current >> GEN_SHIFT).wrapping_add(1);
         self.word
             .0
             .store(pack(to, mode, generation), Ordering::Release);
@@ -870,4 +898,90 @@ impl Shared {
 
 fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// A caller that read the half-open state word, then stalled while the
+    /// breaker re-opened and went half-open again, must not take (and then
+    /// never give back) a probe permit of the new half-open state: with one
+    /// permit the breaker would stay half-open for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_state_word_does_not_take_a_later_probe_permit() {
+        let breaker = Breaker::new(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(1)
+                .half_open_permits(1)
+                .open_duration(secs(1))
+                .open_duration_multiplier(1.0)
+                .max_open_duration(secs(1))
+                .build()
+                .expect("config"),
+        );
+        let s = &*breaker.shared;
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(Outcome::Failure);
+        tokio::time::advance(secs(1)).await;
+        let probe = breaker.try_acquire().expect("first probe");
+        let stale = s.word.0.load(Ordering::Acquire);
+        assert_eq!(State::from_bits(stale), State::HalfOpen);
+        probe.record(Outcome::Failure);
+        assert_eq!(breaker.state(), State::Open);
+        tokio::time::advance(secs(1)).await;
+        // Open → half-open without handing out the probe yet.
+        s.transition(
+            s.word.0.load(Ordering::Acquire),
+            State::HalfOpen,
+            Reason::OpenElapsed,
+        );
+        // The stalled caller goes on with the old word.
+        let ticket = s.acquire_slow(stale).expect("admitted in the new state");
+        s.record(&ticket, Outcome::Success);
+        assert_eq!(
+            breaker.state(),
+            State::Closed,
+            "the probe counted in the current half-open state"
+        );
+    }
+
+    /// A probe permit given back after the breaker left its half-open
+    /// state must not be taken from a later half-open state's count.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_give_back_does_not_touch_a_later_probe_count() {
+        let breaker = Breaker::new(
+            CircuitBreakerConfig::builder()
+                .consecutive_failures(1)
+                .half_open_permits(1)
+                .open_duration(secs(1))
+                .open_duration_multiplier(1.0)
+                .max_open_duration(secs(1))
+                .build()
+                .expect("config"),
+        );
+        let s = &*breaker.shared;
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(Outcome::Failure);
+        tokio::time::advance(secs(1)).await;
+        let probe = breaker.try_acquire_owned().expect("first probe");
+        let old = probe.ticket;
+        probe.record(Outcome::Failure);
+        tokio::time::advance(secs(1)).await;
+        let current = breaker.try_acquire_owned().expect("probe of the new state");
+        // The old probe's give-back arrives now (as if it had passed its
+        // generation check just before the transitions).
+        s.give_back_probe(&old);
+        assert!(breaker.try_acquire().is_err(), "still one probe at most");
+        current.record(Outcome::Success);
+        assert_eq!(breaker.state(), State::Closed);
+    }
 }

@@ -2,6 +2,7 @@
 //! (paused time), slots held until the HTTP body ends, adaptive limit.
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::Response;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -56,7 +57,13 @@ async fn rejects_when_full_and_admits_after_release() {
     let b = tokio::spawn(svc.clone().oneshot(2));
     settle().await;
     assert_eq!(c.in_flight(), 2);
-    let err = svc.clone().oneshot(3).await.expect_err("full");
+    // Rejected at once: a call admitted by mistake would wait on the gate.
+    let err = svc
+        .clone()
+        .oneshot(3)
+        .now_or_never()
+        .expect("rejected at once, not admitted")
+        .expect_err("full");
     assert!(!full(err).waited());
     gate.add_permits(1);
     let first = tokio::select! { r = a => r, r = b => r }
@@ -190,7 +197,11 @@ async fn http_mode_holds_the_slot_until_the_body_ends() {
     // Headers are here, the body is not: the slot is still taken.
     assert_eq!(c.in_flight(), 1);
     assert!(res.body().holds_permit());
-    assert!(svc.clone().oneshot(()).await.is_err(), "still full");
+    let second = svc.clone().oneshot(()).now_or_never();
+    assert!(
+        matches!(second, Some(Err(_))),
+        "still full: rejected at once"
+    );
 
     let mut body = res.into_body();
     chunks

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::wait_for;
@@ -15,7 +12,7 @@ use etcd_client::Client;
 use msp_config::remote::{EtcdSource, Remote, Startup};
 use msp_config::{ConfigEvent, Error, Loader, ReloadOutcome, Trigger, Watched};
 use msp_core::backoff::{Backoff, Jitter};
-use msp_core::testing::{Backend, backend, backends_required};
+use msp_core::testing::{Backend, PrivateEtcd, backend};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -134,113 +131,18 @@ async fn reloads_on_put_to_the_shared_etcd() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A private etcd on free loopback ports, killed on drop.
-struct PrivateEtcd {
-    child: Option<Child>,
-    data: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var("MSP_ETCD_BIN").ok().map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/etcd")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.exists())
-}
-
-impl PrivateEtcd {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn start(bin: &Path, data: tempfile::TempDir, client_port: u16, peer_port: u16) -> PrivateEtcd {
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let client = format!("http://127.0.0.1:{client_port}");
-        let child = Command::new(bin)
-            .args(["--name", "msp-config-test", "--data-dir"])
-            .arg(data.path())
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("msp-config-test={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        PrivateEtcd {
-            child: Some(child),
-            data,
-            client_port,
-            peer_port,
-        }
-    }
-
-    async fn ready(&self) -> Client {
-        for _ in 0..200 {
-            if let Ok(mut c) = Client::connect([self.url()], None).await {
-                if c.get("ready-probe", None).await.is_ok() {
-                    return c;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private etcd at {} did not become ready", self.url());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(mut self, bin: &Path) -> PrivateEtcd {
-        self.stop();
-        let data = std::mem::replace(
-            &mut self.data,
-            tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
-        );
-        PrivateEtcd::start(bin, data, self.client_port, self.peer_port)
-    }
-}
-
-impl Drop for PrivateEtcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
+async fn connect(etcd: &PrivateEtcd) -> Client {
+    Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the private etcd: {e}"))
 }
 
 #[tokio::test]
 async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
-    let Some(bin) = etcd_binary() else {
-        assert!(
-            !backends_required(),
-            "MSP_REQUIRE_BACKENDS=1 but no etcd binary (set MSP_ETCD_BIN)"
-        );
-        eprintln!("skipping: no etcd binary at /usr/bin/etcd (set MSP_ETCD_BIN)");
+    let Some(mut etcd) = PrivateEtcd::start() else {
         return;
     };
-    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut etcd = PrivateEtcd::start(&bin, data, free_port(), free_port());
-    let mut client = etcd.ready().await;
+    let mut client = connect(&etcd).await;
     let prefix = "/cfg/shop/".to_owned();
     put(&mut client, format!("{prefix}name"), "shop").await;
     put(&mut client, format!("{prefix}db/pool/max_size"), "1").await;
@@ -258,7 +160,7 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
             .env_map(Default::default())
             .remote(remote(url).startup(startup))
     };
-    let cfg = Watched::<Cfg>::builder(loader(etcd.url(), Startup::FailFast))
+    let cfg = Watched::<Cfg>::builder(loader(etcd.endpoint(), Startup::FailFast))
         .start()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -273,17 +175,17 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
 
     // etcd stops: the value stays, an explicit reload keeps it and is not an error.
     drop(client);
-    etcd.stop();
+    etcd.kill();
     assert!(matches!(cfg.reload().await, Ok(ReloadOutcome::Unchanged)));
     assert_eq!(cfg.get().db.pool.max_size, 2);
 
     // A new process starting now: fail fast, or start from the cache.
-    let err = loader(etcd.url(), Startup::FailFast)
+    let err = loader(etcd.endpoint(), Startup::FailFast)
         .load::<Cfg>()
         .await
         .expect_err("must fail");
     assert!(matches!(err, Error::Remote { .. }), "{err:?}");
-    let cached: Cfg = loader(etcd.url(), Startup::UseCache)
+    let cached: Cfg = loader(etcd.endpoint(), Startup::UseCache)
         .load()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -291,8 +193,8 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
     assert_eq!(cfg.get().db.pool.max_size, 2);
 
     // etcd comes back on the same ports and data: the watch resumes.
-    let etcd = etcd.restart(&bin);
-    let mut client = etcd.ready().await;
+    etcd.restart();
+    let mut client = connect(&etcd).await;
     put(&mut client, format!("{prefix}db/pool/max_size"), "3").await;
     wait_for(
         &mut rx,

@@ -24,9 +24,16 @@
 //! let Some(url) = backend(Backend::Redis) else { return };
 //! # unreachable!("{url}");
 //! ```
+//!
+//! A test that must stop and restart etcd runs its own with [`PrivateEtcd`]
+//! instead of touching the shared one.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The backends msp tests can require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,18 +91,21 @@ pub fn backend(which: Backend) -> Option<String> {
     let url = which.url();
     match probe(&url) {
         Ok(()) => Some(url),
-        Err(why) => {
-            let msg = format!(
-                "{which:?} is not reachable at {url} ({why}); set {} or start it with scripts/services.sh",
-                which.env_var()
-            );
-            if backends_required() {
-                panic!("MSP_REQUIRE_BACKENDS=1 and {msg}");
-            }
-            eprintln!("skipping: {msg}");
-            None
-        }
+        Err(why) => unavailable(format!(
+            "{which:?} is not reachable at {url} ({why}); set {} or start it with scripts/services.sh",
+            which.env_var()
+        )),
     }
+}
+
+/// Panics with `msg` when [`backends_required`], else prints `skipping: msg`
+/// to stderr and returns `None`.
+fn unavailable<T>(msg: String) -> Option<T> {
+    if backends_required() {
+        panic!("MSP_REQUIRE_BACKENDS=1 and {msg}");
+    }
+    eprintln!("skipping: {msg}");
+    None
 }
 
 /// The `host:port` of a URL such as `postgres://user@host:5432/db`.
@@ -117,6 +127,197 @@ fn probe(url: &str) -> Result<(), String> {
         }
     }
     Err(last)
+}
+
+/// How long [`PrivateEtcd`] waits for a started etcd to answer.
+const ETCD_READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// The etcd binary for [`PrivateEtcd`]: `MSP_ETCD_BIN`, else `etcd` on the
+/// `PATH`, if `<binary> --version` runs.
+///
+/// Otherwise: panics when [`backends_required`], else prints `skipping: …`
+/// to stderr and returns `None`.
+pub fn etcd_binary() -> Option<PathBuf> {
+    let bin = std::env::var_os("MSP_ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
+    match Command::new(&bin).arg("--version").output() {
+        Ok(out) if out.status.success() => Some(bin),
+        _ => unavailable(format!(
+            "the etcd binary {} does not run (apt install etcd-server, or set MSP_ETCD_BIN)",
+            bin.display()
+        )),
+    }
+}
+
+/// A private single-member etcd process for tests that stop and restart it.
+///
+/// It listens on free loopback ports, keeps its data (and its log,
+/// `etcd.log`) in a fresh directory under the system temp dir, and keeps
+/// both ports and data across [`kill`](Self::kill) and
+/// [`restart`](Self::restart). Dropping it kills the process and removes the
+/// directory.
+///
+/// # Example
+///
+/// ```no_run
+/// use msp_core::testing::PrivateEtcd;
+///
+/// // In a test: None (with a message) to skip when there is no etcd binary.
+/// let Some(mut etcd) = PrivateEtcd::start() else { return };
+/// let endpoint = etcd.endpoint(); // http://127.0.0.1:<port>, answering
+/// etcd.kill(); // clients now see etcd down
+/// etcd.restart(); // back on the same ports with the same data
+/// # drop(endpoint);
+/// ```
+#[derive(Debug)]
+pub struct PrivateEtcd {
+    bin: PathBuf,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateEtcd {
+    /// Starts etcd and waits until it answers its `/health` endpoint.
+    ///
+    /// Returns `None` (skip) when [`etcd_binary`] finds none. Panics when the
+    /// process cannot be started or is not healthy within 30 s (the panic
+    /// message carries etcd's log).
+    pub fn start() -> Option<PrivateEtcd> {
+        let bin = etcd_binary()?;
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!(
+            "msp-private-etcd-{}-{nanos}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            panic!("cannot create {}: {e}", dir.display());
+        }
+        let mut etcd = PrivateEtcd {
+            bin,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+        };
+        etcd.spawn();
+        Some(etcd)
+    }
+
+    /// The client URL, `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client address (to put a proxy in front of it, say).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    /// The directory holding the data (`data/`) and the log (`etcd.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the process (if running) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process if it runs, starts it again on the same ports with
+    /// the same data, and waits until it answers (panics as [`start`](Self::start)).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .unwrap_or_else(|e| panic!("cannot open the etcd log in {}: {e}", self.dir.display()));
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(&self.bin)
+            .args(["--name", "msp-private"])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("msp-private={peer}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + ETCD_READY_WITHIN;
+        let why = loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    break format!("exited with {status}");
+                }
+            }
+            if healthy(self.addr()) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                break format!("was not healthy within {ETCD_READY_WITHIN:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
+        panic!("private etcd at {} {why}; log:\n{log}", self.endpoint());
+    }
+}
+
+impl Drop for PrivateEtcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// Whether etcd at `addr` answers `GET /health` with `"health":"true"`
+/// (it has a leader and serves reads).
+fn healthy(addr: SocketAddr) -> bool {
+    let check = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response.starts_with("HTTP/1.1 200") && response.contains("\"health\":\"true\""))
+    };
+    check().unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -3,15 +3,14 @@
 #![cfg(feature = "etcd")]
 
 use futures_util::StreamExt;
-use msp_core::testing::{Backend, backend, backends_required};
+use msp_core::testing::{Backend, PrivateEtcd, backend};
 use msp_core::{Instance, InstanceId, ServiceName};
 use msp_discovery::registry::{
     EtcdRegistry, RegistrationConfig, RegistrationStatus, Registry, ServiceView, WatchEvent,
     WatchStream,
 };
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -222,126 +221,14 @@ async fn deregister_by_id_and_malformed_entries() {
 }
 
 // ---------------------------------------------------------------------------
-// Private etcd processes.
-
-fn etcd_available() -> bool {
-    match Command::new("etcd").arg("--version").output() {
-        Ok(out) if out.status.success() => true,
-        _ => {
-            let msg = "the etcd binary is not installed (apt install etcd-server)";
-            if backends_required() {
-                panic!("MSP_REQUIRE_BACKENDS=1 and {msg}");
-            }
-            eprintln!("skipping: {msg}");
-            false
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// An etcd of our own on free ports, with a temporary data directory kept
-/// across restarts.
-struct PrivateEtcd {
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateEtcd {
-    async fn start() -> Option<PrivateEtcd> {
-        if !etcd_available() {
-            return None;
-        }
-        let mut etcd = PrivateEtcd {
-            dir: tempfile::tempdir().expect("temp dir"),
-            client_port: free_port(),
-            peer_port: free_port(),
-            child: None,
-        };
-        etcd.spawn().await;
-        Some(etcd)
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn addr(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.client_port).into()
-    }
-
-    async fn spawn(&mut self) {
-        let data = self.dir.path().join("data");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .expect("log file");
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
-            .args(["--name", "private"])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &self.url()])
-            .args(["--advertise-client-urls", &self.url()])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("private={peer}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn etcd");
-        self.child = Some(child);
-        self.wait_ready().await;
-    }
-
-    async fn wait_ready(&self) {
-        let url = self.url();
-        let ready = async {
-            loop {
-                if let Ok(mut c) = etcd_client::Client::connect([&url], None).await {
-                    if let Ok(Ok(_)) =
-                        tokio::time::timeout(Duration::from_secs(1), c.get("ready", None)).await
-                    {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        if tokio::time::timeout(WAIT, ready).await.is_err() {
-            let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-            panic!("private etcd did not start within 30 s; log:\n{log}");
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateEtcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+// Tests on private etcd processes (msp_core::testing::PrivateEtcd).
 
 #[tokio::test]
 async fn etcd_restart_keeps_clients_serving_and_the_registration_returns() {
-    let Some(mut etcd) = PrivateEtcd::start().await else {
+    let Some(mut etcd) = PrivateEtcd::start() else {
         return;
     };
-    let registry = EtcdRegistry::connect([etcd.url()])
+    let registry = EtcdRegistry::connect([etcd.endpoint()])
         .await
         .expect("connect")
         .with_registration_config(fast_config())
@@ -378,7 +265,7 @@ async fn etcd_restart_keeps_clients_serving_and_the_registration_returns() {
     assert!(registry.instances(a.service()).await.is_err());
     assert_eq!(&view.snapshot()[..], std::slice::from_ref(&a));
 
-    etcd.spawn().await;
+    etcd.restart();
     // Nothing done by the application: the registration and the watch
     // recover on their own.
     within(
@@ -458,7 +345,7 @@ impl Proxy {
 
 #[tokio::test]
 async fn compaction_while_disconnected_makes_the_watch_list_again() {
-    let Some(etcd) = PrivateEtcd::start().await else {
+    let Some(etcd) = PrivateEtcd::start() else {
         return;
     };
     let proxy = Proxy::start(etcd.addr()).await;
@@ -475,7 +362,7 @@ async fn compaction_while_disconnected_makes_the_watch_list_again() {
                 .build()
                 .expect("valid backoff"),
         );
-    let writer = EtcdRegistry::connect([etcd.url()])
+    let writer = EtcdRegistry::connect([etcd.endpoint()])
         .await
         .expect("connect")
         .with_prefix(&prefix)
@@ -576,7 +463,7 @@ async fn compaction_while_disconnected_makes_the_watch_list_again() {
 
 #[tokio::test]
 async fn partition_longer_than_the_ttl_loses_the_lease_and_registers_again() {
-    let Some(etcd) = PrivateEtcd::start().await else {
+    let Some(etcd) = PrivateEtcd::start() else {
         return;
     };
     let proxy = Proxy::start(etcd.addr()).await;
@@ -589,7 +476,7 @@ async fn partition_longer_than_the_ttl_loses_the_lease_and_registers_again() {
         .expect("prefix")
         .with_timeout(Duration::from_millis(500))
         .with_registration_config(fast_config());
-    let observer = EtcdRegistry::connect([etcd.url()])
+    let observer = EtcdRegistry::connect([etcd.endpoint()])
         .await
         .expect("connect")
         .with_prefix(&prefix)

@@ -1,6 +1,8 @@
 //! One conformance suite, run against the in-memory, SQLite and PostgreSQL
 //! event stores.
 
+mod common;
+
 use msp_saga::eventstore::{
     Aggregate, EventStore, EventStoreError, ExpectedVersion, MemoryEventStore, NewEvent,
     Projection, RecordedEvent, Snapshot, SnapshotPolicy, fold_aggregate, load_aggregate,
@@ -311,16 +313,7 @@ mod sqlite {
 
     async fn store()
     -> Result<(SqliteEventStore, tempfile::TempDir), Box<dyn std::error::Error + Send + Sync>> {
-        let dir = tempfile::tempdir()?;
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.path().join("events.db"))
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        msp_saga::migrate_sqlite(&pool).await?;
+        let (pool, dir) = crate::common::sqlite_file_pool("events.db").await?;
         Ok((SqliteEventStore::new(pool), dir))
     }
 
@@ -342,25 +335,10 @@ mod postgres {
     use super::*;
     use msp_core::testing::{Backend, backend};
     use msp_saga::eventstore::PgEventStore;
-    use std::str::FromStr;
 
-    pub(crate) async fn pg_pool(
-        url: &str,
-    ) -> Result<sqlx::PgPool, Box<dyn std::error::Error + Send + Sync>> {
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await?;
-        admin.close().await;
-        let opts = sqlx::postgres::PgConnectOptions::from_str(url)?
-            .options([("search_path", schema.as_str())]);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(10)
-            .connect_with(opts)
-            .await?;
-        msp_saga::migrate_postgres(&pool).await?;
-        Ok(pool)
+    /// A migrated pool on a fresh schema (the schema is left behind).
+    async fn pg_pool(url: &str) -> sqlx::PgPool {
+        crate::common::pg_pool(url, 10).await.0
     }
 
     #[tokio::test]
@@ -368,7 +346,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        conformance(&PgEventStore::new(pg_pool(&url).await?)).await
+        conformance(&PgEventStore::new(pg_pool(&url).await)).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +354,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        racing_exact_appends(Arc::new(PgEventStore::new(pg_pool(&url).await?))).await
+        racing_exact_appends(Arc::new(PgEventStore::new(pg_pool(&url).await))).await
     }
 
     /// The loser waits on the unique index while the winner's transaction
@@ -387,7 +365,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        let pool = pg_pool(&url).await?;
+        let pool = pg_pool(&url).await;
         let store = PgEventStore::new(pool.clone());
         store
             .append("s", ExpectedVersion::NoStream, vec![ev(1)])

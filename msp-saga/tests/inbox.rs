@@ -1,6 +1,8 @@
 //! Idempotent inbox: redeliveries have no second effect, failures leave the
 //! message unprocessed, concurrent duplicates serialise.
 
+mod common;
+
 use msp_saga::inbox::{Inbox, InboxError, Outcome};
 use uuid::Uuid;
 
@@ -9,11 +11,7 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn sqlite_failed_effect_leaves_message_unprocessed() -> TestResult {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect("sqlite::memory:")
-        .await?;
-    msp_saga::migrate_sqlite(&pool).await?;
+    let pool = common::sqlite_memory_pool().await?;
     sqlx::query("CREATE TABLE ledger (n INTEGER)")
         .execute(&pool)
         .await?;
@@ -73,23 +71,10 @@ async fn sqlite_failed_effect_leaves_message_unprocessed() -> TestResult {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_concurrent_duplicates_have_one_effect() -> TestResult {
-    use std::str::FromStr;
     let Some(url) = msp_core::testing::backend(msp_core::testing::Backend::Postgres) else {
         return Ok(());
     };
-    let schema = format!("t_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let opts = sqlx::postgres::PgConnectOptions::from_str(&url)?
-        .options([("search_path", schema.as_str())]);
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(opts)
-        .await?;
-    msp_saga::migrate_postgres(&pool).await?;
+    let (pool, _schema) = common::pg_pool(&url, 10).await;
     sqlx::query("CREATE TABLE ledger (n BIGINT)")
         .execute(&pool)
         .await?;

@@ -2,6 +2,8 @@
 //! PostgreSQL (a unique schema per test).
 #![cfg(feature = "sqlite")]
 
+mod common;
+
 use msp_core::backoff::Backoff;
 use msp_saga::inbox::Inbox;
 use msp_saga::outbox::{Outbox, OutboxMessage, PublishError, Publisher, Relay, RelayConfig};
@@ -20,16 +22,7 @@ enum Db {
 }
 
 async fn sqlite_db() -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
-    let dir = tempfile::tempdir()?;
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("outbox.db"))
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await?;
-    msp_saga::migrate_sqlite(&pool).await?;
+    let (pool, dir) = common::sqlite_file_pool("outbox.db").await?;
     sqlx::query("CREATE TABLE effects (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
         .execute(&pool)
         .await?;
@@ -38,20 +31,7 @@ async fn sqlite_db() -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
 
 #[cfg(feature = "postgres")]
 async fn pg_db(url: &str) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
-    use std::str::FromStr;
-    let schema = format!("t_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let opts = sqlx::postgres::PgConnectOptions::from_str(url)?
-        .options([("search_path", schema.as_str())]);
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(opts)
-        .await?;
-    msp_saga::migrate_postgres(&pool).await?;
+    let (pool, _schema) = common::pg_pool(url, 8).await;
     sqlx::query("CREATE TABLE effects (name TEXT PRIMARY KEY, n BIGINT NOT NULL)")
         .execute(&pool)
         .await?;

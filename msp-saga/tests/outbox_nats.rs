@@ -2,21 +2,14 @@
 //! subjects per test).
 #![cfg(all(feature = "nats", feature = "sqlite"))]
 
+mod common;
+
 use async_nats::jetstream;
 use msp_core::testing::{Backend, backend};
 use msp_saga::outbox::{JetStreamPublisher, Outbox, OutboxMessage, Publisher, Relay};
 use std::time::{Duration, SystemTime};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-async fn sqlite_pool() -> Result<sqlx::SqlitePool, Box<dyn std::error::Error + Send + Sync>> {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect("sqlite::memory:")
-        .await?;
-    msp_saga::migrate_sqlite(&pool).await?;
-    Ok(pool)
-}
 
 #[tokio::test]
 async fn relay_publishes_to_jetstream_with_dedup_id() -> TestResult {
@@ -36,7 +29,7 @@ async fn relay_publishes_to_jetstream_with_dedup_id() -> TestResult {
         })
         .await?;
 
-    let pool = sqlite_pool().await?;
+    let pool = common::sqlite_memory_pool().await?;
     let msg = OutboxMessage::new("orders.placed", b"{\"order\":\"o-1\"}".to_vec())
         .with_key("o-1")
         .with_header("trace", "t-1");

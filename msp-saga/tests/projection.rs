@@ -1,6 +1,8 @@
 //! Projections: late commits are never skipped, read model and checkpoint
 //! commit together, replay rebuilds the same read model.
 
+mod common;
+
 use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, Projection, RecordedEvent};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -69,11 +71,7 @@ mod sqlite {
 
     #[tokio::test]
     async fn sqlite_read_model_and_checkpoint_commit_together_and_replay() -> TestResult {
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await?;
-        msp_saga::migrate_sqlite(&pool).await?;
+        let pool = crate::common::sqlite_memory_pool().await?;
         sqlx::query("CREATE TABLE totals (stream TEXT PRIMARY KEY, total INTEGER NOT NULL)")
             .execute(&pool)
             .await?;
@@ -125,24 +123,11 @@ mod postgres {
     use msp_core::testing::{Backend, backend};
     use msp_saga::eventstore::PgEventStore;
     use sqlx::PgConnection;
-    use std::str::FromStr;
     use std::sync::Arc;
 
-    async fn pg_pool(url: &str) -> Result<sqlx::PgPool, Box<dyn std::error::Error + Send + Sync>> {
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await?;
-        admin.close().await;
-        let opts = sqlx::postgres::PgConnectOptions::from_str(url)?
-            .options([("search_path", schema.as_str())]);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(12)
-            .connect_with(opts)
-            .await?;
-        msp_saga::migrate_postgres(&pool).await?;
-        Ok(pool)
+    /// A migrated pool on a fresh schema (the schema is left behind).
+    async fn pg_pool(url: &str) -> sqlx::PgPool {
+        crate::common::pg_pool(url, 12).await.0
     }
 
     /// The Marten bug: the writer holding the lower position commits after
@@ -154,7 +139,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        let pool = pg_pool(&url).await?;
+        let pool = pg_pool(&url).await;
         let store = PgEventStore::new(pool.clone());
 
         // Writer 1 takes the lower position and holds its transaction open
@@ -212,7 +197,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        let pool = pg_pool(&url).await?;
+        let pool = pg_pool(&url).await;
         let store = PgEventStore::new(pool.clone());
         let mut early = pool.begin().await?;
         let _: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
@@ -250,7 +235,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        let pool = pg_pool(&url).await?;
+        let pool = pg_pool(&url).await;
         let store = PgEventStore::new(pool.clone());
         let mut tx = pool.begin().await?;
         let lost = PgEventStore::append_in(&mut tx, "x", ExpectedVersion::Any, vec![ev(1)])
@@ -283,7 +268,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        let pool = pg_pool(&url).await?;
+        let pool = pg_pool(&url).await;
         let store = PgEventStore::new(pool.clone());
         let mut writers = Vec::new();
         for w in 0..6 {
@@ -366,7 +351,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        let pool = pg_pool(&url).await?;
+        let pool = pg_pool(&url).await;
         sqlx::query("CREATE TABLE counts (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)")
             .execute(&pool)
             .await?;

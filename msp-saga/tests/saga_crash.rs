@@ -7,7 +7,7 @@
 //! The worker is this same test binary, re-run with `MSP_SAGA_CRASH_WORKER`
 //! set and filtered to the `crash_worker` test.
 
-mod saga_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -520,7 +520,7 @@ fn crash_recovery_postgres() {
         return;
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (pool, schema) = rt.block_on(saga_common::pg_pool(&url, 4));
+    let (pool, schema) = rt.block_on(common::pg_pool(&url, 4));
     let effects = Effects::Pg(pool.clone());
     rt.block_on(effects.setup());
     let store = msp_saga::saga::PostgresSagaStore::new(pool.clone());
@@ -531,7 +531,7 @@ fn crash_recovery_postgres() {
         let sagas = store.list(None, 100_000).await.expect("list");
         verify("postgres", sagas, &effects, kills).await;
         pool.close().await;
-        saga_common::drop_schema(&url, &schema).await;
+        common::drop_schema(&url, &schema).await;
     });
 }
 

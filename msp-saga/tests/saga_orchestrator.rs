@@ -1,17 +1,17 @@
 //! Orchestrator behaviour on the in-memory store, with paused time.
 
-mod saga_common;
+mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::CountingStore;
 use msp_core::backoff::{Backoff, Jitter};
 use msp_saga::saga::store::{MemorySagaStore, NewSaga, SagaStore};
 use msp_saga::saga::{
     FailureKind, InvalidSaga, LogEvent, Orchestrator, Saga, SagaError, SagaState, StepError,
 };
-use saga_common::CountingStore;
 use serde::{Deserialize, Serialize};
 
 type Journal = Arc<Mutex<Vec<String>>>;
@@ -592,7 +592,7 @@ async fn a_call_is_abandoned_when_its_lease_runs_out_unrenewed() {
         })
         .build()
         .expect("saga");
-    let store = saga_common::RenewFails::new(MemorySagaStore::new());
+    let store = common::RenewFails::new(MemorySagaStore::new());
     let orch = Orchestrator::builder(store.clone())
         .lease(Duration::from_secs(1))
         .register(&saga)

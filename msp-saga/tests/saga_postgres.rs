@@ -1,7 +1,7 @@
 //! Several orchestrators sharing one PostgreSQL store.
 #![cfg(feature = "postgres")]
 
-mod saga_common;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,7 @@ async fn two_orchestrators_never_run_one_saga_step_concurrently() {
     let Some(url) = backend(Backend::Postgres) else {
         return;
     };
-    let (pool_a, schema) = saga_common::pg_pool(&url, 5).await;
+    let (pool_a, schema) = common::pg_pool(&url, 5).await;
     let pool_b = {
         use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
         use std::str::FromStr;
@@ -154,7 +154,7 @@ async fn two_orchestrators_never_run_one_saga_step_concurrently() {
     }
     pool_a.close().await;
     pool_b.close().await;
-    saga_common::drop_schema(&url, &schema).await;
+    common::drop_schema(&url, &schema).await;
 }
 
 #[tokio::test]
@@ -162,7 +162,7 @@ async fn postgres_saga_round_trip_with_compensation() {
     let Some(url) = backend(Backend::Postgres) else {
         return;
     };
-    let (pool, schema) = saga_common::pg_pool(&url, 5).await;
+    let (pool, schema) = common::pg_pool(&url, 5).await;
     let undone = Arc::new(Mutex::new(Vec::new()));
     let u = undone.clone();
     let saga = Saga::<u32>::builder("pg-comp")
@@ -213,5 +213,5 @@ async fn postgres_saga_round_trip_with_compensation() {
         ]
     );
     pool.close().await;
-    saga_common::drop_schema(&url, &schema).await;
+    common::drop_schema(&url, &schema).await;
 }

@@ -1,7 +1,7 @@
 //! The `SagaStore` conformance suite, written once and run against the
 //! in-memory, SQLite and PostgreSQL stores.
 
-mod saga_common;
+mod common;
 
 use msp_saga::saga::store::{MemorySagaStore, NewSaga, SagaStore, StoreError, Transition};
 use msp_saga::saga::{FailureKind, LogEvent, SagaState};
@@ -419,8 +419,8 @@ async fn postgres_store_conforms() {
     let Some(url) = backend(Backend::Postgres) else {
         return;
     };
-    let (pool, schema) = saga_common::pg_pool(&url, 10).await;
+    let (pool, schema) = common::pg_pool(&url, 10).await;
     conformance(msp_saga::saga::store::PostgresSagaStore::new(pool.clone())).await;
     pool.close().await;
-    saga_common::drop_schema(&url, &schema).await;
+    common::drop_schema(&url, &schema).await;
 }

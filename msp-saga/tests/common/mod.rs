@@ -1,4 +1,6 @@
-//! Helpers shared by the saga tests.
+//! Helpers shared by msp-saga's test binaries: counting and failing saga
+//! stores, a migrated database per test (a unique PostgreSQL schema, a
+//! SQLite file in a temp dir, or an in-memory SQLite).
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
@@ -97,6 +99,36 @@ pub async fn pg_pool(url: &str, max_connections: u32) -> (sqlx::PgPool, String) 
         .expect("connect to postgres schema");
     msp_saga::migrate_postgres(&pool).await.expect("migrate");
     (pool, schema)
+}
+
+/// A pool (at most 4 connections, WAL) on a fresh migrated SQLite file
+/// `name` in a new temp dir; the dir lives as long as the returned guard.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_file_pool(
+    name: &str,
+) -> Result<(sqlx::SqlitePool, tempfile::TempDir), msp_core::BoxError> {
+    let dir = tempfile::tempdir()?;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join(name))
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await?;
+    msp_saga::migrate_sqlite(&pool).await?;
+    Ok((pool, dir))
+}
+
+/// A one-connection pool on a fresh migrated in-memory SQLite database.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_memory_pool() -> Result<sqlx::SqlitePool, msp_core::BoxError> {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await?;
+    msp_saga::migrate_sqlite(&pool).await?;
+    Ok(pool)
 }
 
 /// Drops a schema made by [`pg_pool`].

@@ -9,73 +9,18 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use msp_core::classify::Outcome;
 use msp_resilience::circuit_breaker::{Breaker, CircuitBreakerConfig, CircuitBreakerLayer};
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::ready;
 use std::hint::black_box;
-use std::pin::pin;
-use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
-use tower::{Layer, Service, service_fn};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::{Layer, Service};
 
-/// Polls a future to completion without a runtime.
-fn now<F: Future>(f: F) -> F::Output {
-    // Ready at once on the happy path; a peer that parks on a contended
-    // lock (2 threads) is polled again until it gets it.
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::hint::spin_loop();
-    }
-}
-
-/// One ready+call on a reused service, completed at once.
-fn ready_call<S: Service<u64>>(svc: &mut S, n: u64) -> Result<S::Response, S::Error> {
-    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("service not ready"),
-    }
-    now(svc.call(n))
-}
-
-fn inner()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> + Clone
-{
-    service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
-}
+#[path = "harness/sync.rs"]
+mod harness;
+use harness::{inner, now, ready_call, two_threads};
 
 fn ok(n: u64) -> Result<u64, Infallible> {
     black_box(Ok(n))
-}
-
-/// Runs `f` `iters` times on each of 2 threads at once; returns the
-/// slower thread's time (so the figure is per call per thread).
-fn two_threads<T: Send + 'static>(
-    iters: u64,
-    make: impl Fn() -> T,
-    f: fn(&mut T, u64),
-) -> Duration {
-    let barrier = Arc::new(Barrier::new(2));
-    let handles: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut state, barrier) = (make(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
-                for i in 0..iters {
-                    f(&mut state, i);
-                }
-                start.elapsed()
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("bench thread"))
-        .max()
-        .unwrap_or_default()
 }
 
 fn msp_breaker() -> Breaker {

@@ -8,70 +8,29 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::Quota as GQuota;
 use msp_resilience::rate_limit::{Clock, KeyedRateLimiter, Quota, RateLimitLayer, RateLimiter};
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::pin;
-use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
-use tower::{Layer, Service, service_fn};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::Layer;
 
-const KEYS: u64 = 10_000;
+#[path = "harness/sync.rs"]
+mod harness;
+use harness::{inner, ready_call};
 
-fn now<F: Future>(f: F) -> F::Output {
-    // Ready at once on the happy path; a peer that parks on a contended
-    // lock (2 threads) is polled again until it gets it.
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::hint::spin_loop();
-    }
-}
-
-fn ready_call<S: Service<u64>>(svc: &mut S, n: u64) -> Result<S::Response, S::Error> {
-    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("service not ready"),
-    }
-    now(svc.call(n))
-}
-
-fn inner()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> + Clone
-{
-    service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
-}
-
+/// The shared two-thread runner, each thread walking the keys from its own
+/// offset.
 fn two_threads<T: Send + 'static>(
     iters: u64,
     make: impl Fn() -> T,
     f: fn(&mut T, u64),
 ) -> Duration {
-    let barrier = Arc::new(Barrier::new(2));
-    let handles: Vec<_> = (0..2u64)
-        .map(|t| {
-            let (mut state, barrier) = (make(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
-                for i in 0..iters {
-                    f(&mut state, i.wrapping_mul(7919).wrapping_add(t * 5003));
-                }
-                start.elapsed()
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("bench thread"))
-        .max()
-        .unwrap_or_default()
+    harness::two_threads_spread(iters, make, f, |t, i| {
+        i.wrapping_mul(7919).wrapping_add(t * 5003)
+    })
 }
+
+const KEYS: u64 = 10_000;
 
 /// A quota that never limits: 1e9/s, burst u32::MAX.
 fn ours() -> Quota {

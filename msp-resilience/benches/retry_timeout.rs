@@ -14,65 +14,16 @@ use msp_core::backoff::Backoff;
 use msp_resilience::retry::RetryLayer;
 use msp_resilience::timeout::TimeoutLayer;
 use std::convert::Infallible;
-use std::future::{Ready, ready};
-use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service};
+
+#[path = "harness/tokio.rs"]
+mod harness;
+use harness::{drive, inner, is_err, runtime, two_threads};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
-}
-
-fn inner()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
-}
-
-/// `iters` ready+call round trips on `svc`; the elapsed time.
-async fn drive<S: Service<u64>>(svc: &mut S, iters: u64) -> Duration {
-    let start = Instant::now();
-    for i in 0..iters {
-        let Ok(ready) = svc.ready().await else {
-            panic!("service failed readiness")
-        };
-        let _ = black_box(ready.call(black_box(i)).await.is_ok());
-    }
-    start.elapsed()
-}
-
-/// Runs `iters` calls on each of 2 threads, each with its own runtime and
-/// its own clone of `svc`; the slower thread's time (per call per thread).
-fn two_threads<S>(svc: &S, iters: u64) -> Duration
-where
-    S: Service<u64> + Clone + Send + 'static,
-{
-    let barrier = Arc::new(Barrier::new(2));
-    let handles: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut svc, barrier) = (svc.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let rt = runtime();
-                barrier.wait();
-                rt.block_on(drive(&mut svc, iters))
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("bench thread"))
-        .max()
-        .unwrap_or_default()
-}
 
 // --- timeouts -------------------------------------------------------------
 
@@ -92,10 +43,6 @@ fn tr_timeout() -> impl Service<u64, Response = u64> + Clone + Send + 'static {
 }
 
 // --- retries --------------------------------------------------------------
-
-fn is_err(_: &u64, r: Result<&u64, &BoxError>) -> bool {
-    r.is_err()
-}
 
 fn msp_retry() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
     RetryLayer::new(is_err as fn(&u64, Result<&u64, &BoxError>) -> bool)

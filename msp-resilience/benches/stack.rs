@@ -17,68 +17,17 @@ use msp_resilience::rate_limit::{Quota, RateLimitLayer, RateLimiter};
 use msp_resilience::retry::RetryLayer;
 use msp_resilience::{ResilienceBuilderExt, TimeoutLayer};
 use std::convert::Infallible;
-use std::future::{Ready, ready};
-use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+use std::time::Duration;
+use tower::{BoxError, Service, ServiceBuilder};
+
+#[path = "harness/tokio.rs"]
+mod harness;
+use harness::{drive, inner, is_err, runtime, two_threads};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// High enough that the limiter never rejects during a run.
 const RATE: u32 = 1_000_000_000;
 const CONCURRENCY: usize = 64;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
-}
-
-fn inner()
--> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
-}
-
-async fn drive<S: Service<u64>>(svc: &mut S, iters: u64) -> Duration {
-    let start = Instant::now();
-    for i in 0..iters {
-        let Ok(ready) = svc.ready().await else {
-            panic!("service failed readiness")
-        };
-        let _ = black_box(ready.call(black_box(i)).await.is_ok());
-    }
-    start.elapsed()
-}
-
-fn two_threads<S>(svc: &S, iters: u64) -> Duration
-where
-    S: Service<u64> + Clone + Send + 'static,
-{
-    let barrier = Arc::new(Barrier::new(2));
-    let handles: Vec<_> = (0..2)
-        .map(|_| {
-            let (mut svc, barrier) = (svc.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let rt = runtime();
-                barrier.wait();
-                rt.block_on(drive(&mut svc, iters))
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("bench thread"))
-        .max()
-        .unwrap_or_default()
-}
-
-fn is_err(_: &u64, r: Result<&u64, &BoxError>) -> bool {
-    r.is_err()
-}
 
 fn msp_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
     ServiceBuilder::new()

@@ -509,6 +509,25 @@ pub(crate) struct Row {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) type RowTuple = (i64, Uuid, String, Option<String>, Vec<u8>, String, i64, i32);
 
+/// A [`RowTuple`] plus `last_error` and `dead_at`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) type DeadRow = (
+    i64,
+    Uuid,
+    String,
+    Option<String>,
+    Vec<u8>,
+    String,
+    i64,
+    i32,
+    Option<String>,
+    i64,
+);
+
+/// The columns every dialect selects for a [`RowTuple`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const COLUMNS: &str = "seq, id, topic, msg_key, payload, headers, created_at, attempts";
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Row {
     pub(crate) fn from_tuple(t: RowTuple) -> Self {

@@ -1,24 +1,8 @@
 //! The outbox's PostgreSQL dialect.
 
-use super::{OutboxMessage, Row, RowTuple, unix_micros};
+use super::{COLUMNS, DeadRow, OutboxMessage, Row, RowTuple, unix_micros};
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-/// A [`RowTuple`] plus `last_error` and `dead_at`.
-type DeadRow = (
-    i64,
-    Uuid,
-    String,
-    Option<String>,
-    Vec<u8>,
-    String,
-    i64,
-    i32,
-    Option<String>,
-    i64,
-);
-
-const COLUMNS: &str = "seq, id, topic, msg_key, payload, headers, created_at, attempts";
 
 pub(crate) async fn append(
     c: &mut PgConnection,

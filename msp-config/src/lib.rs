@@ -77,7 +77,7 @@
 //! | `http` | yes | `remote::HttpSource`: client of a config server (hyper-util) |
 //! | `etcd` | no | `remote::EtcdSource` (etcd-client) |
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
 pub mod error;

@@ -137,7 +137,7 @@
 //! Everything else — the memory and static registries, balancing, health
 //! checks, outlier ejection, `Discover` and the HTTP client — is always on.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
 pub mod client;

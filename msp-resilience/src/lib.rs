@@ -101,7 +101,7 @@
 //! - `redis`: one rate limit across many processes, enforced by an atomic
 //!   script in Redis ([`rate_limit`]).
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod builder;
 pub mod bulkhead;

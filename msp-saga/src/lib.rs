@@ -48,6 +48,8 @@
 //! - `postgres`: PostgreSQL stores through sqlx, for several processes.
 //! - `nats`: publish outbox messages to NATS JetStream.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod eventstore;
 pub mod inbox;
 pub mod outbox;

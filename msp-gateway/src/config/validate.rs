@@ -1,0 +1,416 @@
+//! The checks a [`GatewayConfigBuilder`] must pass to become a
+//! [`GatewayConfig`](super::GatewayConfig): every problem, not the first.
+
+use super::error::{ConfigProblem, ProblemKind, RouteRef};
+use super::{AuthProviderConfig, GatewayConfigBuilder, RouteConfig, StripPrefix};
+use crate::config::RateLimitBy;
+use crate::route::pattern::{Pattern, Template};
+use http::header::{HeaderName, HeaderValue};
+use std::collections::{BTreeSet, HashMap};
+
+use crate::route::MAX_PARAMS;
+
+pub(crate) fn validate(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    check_top(b, &mut out);
+    let mut seen: HashMap<ConflictKey, Vec<(usize, &[http::Method])>> = HashMap::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in b.routes.iter().enumerate() {
+        let at = RouteRef::new(i, &r.path, r.name.as_deref());
+        let mut p = |kind, field: &str, msg: String| {
+            out.push(ConfigProblem::new(kind, field, msg).route(at.clone()));
+        };
+        if let Some(name) = &r.name {
+            if let Some(j) = names.insert(name, i) {
+                p(ProblemKind::Conflict, "name", format!("route #{j} has the same name {name:?}"));
+            }
+        }
+        check_route(b, r, &mut p);
+        if let Ok(pattern) = Pattern::parse(&r.path) {
+            let key = ConflictKey::new(r, &pattern);
+            let earlier = seen.entry(key).or_default();
+            for (j, methods) in earlier.iter() {
+                if overlap(methods, &r.methods) {
+                    let other = &b.routes[*j];
+                    p(
+                        ProblemKind::Conflict,
+                        "path",
+                        format!(
+                            "matches the same requests as route #{j} ({}): same path, host and predicates, overlapping methods",
+                            other.id()
+                        ),
+                    );
+                    break;
+                }
+            }
+            earlier.push((i, &r.methods));
+        }
+    }
+    out
+}
+
+fn overlap(a: &[http::Method], b: &[http::Method]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ConflictKey {
+    host: Option<String>,
+    headers: BTreeSet<(String, String)>,
+    query: BTreeSet<(String, String)>,
+    shape: String,
+}
+
+impl ConflictKey {
+    fn new(r: &RouteConfig, pattern: &Pattern) -> Self {
+        ConflictKey {
+            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            query: r.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            shape: pattern.matchit_path(),
+        }
+    }
+}
+
+fn check_route(
+    b: &GatewayConfigBuilder,
+    r: &RouteConfig,
+    p: &mut impl FnMut(ProblemKind, &str, String),
+) {
+    let pattern = match Pattern::parse(&r.path) {
+        Ok(pattern) => {
+            if pattern.param_names().count() > MAX_PARAMS {
+                p(
+                    ProblemKind::Invalid,
+                    "path",
+                    format!("at most {MAX_PARAMS} parameters per path"),
+                );
+            }
+            Some(pattern)
+        }
+        Err(e) => {
+            p(ProblemKind::Invalid, "path", e);
+            None
+        }
+    };
+
+    // Where requests go.
+    let known = |s: &str| b.services.contains_key(s) || b.registry.discovers_unlisted();
+    let listed = || {
+        let names: Vec<&str> = b.services.keys().map(String::as_str).collect();
+        if names.is_empty() {
+            "no services are configured".to_owned()
+        } else {
+            format!("services: {}", names.join(", "))
+        }
+    };
+    match (&r.service, r.split.is_empty()) {
+        (Some(_), false) => p(
+            ProblemKind::Invalid,
+            "split",
+            "a route has `service` or `split`, not both".to_owned(),
+        ),
+        (None, true) => p(
+            ProblemKind::Invalid,
+            "service",
+            "a route needs `service` (or a weighted `split`)".to_owned(),
+        ),
+        _ => {}
+    }
+    if let Some(s) = &r.service {
+        if !known(s) {
+            p(
+                ProblemKind::UnknownService,
+                "service",
+                format!("unknown service {s:?} ({})", listed()),
+            );
+        }
+    }
+    for (j, t) in r.split.iter().enumerate() {
+        if !known(&t.service) {
+            p(
+                ProblemKind::UnknownService,
+                &format!("split[{j}].service"),
+                format!("unknown service {:?} ({})", t.service, listed()),
+            );
+        }
+        if t.weight == 0 {
+            p(
+                ProblemKind::Invalid,
+                &format!("split[{j}].weight"),
+                "a split weight must be at least 1".to_owned(),
+            );
+        }
+    }
+    if let Some(m) = &r.mirror {
+        if !known(&m.service) {
+            p(
+                ProblemKind::UnknownService,
+                "mirror.service",
+                format!("unknown service {:?} ({})", m.service, listed()),
+            );
+        }
+        if !(m.percent > 0.0 && m.percent <= 100.0) {
+            p(
+                ProblemKind::Invalid,
+                "mirror.percent",
+                format!("must be in (0, 100], got {}", m.percent),
+            );
+        }
+    }
+
+    // Predicates.
+    if let Some(host) = &r.host {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let ok = !bare.is_empty()
+            && bare
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+        if !ok {
+            p(
+                ProblemKind::Invalid,
+                "host",
+                format!("{host:?} is not a host name (`api.example.com` or `*.example.com`, no port)"),
+            );
+        }
+    }
+    for (name, value) in &r.headers {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p(
+                ProblemKind::Invalid,
+                &format!("headers.{name}"),
+                format!("{name:?} is not a header name"),
+            );
+        }
+        if HeaderValue::from_str(value).is_err() {
+            p(
+                ProblemKind::Invalid,
+                &format!("headers.{name}"),
+                format!("{value:?} is not a valid header value"),
+            );
+        }
+    }
+    if r.query.keys().any(String::is_empty) {
+        p(
+            ProblemKind::Invalid,
+            "query",
+            "a query predicate needs a parameter name".to_owned(),
+        );
+    }
+
+    // Path rewriting.
+    if let Some(pattern) = &pattern {
+        if r.rewrite.is_some() && r.strip_prefix != StripPrefix::None {
+            p(
+                ProblemKind::Invalid,
+                "rewrite",
+                "use `rewrite` or `strip_prefix`, not both".to_owned(),
+            );
+        }
+        let prefix = pattern.static_prefix();
+        match &r.strip_prefix {
+            StripPrefix::None => {}
+            StripPrefix::Route if prefix.is_empty() || prefix == "/" => p(
+                ProblemKind::Invalid,
+                "strip_prefix",
+                "the path has no static prefix to strip".to_owned(),
+            ),
+            StripPrefix::Route => {}
+            StripPrefix::Prefix(s) => {
+                let aligned = s.starts_with('/')
+                    && !s.ends_with('/')
+                    && (prefix == *s || prefix.starts_with(&format!("{s}/")));
+                if !aligned {
+                    p(
+                        ProblemKind::Invalid,
+                        "strip_prefix",
+                        format!(
+                            "{s:?} is not a whole-segment prefix of the path's static prefix {prefix:?}"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &r.rewrite {
+            if let Err(e) = Template::parse(t, pattern) {
+                p(ProblemKind::Invalid, "rewrite", e);
+            }
+        }
+    }
+
+    // Auth.
+    let has_default = b.auth.default_provider_name().is_some();
+    if r.auth_required && r.auth.is_empty() && !has_default {
+        p(
+            ProblemKind::Auth,
+            "auth_required",
+            "auth is required but no auth provider is configured (add one under `auth.providers`, name it in `auth`, or set `auth.default_provider`)".to_owned(),
+        );
+    }
+    if !r.auth.is_empty() && !r.auth_required {
+        p(
+            ProblemKind::Auth,
+            "auth",
+            "providers are named but `auth_required` is false; set it to true".to_owned(),
+        );
+    }
+    for (j, name) in r.auth.iter().enumerate() {
+        if !b.auth.providers.contains_key(name) {
+            p(
+                ProblemKind::Auth,
+                &format!("auth[{j}]"),
+                format!("unknown auth provider {name:?}"),
+            );
+        }
+    }
+
+    // Limits and upstream settings.
+    match &r.rate_limit_by {
+        RateLimitBy::Route => {}
+        by if r.rate_limit.is_none() => p(
+            ProblemKind::Invalid,
+            "rate_limit_by",
+            format!("`rate_limit_by: {by:?}` without a `rate_limit`"),
+        ),
+        RateLimitBy::Header(name) if HeaderName::from_bytes(name.as_bytes()).is_err() => p(
+            ProblemKind::Invalid,
+            "rate_limit_by",
+            format!("{name:?} is not a header name"),
+        ),
+        RateLimitBy::Consumer if !r.auth_required => p(
+            ProblemKind::Auth,
+            "rate_limit_by",
+            "`rate_limit_by: consumer` needs `auth_required: true`".to_owned(),
+        ),
+        _ => {}
+    }
+    if r.timeout.is_some_and(|t| t.is_zero()) {
+        p(
+            ProblemKind::Invalid,
+            "timeout",
+            "a timeout must be longer than zero".to_owned(),
+        );
+    }
+}
+
+fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
+    let mut p = |kind, field: String, msg: String| out.push(ConfigProblem::new(kind, field, msg));
+    if let Some(admin) = &b.admin {
+        if admin.listen == b.listen && admin.listen.port() != 0 {
+            p(
+                ProblemKind::Invalid,
+                "admin.listen".to_owned(),
+                "the admin listener needs its own address".to_owned(),
+            );
+        }
+    }
+    if let super::RegistryConfig::Etcd { endpoints, .. } = &b.registry {
+        if endpoints.is_empty() {
+            p(
+                ProblemKind::Invalid,
+                "registry.etcd.endpoints".to_owned(),
+                "at least one etcd endpoint".to_owned(),
+            );
+        }
+    }
+    for (name, s) in &b.services {
+        if let Some(h) = &s.health_check {
+            if h.interval.is_zero() || h.timeout.is_zero() {
+                p(
+                    ProblemKind::Invalid,
+                    format!("services.{name}.health_check"),
+                    "interval and timeout must be longer than zero".to_owned(),
+                );
+            }
+            if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+                p(
+                    ProblemKind::Invalid,
+                    format!("services.{name}.health_check"),
+                    "thresholds must be at least 1".to_owned(),
+                );
+            }
+        }
+        if s.connect_timeout.is_zero() {
+            p(
+                ProblemKind::Invalid,
+                format!("services.{name}.connect_timeout"),
+                "must be longer than zero".to_owned(),
+            );
+        }
+    }
+    if b.limits.max_body_bytes == 0 || b.limits.max_header_bytes == 0 || b.limits.max_uri_len == 0
+    {
+        p(
+            ProblemKind::Invalid,
+            "limits".to_owned(),
+            "limits must be at least 1".to_owned(),
+        );
+    }
+    if let Some(d) = &b.auth.default_provider {
+        if !b.auth.providers.contains_key(d) {
+            p(
+                ProblemKind::Auth,
+                "auth.default_provider".to_owned(),
+                format!("unknown auth provider {d:?}"),
+            );
+        }
+    }
+    for (name, provider) in &b.auth.providers {
+        match provider {
+            AuthProviderConfig::ApiKey(k) => {
+                let base = format!("auth.providers.{name}.api_key");
+                if HeaderName::from_bytes(k.header.as_bytes()).is_err() {
+                    p(
+                        ProblemKind::Invalid,
+                        format!("{base}.header"),
+                        format!("{:?} is not a header name", k.header),
+                    );
+                }
+                if k.query.as_deref() == Some("") {
+                    p(
+                        ProblemKind::Invalid,
+                        format!("{base}.query"),
+                        "an empty query parameter name".to_owned(),
+                    );
+                }
+                let mut names = HashMap::new();
+                let mut digests = HashMap::new();
+                for (j, c) in k.consumers.iter().enumerate() {
+                    if c.name.is_empty() {
+                        p(
+                            ProblemKind::Invalid,
+                            format!("{base}.consumers[{j}].name"),
+                            "a consumer needs a name".to_owned(),
+                        );
+                    } else if let Some(prev) = names.insert(c.name.as_str(), j) {
+                        p(
+                            ProblemKind::Conflict,
+                            format!("{base}.consumers[{j}].name"),
+                            format!("consumer #{prev} has the same name {:?}", c.name),
+                        );
+                    }
+                    match crate::auth::parse_digest(&c.key_sha256) {
+                        None => p(
+                            ProblemKind::Invalid,
+                            format!("{base}.consumers[{j}].key_sha256"),
+                            "must be the SHA-256 of the key as 64 hex digits (never the key itself; see the hash_api_key example)".to_owned(),
+                        ),
+                        Some(d) => {
+                            if let Some(prev) = digests.insert(d, j) {
+                                p(
+                                    ProblemKind::Conflict,
+                                    format!("{base}.consumers[{j}].key_sha256"),
+                                    format!("consumer #{prev} has the same key"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

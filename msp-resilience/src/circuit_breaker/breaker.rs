@@ -454,19 +454,6 @@ impl Breaker {
         })
     }
 
-    /// Like [`try_acquire_owned`](Breaker::try_acquire_owned), holding
-    /// `handle` rather than the shared state itself: a service clone keeps
-    /// its own handle, so concurrent calls through different clones do not
-    /// contend on one reference count.
-    #[inline]
-    pub(crate) fn try_acquire_local(handle: &Arc<Breaker>) -> Result<LocalPermit, CircuitOpen> {
-        let ticket = handle.shared.acquire()?;
-        Ok(LocalPermit {
-            handle: Some(handle.clone()),
-            ticket,
-        })
-    }
-
     /// Runs `fut` if the breaker admits it; `Ok` records a success, `Err` a
     /// failure.
     pub async fn call<F, T, E>(&self, fut: F) -> Result<T, CallError<E>>
@@ -518,38 +505,6 @@ impl Drop for Permit<'_> {
 pub struct OwnedPermit {
     shared: Option<Arc<Shared>>,
     ticket: Ticket,
-}
-
-/// The permit of the tower service's response future: holds the service
-/// clone's own handle.
-pub(crate) struct LocalPermit {
-    handle: Option<Arc<Breaker>>,
-    ticket: Ticket,
-}
-
-impl fmt::Debug for LocalPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalPermit")
-            .field("ticket", &self.ticket)
-            .finish()
-    }
-}
-
-impl LocalPermit {
-    #[inline]
-    pub(crate) fn record(mut self, outcome: Outcome) {
-        if let Some(handle) = self.handle.take() {
-            handle.shared.record(&self.ticket, outcome);
-        }
-    }
-}
-
-impl Drop for LocalPermit {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.shared.record(&self.ticket, Outcome::Ignored);
-        }
-    }
 }
 
 impl fmt::Debug for OwnedPermit {

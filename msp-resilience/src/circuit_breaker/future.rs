@@ -1,6 +1,6 @@
 //! The response future of [`CircuitBreaker`](super::CircuitBreaker).
 
-use super::breaker::LocalPermit;
+use super::breaker::OwnedPermit;
 use super::error::CircuitOpen;
 use msp_core::BoxError;
 use msp_core::classify::Classify;
@@ -23,14 +23,14 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<F, C> {
-        Called { #[pin] fut: F, permit: Option<LocalPermit>, classifier: C },
+        Called { #[pin] fut: F, permit: Option<OwnedPermit>, classifier: C },
         Rejected { open: CircuitOpen },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
     #[inline]
-    pub(crate) fn called(fut: F, permit: LocalPermit, classifier: C) -> Self {
+    pub(crate) fn called(fut: F, permit: OwnedPermit, classifier: C) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 fut,

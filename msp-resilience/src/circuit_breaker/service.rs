@@ -2,7 +2,6 @@ use super::future::ResponseFuture;
 use super::{Breaker, CircuitBreakerConfig};
 use msp_core::BoxError;
 use msp_core::classify::{AnyError, Classify};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
@@ -13,24 +12,13 @@ use tower_service::Service;
 /// inner service. Outcomes are classified by `C` when the inner future
 /// completes.
 ///
-/// Each clone of the service holds its own handle on the shared breaker
-/// (one small allocation per clone), so calls through clones on different
-/// threads do not contend on one reference count.
-#[derive(Debug)]
+/// Clones share the breaker: cloning is a reference-count increment, with
+/// no allocation (axum clones the service for every request).
+#[derive(Debug, Clone)]
 pub struct CircuitBreaker<S, C = AnyError> {
     inner: S,
-    breaker: Arc<Breaker>,
+    breaker: Breaker,
     classifier: C,
-}
-
-impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
-    fn clone(&self) -> Self {
-        CircuitBreaker {
-            inner: self.inner.clone(),
-            breaker: Arc::new(Breaker::clone(&self.breaker)),
-            classifier: self.classifier.clone(),
-        }
-    }
 }
 
 impl<S> CircuitBreaker<S> {
@@ -45,7 +33,7 @@ impl<S, C> CircuitBreaker<S, C> {
     pub fn with_classifier(inner: S, breaker: Breaker, classifier: C) -> Self {
         CircuitBreaker {
             inner,
-            breaker: Arc::new(breaker),
+            breaker,
             classifier,
         }
     }
@@ -86,7 +74,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match Breaker::try_acquire_local(&self.breaker) {
+        match self.breaker.try_acquire_owned() {
             Ok(permit) => {
                 ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
             }

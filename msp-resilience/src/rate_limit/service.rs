@@ -4,6 +4,7 @@ use super::future::{HttpResponseFuture, ResponseFuture};
 use super::key::Limit;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use msp_core::BoxError;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_service::Service;
@@ -134,10 +135,44 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Header values below this come from a table built once, so adding the
+/// `RateLimit-*` headers to a response allocates nothing (a
+/// `HeaderValue::from(n)` allocates its bytes).
+const SMALL: usize = 1024;
+
+/// `"0" "1" … "1023"` back to back; the table below borrows from it.
+static DIGITS: LazyLock<String> = LazyLock::new(|| {
+    let mut s = String::new();
+    for n in 0..SMALL {
+        s.push_str(&n.to_string());
+    }
+    s
+});
+
+static SMALL_VALUES: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+    let digits: &'static str = DIGITS.as_str();
+    let mut values = Vec::with_capacity(SMALL);
+    let mut start = 0;
+    for n in 0..SMALL {
+        let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+        values.push(HeaderValue::from_static(&digits[start..start + len]));
+        start += len;
+    }
+    values
+});
+
+fn number(n: impl Into<u64>) -> HeaderValue {
+    let n = n.into();
+    match usize::try_from(n).ok().and_then(|i| SMALL_VALUES.get(i)) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
+}
+
 pub(crate) fn admitted_headers(headers: &mut HeaderMap, a: &Admitted) {
-    headers.insert(LIMIT.clone(), HeaderValue::from(a.limit()));
-    headers.insert(REMAINING.clone(), HeaderValue::from(a.remaining()));
-    headers.insert(RESET.clone(), HeaderValue::from(ceil_secs(a.reset())));
+    headers.insert(LIMIT.clone(), number(a.limit()));
+    headers.insert(REMAINING.clone(), number(a.remaining()));
+    headers.insert(RESET.clone(), number(ceil_secs(a.reset())));
 }
 
 pub(crate) fn too_many_requests<B: Default>(limited: &RateLimited) -> Response<B> {
@@ -146,10 +181,35 @@ pub(crate) fn too_many_requests<B: Default>(limited: &RateLimited) -> Response<B
     let h = res.headers_mut();
     h.insert(
         http::header::RETRY_AFTER,
-        HeaderValue::from(ceil_secs(limited.retry_after()).max(1)),
+        number(ceil_secs(limited.retry_after()).max(1)),
     );
-    h.insert(LIMIT.clone(), HeaderValue::from(limited.limit()));
-    h.insert(REMAINING.clone(), HeaderValue::from(0u32));
-    h.insert(RESET.clone(), HeaderValue::from(ceil_secs(limited.reset())));
+    h.insert(LIMIT.clone(), number(limited.limit()));
+    h.insert(REMAINING.clone(), number(0u32));
+    h.insert(RESET.clone(), number(ceil_secs(limited.reset())));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn header_numbers_from_the_table_and_beyond_it_spell_the_number() {
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            1023,
+            1024,
+            65_536,
+            u64::MAX,
+        ] {
+            assert_eq!(number(n).to_str().ok(), Some(n.to_string().as_str()));
+        }
+    }
 }

@@ -6,6 +6,11 @@
 //! - [`trace_context`]: [`TraceContextLayer`] extracts W3C `traceparent` /
 //!   `tracestate` into a `tracing` span on the server side;
 //!   [`PropagateTraceContextLayer`] injects them on the client side.
+//! - [`spawn_in_context`] (or [`InCurrentTrace::in_current_trace`]) carries
+//!   the trace context into `tokio::spawn`ed tasks.
+//! - `otel` (feature `otel`): exports the spans of the two trace-context
+//!   layers with the OpenTelemetry SDK over OTLP/HTTP, with the W3C ids msp
+//!   propagates.
 //! - Request ids and request/response logging are tower-http's
 //!   ([`SetRequestIdLayer`], [`PropagateRequestIdLayer`], [`TraceLayer`],
 //!   re-exported here); msp does not rewrite them.
@@ -49,12 +54,14 @@
 //! ```
 
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod trace_context;
 
 pub use self::metrics::{Metrics, MetricsLayer};
 pub use self::trace_context::{
-    PropagateTraceContext, PropagateTraceContextLayer, TraceContext, TraceContextLayer,
-    TraceContextService,
+    InCurrentTrace, PropagateTraceContext, PropagateTraceContextLayer, TraceContext,
+    TraceContextLayer, TraceContextService, spawn_in_context,
 };
 pub use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,

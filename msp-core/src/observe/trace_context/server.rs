@@ -23,9 +23,15 @@ use tracing::Span;
 ///    and [`PropagateTraceContextLayer`](super::PropagateTraceContextLayer)
 ///    find it;
 /// 3. calls the inner service, and polls its future, inside an `INFO` span
-///    named `trace_context` with fields `trace_id`, `span_id` and
-///    `parent_id`, with the context as the task's
+///    named `trace_context` (`otel.kind = "server"`) with fields
+///    `trace_id`, `span_id` and `parent_id`, with the context as the task's
 ///    [`current`](super::current) one.
+///
+/// With the `otel` feature and an `observe::otel` layer
+/// installed, the span is exported to OpenTelemetry as the child of the
+/// caller's span (the remote parent from `traceparent`), and its span id is
+/// the context's [`span_id`](TraceContext::span_id) — so the ids msp
+/// propagates are the ids the tracing backend shows.
 ///
 /// See the [module docs](super) for an example.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,19 +95,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ctx = match TraceContext::from_headers(req.headers()) {
+        let caller = TraceContext::from_headers(req.headers());
+        let ctx = match &caller {
             Some(caller) => caller.child(),
             None => TraceContext::new_root(),
         };
         let span = tracing::info_span!(
             "trace_context",
-            trace_id = %ctx.trace_id(),
-            span_id = %ctx.span_id(),
+            otel.kind = "server",
+            otel.name = %req.method(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
             parent_id = tracing::field::Empty,
         );
-        if let Some(parent) = ctx.parent_id() {
-            span.record("parent_id", tracing::field::display(parent));
-        }
+        #[cfg(feature = "otel")]
+        let ctx = crate::observe::otel::link::server_span(&span, caller.as_ref(), ctx);
+        super::record_ids(&span, &ctx);
         req.extensions_mut().insert(ctx.clone());
         let inner = &mut self.inner;
         let fut = sync_scope(ctx.clone(), || span.in_scope(|| inner.call(req)));

@@ -18,6 +18,11 @@
 //! Every random draw comes from an RNG you can seed ([`Backoff::iter_seeded`])
 //! so tests are deterministic.
 //!
+//! For periodic work — heartbeats, health checks, config polling — that
+//! should not run in lockstep across replicas, [`jitter`] spreads one period:
+//! uniformly in `[base × (1 − fraction), base × (1 + fraction)]`. That is
+//! the one meaning of a `jitter: f64` setting in msp.
+//!
 //! [AWS Architecture Blog, "Exponential Backoff and Jitter"]: https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
 //!
 //! # Example
@@ -343,7 +348,46 @@ impl<R> BackoffIter<R> {
     }
 }
 
-fn uniform<R: Rng>(rng: &mut R, low: Duration, high: Duration) -> Duration {
+/// `base` spread by `fraction` each way: uniformly in
+/// `[base × (1 − fraction), base × (1 + fraction)]`.
+///
+/// The one meaning of "jitter" for periodic work in msp (heartbeats, health
+/// checks, polling): `fraction = 0.1` turns a 10 s period into one between
+/// 9 s and 11 s, so replicas started together drift apart while the mean
+/// period stays `base`. `fraction` is clamped to `[0, 1]` (a `NaN` counts as
+/// `0`); the result saturates instead of overflowing.
+///
+/// ```
+/// use msp_core::backoff::jitter;
+/// use rand::{rngs::SmallRng, SeedableRng};
+/// use std::time::Duration;
+///
+/// let mut rng = SmallRng::seed_from_u64(7);
+/// let base = Duration::from_secs(10);
+/// for _ in 0..100 {
+///     let d = jitter(base, 0.1, &mut rng);
+///     assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(11));
+/// }
+/// assert_eq!(jitter(base, 0.0, &mut rng), base);
+/// ```
+pub fn jitter<R: Rng + ?Sized>(base: Duration, fraction: f64, rng: &mut R) -> Duration {
+    let fraction = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
+    if fraction == 0.0 || base.is_zero() {
+        return base;
+    }
+    // `fraction` is in (0, 1], so the spread is at most `base` (`min`
+    // guards against f64 rounding up).
+    let spread = Duration::try_from_secs_f64(base.as_secs_f64() * fraction)
+        .unwrap_or(base)
+        .min(base);
+    uniform(rng, base - spread, base.saturating_add(spread))
+}
+
+fn uniform<R: Rng + ?Sized>(rng: &mut R, low: Duration, high: Duration) -> Duration {
     if high <= low {
         return low;
     }

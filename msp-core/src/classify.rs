@@ -138,8 +138,8 @@ impl<Res, Err> Classify<Res, Err> for AnyError {
 /// What kind of error an error is, from [`error_kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// A deadline passed (tokio/tower `Elapsed`, `io::ErrorKind::TimedOut`,
-    /// or any error whose name says so).
+    /// A deadline passed ([`Elapsed`](crate::Elapsed), tokio's `Elapsed`,
+    /// `io::ErrorKind::TimedOut`).
     Timeout,
     /// The connection could not be made or was lost (refused, reset,
     /// aborted, unreachable).
@@ -162,12 +162,20 @@ impl ErrorKind {
 /// Tells timeouts and connect errors apart from other errors, walking the
 /// error's `source()` chain.
 ///
-/// Recognises `std::io::Error` kinds, tokio's and tower's `Elapsed`, and —
-/// so that error types of other crates (hyper-util's client, msp's own
-/// `Elapsed`) need no dependency here — any error in the chain whose
-/// `Display` text is exactly what those crates print for a timeout
-/// (`"request timed out"`, `"deadline has elapsed"`) or whose `Debug` form
-/// starts with `Elapsed`.
+/// Only by type, never by an error's text:
+///
+/// - `std::io::Error` kinds: `TimedOut` is a timeout; refused, reset,
+///   aborted, not connected, address not available, broken pipe and
+///   unreachable host or network are connect errors. An error wrapped in an
+///   `io::Error` is looked at too. hyper-util's client reports its connect
+///   timeout and connect failures this way (an `io::Error` in the source
+///   chain of its error), so they are recognised through it.
+/// - [`Elapsed`](crate::Elapsed), the msp timeout marker (what
+///   msp-resilience's `Timeout` returns), and tokio's `Elapsed`.
+///
+/// Another crate's timeout type is recognised once that crate returns or
+/// wraps one of these; errors whose only sign of a timeout is their message
+/// are [`ErrorKind::Other`].
 ///
 /// ```
 /// use msp_core::classify::{error_kind, ErrorKind};
@@ -177,56 +185,55 @@ impl ErrorKind {
 /// assert_eq!(error_kind(&refused), ErrorKind::Connect);
 ///
 /// // Found behind a wrapper too.
-/// let wrapped = io::Error::other(io::Error::from(io::ErrorKind::TimedOut));
+/// let wrapped = io::Error::other(msp_core::Elapsed::new());
 /// assert_eq!(error_kind(&wrapped), ErrorKind::Timeout);
+///
+/// // A message is not a type.
+/// let text = io::Error::other("request timed out");
+/// assert_eq!(error_kind(&text), ErrorKind::Other);
 /// ```
 pub fn error_kind(err: &(dyn Error + 'static)) -> ErrorKind {
-    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            match io.kind() {
-                K::TimedOut => return ErrorKind::Timeout,
-                K::ConnectionRefused
-                | K::ConnectionReset
-                | K::ConnectionAborted
-                | K::NotConnected
-                | K::AddrNotAvailable
-                | K::BrokenPipe
-                | K::HostUnreachable
-                | K::NetworkUnreachable => return ErrorKind::Connect,
-                _ => {}
-            }
-            // `io::Error::source` skips a wrapped error; look at it directly.
-            if let Some(inner) = io.get_ref() {
-                let inner: &(dyn Error + 'static) = inner;
-                let kind = error_kind(inner);
-                if kind != ErrorKind::Other {
-                    return kind;
-                }
-            }
-        }
-        if e.is::<tokio::time::error::Elapsed>() {
-            return ErrorKind::Timeout;
-        }
-        if is_named_timeout(e) {
-            return ErrorKind::Timeout;
-        }
-        cur = e.source();
-    }
-    ErrorKind::Other
+    sources(err).find_map(kind_of).unwrap_or(ErrorKind::Other)
 }
 
-fn is_named_timeout(e: &(dyn Error + 'static)) -> bool {
-    let shown = e.to_string();
-    if matches!(
-        shown.as_str(),
-        "request timed out" | "deadline has elapsed" | "operation timed out"
-    ) {
-        return true;
+/// The kind of this one error, not looking at its sources.
+fn kind_of(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind as K;
+        return match io.kind() {
+            K::TimedOut => Some(ErrorKind::Timeout),
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::AddrNotAvailable
+            | K::BrokenPipe
+            | K::HostUnreachable
+            | K::NetworkUnreachable => Some(ErrorKind::Connect),
+            _ => None,
+        };
     }
-    let debug = format!("{e:?}");
-    debug.starts_with("Elapsed")
+    if e.is::<crate::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
+        return Some(ErrorKind::Timeout);
+    }
+    None
+}
+
+/// An error and its sources, outermost first, looking inside `io::Error`s
+/// (whose `source()` skips the error they wrap).
+pub(crate) fn sources<'a>(
+    err: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    // Bounded, in case of a cyclic chain.
+    const MAX_DEPTH: usize = 64;
+    std::iter::successors(Some(err), |&e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => match io.get_ref() {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => e.source(),
+        },
+        None => e.source(),
+    })
+    .take(MAX_DEPTH)
 }
 
 /// A set of HTTP status codes (100–999), as a bitmap: membership is one load

@@ -9,7 +9,15 @@
 //! - [`classify`]: the [`Classify`] trait deciding whether a response or error
 //!   is a success, a failure or to be ignored, with HTTP and gRPC classifiers.
 //!   Circuit breakers, retries, outlier ejection and metrics all use it.
-//! - [`backoff`]: exponential backoff with full, equal and decorrelated jitter.
+//! - [`backoff`]: exponential backoff with full, equal and decorrelated
+//!   jitter, and [`backoff::jitter`] for periodic work.
+//! - [`http`]: the HTTP contracts between crates — errors as
+//!   RFC 9457 problem+json responses
+//!   ([`ToProblem`](crate::http::ToProblem),
+//!   [`HttpErrorLayer`](crate::http::HttpErrorLayer)) and the shared header
+//!   names.
+//! - [`time`]: the timeout marker [`Elapsed`], the request [`time::Deadline`]
+//!   and [`time::ceil_secs`].
 //! - [`observe`]: RED metrics and W3C trace-context layers.
 //! - [`health`]: a registry of component checks served on `/health/live` and
 //!   `/health/ready`.
@@ -45,14 +53,17 @@
 pub mod backoff;
 pub mod classify;
 pub mod health;
+pub mod http;
 pub mod instance;
 pub mod observe;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 
 pub use classify::{Classify, Outcome};
 pub use instance::{Instance, InstanceId, ServiceName};
+pub use time::Elapsed;
 
 /// A type-erased error, the error type most msp middleware returns.
 ///

@@ -79,9 +79,11 @@ fn bench_strategies(c: &mut Criterion) {
         let _guard = rt.enter();
         let set = EndpointSet::new(
             ServiceName::new("bench").expect("valid name"),
-            BalanceConfig::new(Strategy::p2c()),
-        )
-        .expect("valid config");
+            BalanceConfig::builder()
+                .strategy(Strategy::p2c())
+                .build()
+                .expect("valid config"),
+        );
         set.update(instances(n));
         group.bench_with_input(BenchmarkId::new("endpoint_set_p2c", n), &n, |b, _| {
             b.iter(|| black_box(set.pick(None)))
@@ -104,9 +106,11 @@ fn bench_vs_tower(c: &mut Criterion) {
         let _guard = rt.enter();
         let set = EndpointSet::new(
             ServiceName::new("bench").expect("valid name"),
-            BalanceConfig::new(Strategy::p2c()),
-        )
-        .expect("valid config");
+            BalanceConfig::builder()
+                .strategy(Strategy::p2c())
+                .build()
+                .expect("valid config"),
+        );
         set.update(instances(n));
         group.bench_with_input(BenchmarkId::new("msp_endpoint_set", n), &n, |b, _| {
             b.iter(|| {

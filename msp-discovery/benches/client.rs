@@ -40,9 +40,13 @@ fn bench_client(c: &mut Criterion) {
         .insert(Instance::parse("bench", &addr.to_string()).expect("instance"))
         .expect("insert");
     let discovery = DiscoveryClient::builder(registry)
-        .balance(BalanceConfig::new(Strategy::p2c()))
-        .build::<Empty<Bytes>>()
-        .expect("client");
+        .balance(
+            BalanceConfig::builder()
+                .strategy(Strategy::p2c())
+                .build()
+                .expect("valid config"),
+        )
+        .build::<Empty<Bytes>>();
     rt.block_on(async {
         discovery
             .resolve(&"bench".parse().expect("name"))

@@ -34,7 +34,7 @@ use http_body_util::{BodyExt, Empty};
 use msp_core::shutdown::Shutdown;
 use msp_core::{BoxError, Instance, InstanceId, ServiceName};
 use msp_discovery::balance::{BalanceConfig, EndpointSet, Strategy};
-use msp_discovery::client::{DiscoveryClient, DiscoveryError};
+use msp_discovery::client::{DiscoveryClient, DiscoveryError, ResponseBody};
 use msp_discovery::outlier::OutlierConfig;
 use msp_discovery::registry::{MemoryRegistry, Registry};
 use std::collections::BTreeMap;
@@ -172,7 +172,7 @@ impl std::fmt::Display for Tally {
 
 async fn drive<S>(client: &mut S, n: usize) -> Result<Tally, BoxError>
 where
-    S: Service<Request<Empty<Bytes>>, Response = Response<hyper::body::Incoming>>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<ResponseBody>>,
     S::Error: std::fmt::Display,
 {
     let mut tally = Tally::default();
@@ -197,13 +197,16 @@ where
 }
 
 fn client(registry: Arc<dyn Registry>) -> Result<DiscoveryClient<Empty<Bytes>>, BoxError> {
-    let outlier = OutlierConfig::default()
+    let outlier = OutlierConfig::builder()
         .consecutive_failures(EJECT_AFTER)
         .base_ejection_time(Duration::from_secs(30))
-        .max_ejected_percent(50);
-    Ok(DiscoveryClient::builder(registry)
-        .balance(BalanceConfig::new(Strategy::RoundRobin).outlier_detection(outlier))
-        .build()?)
+        .max_ejected_percent(50)
+        .build()?;
+    let balance = BalanceConfig::builder()
+        .strategy(Strategy::RoundRobin)
+        .outlier_detection(outlier)
+        .build()?;
+    Ok(DiscoveryClient::builder(registry).balance(balance).build())
 }
 
 async fn registry_from_args() -> Result<Arc<dyn Registry>, BoxError> {

@@ -130,7 +130,7 @@ async fn main() -> Result<(), BoxError> {
         println!("note: debug build; measure with --release");
     }
     let service = ServiceName::new(SERVICE)?;
-    let client = DiscoveryClient::builder(registry.clone()).build::<Empty<Bytes>>()?;
+    let client = DiscoveryClient::builder(registry.clone()).build::<Empty<Bytes>>();
     let set = client.resolve(&service).await?;
 
     let (mut register, mut visible, mut lag, mut removed) =

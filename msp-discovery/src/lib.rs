@@ -3,7 +3,8 @@
 //!
 //! | module | what it gives you |
 //! |---|---|
-//! | [`registry`] | the [`Registry`] trait: register with a lease that heartbeats and re-registers, list, watch; backends `MemoryRegistry` (embedded default), `StaticRegistry`, `EtcdRegistry` (`etcd`), `DnsDiscovery` (`dns`); [`ServiceView`], the cached instance set that survives registry outages |
+//! | [`registry`] | the [`Registry`] trait: register with a lease that heartbeats and re-registers, list, watch; [`ServiceView`], the cached instance set that survives registry outages; [`Registrar`] for third-party registration |
+//! | [`registry::backend`] | the backends: [`MemoryRegistry`] (embedded default), [`StaticRegistry`], `EtcdRegistry` (`etcd`), `DnsDiscovery` (`dns`) |
 //! | [`balance`] | [`EndpointSet`] and the strategies: round robin, random, weighted, power of two choices over peak EWMA, consistent hashing, zone preference, panic mode |
 //! | [`health`] | active checks (HTTP, TCP, custom) taking failing instances out of balancing |
 //! | [`outlier`] | passive ejection from real traffic (consecutive failures, failure rate), growing ejection times, max ejected percent |
@@ -101,8 +102,8 @@
 //! }
 //!
 //! let mut client = DiscoveryClient::builder(registry)
-//!     .balance(BalanceConfig::new(Strategy::RoundRobin))
-//!     .build::<Empty<Bytes>>()?;
+//!     .balance(BalanceConfig::builder().strategy(Strategy::RoundRobin).build()?)
+//!     .build::<Empty<Bytes>>();
 //! let mut answers = Vec::new();
 //! for _ in 0..2 {
 //!     let req = http::Request::get("http://greeter/").body(Empty::new())?;
@@ -149,7 +150,9 @@ pub mod registry;
 pub mod tonic;
 
 pub use crate::balance::{BalanceConfig, EndpointSet, Strategy};
-pub use crate::client::{DiscoveryClient, DiscoveryClientBuilder, DiscoveryError, HashKey};
+pub use crate::client::{
+    DiscoveryClient, DiscoveryClientBuilder, DiscoveryError, HashKey, ResponseBody, TransportKind,
+};
 pub use crate::discover::ServiceDiscover;
 pub use crate::health::HealthCheck;
 pub use crate::outlier::OutlierConfig;

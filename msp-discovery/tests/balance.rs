@@ -5,14 +5,18 @@
 
 use msp_core::{Instance, InstanceId, Outcome, ServiceName};
 use msp_discovery::balance::{
-    BalanceConfig, Balancer, ConsistentHash, Endpoint, EndpointSet, InvalidBalanceConfig, P2c,
-    Random, RoundRobin, Strategy, Weighted, ZonePreference,
+    BalanceConfig, BalanceConfigBuilder, BalanceConfigError, Balancer, ConsistentHash, Endpoint,
+    EndpointSet, P2c, Random, RoundRobin, Strategy, Weighted, ZonePreference,
 };
 use std::collections::HashMap;
 use std::time::Duration;
 
 fn svc() -> ServiceName {
     ServiceName::new("svc").unwrap()
+}
+
+fn cfg(strategy: Strategy) -> BalanceConfigBuilder {
+    BalanceConfig::builder().strategy(strategy)
 }
 
 fn inst(port: u16) -> Instance {
@@ -135,7 +139,7 @@ fn seeded_picks_are_reproducible() {
 
 #[tokio::test(start_paused = true)]
 async fn p2c_avoids_the_slow_and_the_busy() {
-    let set = EndpointSet::new(svc(), BalanceConfig::new(Strategy::p2c()).seed(3)).unwrap();
+    let set = EndpointSet::new(svc(), cfg(Strategy::p2c()).seed(3).build().unwrap());
     set.update((1..=3).map(inst));
     let snap = set.snapshot();
     let slow = snap.endpoints()[0].clone();
@@ -170,12 +174,13 @@ async fn p2c_tries_a_slow_endpoint_again_after_decay() {
     let p2c_eps = eps((1..=2).map(inst));
     let set = EndpointSet::new(
         svc(),
-        BalanceConfig::new(Strategy::P2c {
+        cfg(Strategy::P2c {
             decay: Duration::from_secs(1),
             default_rtt: Duration::from_millis(1),
-        }),
-    )
-    .unwrap();
+        })
+        .build()
+        .unwrap(),
+    );
     set.update(p2c_eps.iter().map(|e| e.instance().clone()));
     let slow = set.snapshot().endpoints()[0].clone();
     let call = slow.start();
@@ -254,7 +259,7 @@ fn consistent_hash_without_key_spreads() {
 
 #[test]
 fn unhealthy_endpoints_leave_and_keys_follow() {
-    let set = EndpointSet::new(svc(), BalanceConfig::new(Strategy::consistent_hash())).unwrap();
+    let set = EndpointSet::new(svc(), cfg(Strategy::consistent_hash()).build().unwrap());
     set.update((1..=5).map(inst));
     let key = b"user-7";
     let home = set.pick(Some(key)).unwrap();
@@ -272,11 +277,12 @@ fn unhealthy_endpoints_leave_and_keys_follow() {
 fn zone_preference_keeps_traffic_local_and_falls_back() {
     let set = EndpointSet::new(
         svc(),
-        BalanceConfig::new(Strategy::Random)
+        cfg(Strategy::Random)
             .zone_preference(ZonePreference::new("a"))
-            .seed(4),
-    )
-    .unwrap();
+            .seed(4)
+            .build()
+            .unwrap(),
+    );
     set.update([zoned(1, "a"), zoned(2, "a"), zoned(3, "b"), zoned(4, "b")]);
     let c = counts(&set, 100_000, None);
     assert_eq!(c.get(&3), None);
@@ -302,10 +308,11 @@ fn zone_preference_keeps_traffic_local_and_falls_back() {
 fn zone_preference_min_available_fraction() {
     let set = EndpointSet::new(
         svc(),
-        BalanceConfig::new(Strategy::RoundRobin)
-            .zone_preference(ZonePreference::new("a").min_available(0.75)),
-    )
-    .unwrap();
+        cfg(Strategy::RoundRobin)
+            .zone_preference(ZonePreference::new("a").min_available(0.75))
+            .build()
+            .unwrap(),
+    );
     set.update([
         zoned(1, "a"),
         zoned(2, "a"),
@@ -327,7 +334,7 @@ fn zone_preference_min_available_fraction() {
 
 #[test]
 fn panic_mode_balances_over_all_when_none_is_healthy() {
-    let set = EndpointSet::new(svc(), BalanceConfig::new(Strategy::RoundRobin)).unwrap();
+    let set = EndpointSet::new(svc(), cfg(Strategy::RoundRobin).build().unwrap());
     set.update((1..=3).map(inst));
     let snap = set.snapshot();
     for ep in snap.endpoints() {
@@ -348,9 +355,11 @@ fn panic_mode_balances_over_all_when_none_is_healthy() {
 fn panic_threshold_fraction() {
     let set = EndpointSet::new(
         svc(),
-        BalanceConfig::new(Strategy::RoundRobin).panic_threshold(0.5),
-    )
-    .unwrap();
+        cfg(Strategy::RoundRobin)
+            .panic_threshold(0.5)
+            .build()
+            .unwrap(),
+    );
     set.update((1..=4).map(inst));
     let snap = set.snapshot();
     set.set_health(&snap.endpoints()[0], false);
@@ -363,7 +372,7 @@ fn panic_threshold_fraction() {
 
 #[test]
 fn update_keeps_state_of_unchanged_endpoints() {
-    let set = EndpointSet::new(svc(), BalanceConfig::default()).unwrap();
+    let set = EndpointSet::new(svc(), BalanceConfig::default());
     set.update([inst(1), inst(2)]);
     let one = set.snapshot().endpoints()[0].clone();
     set.set_health(&one, false);
@@ -384,7 +393,7 @@ fn update_keeps_state_of_unchanged_endpoints() {
 
 #[test]
 fn empty_set_picks_nothing() {
-    let set = EndpointSet::new(svc(), BalanceConfig::default()).unwrap();
+    let set = EndpointSet::new(svc(), BalanceConfig::default());
     assert!(set.pick(None).is_none());
     assert!(set.is_empty());
 }
@@ -395,29 +404,40 @@ fn config_from_json_and_validation() {
         r#"{"strategy":{"consistent_hash":{"vnodes":64}},"zone":{"zone":"eu-1a","min_available":0.5},"panic_threshold":0.3}"#,
     )
     .unwrap();
-    assert_eq!(c.get_strategy(), &Strategy::ConsistentHash { vnodes: 64 });
-    assert!(c.validate().is_ok());
+    assert_eq!(c.strategy(), &Strategy::ConsistentHash { vnodes: 64 });
+    assert_eq!(c.zone_preference().map(|z| z.zone()), Some("eu-1a"));
+    assert_eq!(c.panic_threshold(), 0.3);
     let p2c: BalanceConfig =
         serde_json::from_str(r#"{"strategy":{"p2c":{"decay":"5s"}}}"#).unwrap();
     assert!(
-        matches!(p2c.get_strategy(), Strategy::P2c { decay, .. } if *decay == Duration::from_secs(5))
+        matches!(p2c.strategy(), Strategy::P2c { decay, .. } if *decay == Duration::from_secs(5))
     );
     assert!(
         serde_json::from_str::<BalanceConfig>(r#"{"strategy":"round_robin","typo":1}"#).is_err()
     );
-    let bad = BalanceConfig::default().panic_threshold(1.5);
-    assert!(matches!(
-        EndpointSet::new(svc(), bad),
-        Err(InvalidBalanceConfig::Fraction {
+    // `outlier: null` turns outlier detection off.
+    let off: BalanceConfig = serde_json::from_str(r#"{"outlier":null}"#).unwrap();
+    assert!(off.outlier().is_none());
+    // What serializes deserializes to the same validated value.
+    let back: BalanceConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+
+    assert_eq!(
+        BalanceConfig::builder().panic_threshold(1.5).build(),
+        Err(BalanceConfigError::Fraction {
             name: "panic_threshold",
-            ..
+            value: 1.5,
         })
-    ));
-    assert!(
-        EndpointSet::new(
-            svc(),
-            BalanceConfig::new(Strategy::ConsistentHash { vnodes: 0 })
-        )
-        .is_err()
     );
+    assert_eq!(
+        cfg(Strategy::ConsistentHash { vnodes: 0 }).build(),
+        Err(BalanceConfigError::ZeroVnodes)
+    );
+    // Invalid values in a file are deserialization errors, never a config
+    // that fails later.
+    let err = serde_json::from_str::<BalanceConfig>(r#"{"zone":{"zone":""}}"#).unwrap_err();
+    assert!(err.to_string().contains("zone name is empty"), "{err}");
+    let err = serde_json::from_str::<BalanceConfig>(r#"{"outlier":{"max_ejected_percent":101}}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("max_ejected_percent"), "{err}");
 }

@@ -47,9 +47,11 @@ fn inst(name: &str, addr: SocketAddr) -> Instance {
 fn set() -> EndpointSet {
     EndpointSet::new(
         ServiceName::new("svc").unwrap(),
-        BalanceConfig::new(Strategy::RoundRobin),
+        BalanceConfig::builder()
+            .strategy(Strategy::RoundRobin)
+            .build()
+            .unwrap(),
     )
-    .unwrap()
 }
 
 async fn wait(set: &EndpointSet, id: &str, healthy: bool) {

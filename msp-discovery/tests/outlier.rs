@@ -4,7 +4,7 @@
 
 use msp_core::{Instance, InstanceId, Outcome, ServiceName};
 use msp_discovery::balance::{BalanceConfig, Endpoint, EndpointSet, Strategy};
-use msp_discovery::outlier::{FailureRate, OutlierConfig};
+use msp_discovery::outlier::{FailureRate, OutlierConfig, OutlierConfigBuilder};
 use std::time::Duration;
 
 fn inst(port: u16) -> Instance {
@@ -17,12 +17,13 @@ fn inst(port: u16) -> Instance {
     .unwrap()
 }
 
-fn set_with(outlier: OutlierConfig, n: u16) -> EndpointSet {
-    let set = EndpointSet::new(
-        ServiceName::new("svc").unwrap(),
-        BalanceConfig::new(Strategy::RoundRobin).outlier_detection(outlier),
-    )
-    .unwrap();
+fn set_with(outlier: OutlierConfigBuilder, n: u16) -> EndpointSet {
+    let config = BalanceConfig::builder()
+        .strategy(Strategy::RoundRobin)
+        .outlier_detection(outlier.build().unwrap())
+        .build()
+        .unwrap();
+    let set = EndpointSet::new(ServiceName::new("svc").unwrap(), config);
     set.update((1..=n).map(inst));
     set
 }
@@ -33,8 +34,8 @@ fn fail(set: &EndpointSet, ep: &Endpoint, n: usize) {
     }
 }
 
-fn consecutive(n: u32) -> OutlierConfig {
-    OutlierConfig::default()
+fn consecutive(n: u32) -> OutlierConfigBuilder {
+    OutlierConfig::builder()
         .consecutive_failures(n)
         .without_failure_rate()
         .base_ejection_time(Duration::from_secs(10))
@@ -109,7 +110,7 @@ async fn max_ejected_percent_is_respected_and_never_empties() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_min_requests_in_window() {
-    let cfg = OutlierConfig::default()
+    let cfg = OutlierConfig::builder()
         .without_consecutive_failures()
         .failure_rate(FailureRate {
             threshold: 0.5,
@@ -179,9 +180,22 @@ fn config_deserializes_with_durations() {
             "failure_rate":{"threshold":0.8,"min_requests":50,"window":"30s"}}"#,
     )
     .unwrap();
-    assert!(c.validate().is_ok());
+    assert_eq!(c.consecutive_failures(), Some(3));
+    assert_eq!(c.failure_rate().map(|r| r.min_requests), Some(50));
     assert_eq!(c.ejection_time(2), Duration::from_secs(30));
     assert!(serde_json::from_str::<OutlierConfig>(r#"{"unknown":1}"#).is_err());
+    // Invalid values are rejected when the file is read.
+    let err = serde_json::from_str::<OutlierConfig>(
+        r#"{"base_ejection_time":"1m","max_ejection_time":"10s"}"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("below base_ejection_time"),
+        "{err}"
+    );
+    // `null` turns a detector off.
+    let off: OutlierConfig = serde_json::from_str(r#"{"consecutive_failures":null}"#).unwrap();
+    assert_eq!(off.consecutive_failures(), None);
 }
 
 #[test]

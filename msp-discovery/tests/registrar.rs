@@ -177,7 +177,7 @@ async fn flapping_checks_do_not_reach_the_thresholds() {
     let c = calls.clone();
     let handle = Registrar::new(registry.clone(), move |_: Instance| {
         let n = c.fetch_add(1, Ordering::SeqCst);
-        async move { n % 2 == 0 }
+        async move { n.is_multiple_of(2) }
     })
     .instance(instance(1))
     .healthy_threshold(2)

@@ -1,8 +1,8 @@
 use super::endpoint::nanos;
 use super::rng::AtomicRng;
 use super::{
-    BalanceConfig, Balancer, Call, ConsistentHash, Endpoint, InvalidBalanceConfig, P2c, Random,
-    RoundRobin, Strategy, Weighted,
+    BalanceConfig, Balancer, Call, ConsistentHash, Endpoint, P2c, Random, RoundRobin, Strategy,
+    Weighted,
 };
 use crate::outlier::EjectionReason;
 use arc_swap::ArcSwap;
@@ -115,14 +115,13 @@ impl fmt::Debug for Snapshot {
 }
 
 impl EndpointSet {
-    /// An empty set for `service`; the configuration is validated.
-    pub fn new(service: ServiceName, config: BalanceConfig) -> Result<Self, InvalidBalanceConfig> {
-        config.validate()?;
-        let (decay, default_rtt) = match config.strategy {
+    /// An empty set for `service`.
+    pub fn new(service: ServiceName, config: BalanceConfig) -> Self {
+        let (decay, default_rtt) = match *config.strategy() {
             Strategy::P2c { decay, default_rtt } => (decay, default_rtt),
-            _ => (super::default_decay(), super::default_rtt()),
+            _ => (super::config::default_decay(), super::config::default_rtt()),
         };
-        let rng = Arc::new(AtomicRng::new(config.seed));
+        let rng = Arc::new(AtomicRng::new(config.seed()));
         let rr = Arc::new(AtomicUsize::new(0));
         let (changes, _) = watch::channel(0);
         let shared = Shared {
@@ -145,9 +144,9 @@ impl EndpointSet {
             write: Mutex::new(()),
             changes,
         };
-        Ok(EndpointSet {
+        EndpointSet {
             shared: Arc::new(shared),
-        })
+        }
     }
 
     /// The service these endpoints belong to.
@@ -303,7 +302,7 @@ impl EndpointSet {
             Outcome::Ignored => return,
         }
         self.return_expired(now);
-        let Some(cfg) = &self.shared.config.outlier else {
+        let Some(cfg) = &self.shared.config.outlier() else {
             return;
         };
         let verdict = cfg.observe(&mut ep.outlier(), outcome, now);
@@ -325,7 +324,7 @@ impl EndpointSet {
         if !due {
             return;
         }
-        let Some(cfg) = &self.shared.config.outlier else {
+        let Some(cfg) = &self.shared.config.outlier() else {
             return;
         };
         let _w = self.lock();
@@ -347,7 +346,7 @@ impl EndpointSet {
     }
 
     fn try_eject(&self, ep: &Endpoint, reason: EjectionReason, now: Instant) {
-        let Some(cfg) = &self.shared.config.outlier else {
+        let Some(cfg) = &self.shared.config.outlier() else {
             return;
         };
         let _w = self.lock();
@@ -393,7 +392,7 @@ impl EndpointSet {
             .cloned()
             .collect();
         let ejected: Vec<&Endpoint> = endpoints.iter().filter(|e| e.is_ejected()).collect();
-        let next_return = cfg.outlier.as_ref().and_then(|_| {
+        let next_return = cfg.outlier().and_then(|_| {
             ejected
                 .iter()
                 .filter_map(|e| e.outlier().ejected_until())
@@ -402,13 +401,13 @@ impl EndpointSet {
         let total = endpoints.len();
         let panic = total > 0
             && (available.is_empty()
-                || (available.len() as f64) < cfg.panic_threshold * total as f64);
+                || (available.len() as f64) < cfg.panic_threshold() * total as f64);
         let pool = if panic {
             endpoints.clone()
         } else {
             available.clone()
         };
-        let (pool, local_zone) = match &cfg.zone {
+        let (pool, local_zone) = match cfg.zone_preference() {
             Some(pref) => {
                 let local_total = endpoints
                     .iter()
@@ -453,7 +452,7 @@ impl EndpointSet {
 
     fn build_balancer(&self, pool: Vec<Endpoint>) -> Box<dyn Balancer> {
         let rng = self.shared.rng.clone();
-        match &self.shared.config.strategy {
+        match self.shared.config.strategy() {
             Strategy::RoundRobin => {
                 Box::new(RoundRobin::with_counter(pool, self.shared.rr.clone()))
             }
@@ -477,7 +476,7 @@ impl fmt::Debug for EndpointSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointSet")
             .field("service", &self.shared.service)
-            .field("strategy", &self.shared.config.strategy)
+            .field("strategy", self.shared.config.strategy())
             .field("snapshot", &self.shared.current.load())
             .finish()
     }

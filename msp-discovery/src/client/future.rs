@@ -11,7 +11,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut client = DiscoveryClient::builder(MemoryRegistry::new()).build::<Empty<Bytes>>()?;
+//! let mut client = DiscoveryClient::builder(MemoryRegistry::new()).build::<Empty<Bytes>>();
 //! let req = http::Request::get("http://inventory/").body(Empty::new())?;
 //! // A named type, so it can be stored in other futures without boxing.
 //! let fut: ResponseFuture = client.call(req);
@@ -20,11 +20,10 @@
 //! # }
 //! ```
 
-use super::{DiscoveryError, Target};
+use super::{DiscoveryError, ResponseBody, Target};
 use crate::balance::Call;
 use futures_util::future::BoxFuture;
 use http::Response;
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
@@ -32,7 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-type Output = Result<Response<Incoming>, DiscoveryError>;
+type Output = Result<Response<ResponseBody>, DiscoveryError>;
 
 pin_project! {
     /// The response future of [`DiscoveryClient`](super::DiscoveryClient).

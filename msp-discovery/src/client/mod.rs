@@ -19,10 +19,20 @@
 //!    endpoint's peak-EWMA estimate and [outlier detection](crate::outlier),
 //!    when the response head arrives.
 //!
-//! Failures are typed ([`DiscoveryError`]): `NoInstances` (answer 503),
-//! `UnknownService`, `Transport`. The client has no timeout or retry of its
-//! own: it is a plain tower service, so msp-resilience's layers (or
-//! tower's) wrap it like any other.
+//! Responses carry msp's own body type, [`ResponseBody`] (an
+//! [`http_body::Body`] whose errors are [`DiscoveryError`]s too), so no
+//! type of the underlying HTTP client appears in the client's signature.
+//!
+//! Failures are typed ([`DiscoveryError`]): `NoInstances`,
+//! `UnknownService`, `InvalidRequest`, `Transport` (with a
+//! [`TransportKind`] saying whether the request left). `DiscoveryError`
+//! implements msp-core's [`ToProblem`](msp_core::http::ToProblem) and is
+//! registered when a client is built, so behind msp-core's
+//! [`HttpErrorLayer`](msp_core::http::HttpErrorLayer) it becomes the right
+//! RFC 9457 answer (503 `no_instances`, 504 `upstream_timeout`, 502
+//! `bad_gateway`…) with no mapping code. The client has no timeout or
+//! retry of its own: it is a plain tower service, so msp-resilience's
+//! layers (or tower's) wrap it like any other.
 //!
 //! Optionally it runs [active health checks](crate::health) on every
 //! instance it resolves.
@@ -49,7 +59,7 @@
 //! let registry = MemoryRegistry::new();
 //! registry.insert(Instance::parse("order-service", &addr.to_string())?)?;
 //!
-//! let mut client = DiscoveryClient::builder(registry).build::<Empty<Bytes>>()?;
+//! let mut client = DiscoveryClient::builder(registry).build::<Empty<Bytes>>();
 //! let req = http::Request::get("http://order-service/orders/1").body(Empty::new())?;
 //! let res = client.ready().await?.call(req).await?;
 //! assert_eq!(res.into_body().collect().await?.to_bytes(), "order 1");
@@ -63,13 +73,15 @@
 //! # }
 //! ```
 
+mod body;
 mod error;
 pub mod future;
 
-pub use self::error::DiscoveryError;
+pub use self::body::ResponseBody;
+pub use self::error::{DiscoveryError, TransportKind};
 use self::future::ResponseFuture;
 
-use crate::balance::{BalanceConfig, Call, EndpointSet, InvalidBalanceConfig};
+use crate::balance::{BalanceConfig, Call, EndpointSet};
 use crate::health::{HealthCheck, HealthChecks};
 use crate::registry::{Registry, ServiceView};
 use arc_swap::ArcSwap;
@@ -90,9 +102,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-type Classifier = dyn Fn(Result<&Response<Incoming>, &hyper_util::client::legacy::Error>) -> Outcome
-    + Send
-    + Sync;
+type Classifier = dyn Fn(Result<&Response<ResponseBody>, &DiscoveryError>) -> Outcome + Send + Sync;
 
 /// A request extension carrying the key for
 /// [consistent hashing](crate::balance::ConsistentHash) (it takes
@@ -152,16 +162,22 @@ impl Target {
         &self,
         call: Call,
         result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    ) -> Result<Response<Incoming>, DiscoveryError> {
-        let outcome = (self.classifier)(result.as_ref());
+    ) -> Result<Response<ResponseBody>, DiscoveryError> {
         let ep = call.endpoint().clone();
+        let service = self.set.service().clone();
+        let result = match result {
+            Ok(res) => Ok(res.map(|body| ResponseBody::new(body, service, ep))),
+            Err(source) => Err(DiscoveryError::Transport {
+                service,
+                instance: ep.id().clone(),
+                addr: ep.addr(),
+                kind: TransportKind::of_client_error(&source),
+                source: Box::new(source),
+            }),
+        };
+        let outcome = (self.classifier)(result.as_ref());
         self.set.record(call, outcome);
-        result.map_err(|source| DiscoveryError::Transport {
-            service: self.set.service().clone(),
-            instance: ep.id().clone(),
-            addr: ep.addr(),
-            source,
-        })
+        result
     }
 }
 
@@ -227,10 +243,12 @@ impl DiscoveryClientBuilder {
         self
     }
 
-    /// Decides which results count as failures for outlier detection.
+    /// Decides which results count as failures for outlier detection
+    /// (default [`HttpClassifier`]: errors and `5xx` fail). It sees the
+    /// result the caller gets, when the response head arrives.
     pub fn classifier<C>(mut self, classifier: C) -> Self
     where
-        C: Classify<Response<Incoming>, hyper_util::client::legacy::Error> + Send + Sync + 'static,
+        C: Classify<Response<ResponseBody>, DiscoveryError> + Send + Sync + 'static,
     {
         self.classifier = Arc::new(move |r| classifier.classify(r));
         self
@@ -278,18 +296,19 @@ impl DiscoveryClientBuilder {
         self
     }
 
-    /// Validates the balancing settings and builds the client for request
-    /// bodies of type `B`.
-    pub fn build<B>(self) -> Result<DiscoveryClient<B>, InvalidBalanceConfig>
+    /// Builds the client for request bodies of type `B`.
+    ///
+    /// Registers [`DiscoveryError`] with msp-core's
+    /// [`HttpErrorLayer`](msp_core::http::HttpErrorLayer)
+    /// ([`msp_core::http::register`]), so a stack answering errors as
+    /// problems turns the client's errors into the right 5xx answer.
+    pub fn build<B>(self) -> DiscoveryClient<B>
     where
         B: http_body::Body + Send + 'static + Unpin,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.balance.validate()?;
-        for config in self.overrides.values() {
-            config.validate()?;
-        }
+        msp_core::http::register::<DiscoveryError>();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(self.connect_timeout);
         connector.set_nodelay(true);
@@ -297,7 +316,7 @@ impl DiscoveryClientBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .build(connector);
-        Ok(DiscoveryClient {
+        DiscoveryClient {
             shared: Arc::new(Shared {
                 registry: self.registry,
                 http,
@@ -311,7 +330,7 @@ impl DiscoveryClientBuilder {
                 targets: ArcSwap::from_pointee(HashMap::new()),
                 create: Mutex::new(()),
             }),
-        })
+        }
     }
 }
 
@@ -354,36 +373,23 @@ where
     }
 }
 
-fn target_for<B>(
-    shared: &Arc<Shared<B>>,
-    service: &ServiceName,
-) -> Result<Arc<Target>, DiscoveryError> {
+fn target_for<B>(shared: &Arc<Shared<B>>, service: &ServiceName) -> Arc<Target> {
     if let Some(t) = shared.targets.load().get(service) {
-        return Ok(t.clone());
+        return t.clone();
     }
     let _guard = shared
         .create
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(t) = shared.targets.load().get(service) {
-        return Ok(t.clone());
+        return t.clone();
     }
     let config = shared
         .overrides
         .get(service)
         .unwrap_or(&shared.balance)
         .clone();
-    let set = match EndpointSet::new(service.clone(), config) {
-        Ok(set) => set,
-        Err(error) => {
-            // Validated in `build`, so this cannot happen; fail the request
-            // rather than the process if it ever does.
-            tracing::error!(%service, %error, "invalid balancing configuration");
-            return Err(DiscoveryError::NoInstances {
-                service: service.clone(),
-            });
-        }
-    };
+    let set = EndpointSet::new(service.clone(), config);
     let view = ServiceView::new(&*shared.registry, service.clone());
     let sync = tokio::spawn(follow(view.clone(), set.clone()));
     let health = shared.health.clone().map(|c| c.spawn(set.clone()));
@@ -397,7 +403,7 @@ fn target_for<B>(
     let mut map = HashMap::clone(&shared.targets.load());
     map.insert(service.clone(), target.clone());
     shared.targets.store(Arc::new(map));
-    Ok(target)
+    target
 }
 
 /// Keeps the endpoint set equal to the view's last known instances.
@@ -418,7 +424,7 @@ async fn resolve<B>(
     shared: &Arc<Shared<B>>,
     service: &ServiceName,
 ) -> Result<Arc<Target>, DiscoveryError> {
-    let target = target_for(shared, service)?;
+    let target = target_for(shared, service);
     if !target.view.is_ready() {
         if tokio::time::timeout(shared.resolve_timeout, target.view.ready())
             .await
@@ -512,7 +518,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<ResponseBody>;
     type Error = DiscoveryError;
     type Future = ResponseFuture;
 

@@ -11,7 +11,8 @@
 //! changes; verdicts go to [`EndpointSet::set_health`].
 //!
 //! Endpoints start healthy (a fresh registration gets traffic at once) and
-//! are checked immediately, then every `interval ± jitter`. If every
+//! are checked immediately, then every `interval × (1 ± jitter)`
+//! ([`msp_core::backoff::jitter`]). If every
 //! endpoint fails, the set balances over all of them anyway (panic mode, see
 //! [`balance`](crate::balance)).
 //!
@@ -32,7 +33,7 @@
 //!     axum::serve(listener, Router::new().route("/health", get(|| async { "ok" }))).await
 //! });
 //!
-//! let set = EndpointSet::new(ServiceName::new("inventory")?, BalanceConfig::default())?;
+//! let set = EndpointSet::new(ServiceName::new("inventory")?, BalanceConfig::default());
 //! set.update([Instance::parse("inventory", &addr.to_string())?]);
 //!
 //! let checks = HealthCheck::http("/health")
@@ -57,8 +58,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use msp_core::{BoxError, Instance};
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -166,7 +167,9 @@ impl HealthCheck {
     }
 
     /// Randomises each interval by up to this fraction either way (default
-    /// 0.1, clamped to 0.0–1.0), so checks of many endpoints spread out.
+    /// 0.1, clamped to 0.0–1.0): each wait is drawn uniformly in
+    /// `interval × (1 ± fraction)` ([`msp_core::backoff::jitter`], msp's one
+    /// meaning of jitter), so checks of many endpoints spread out.
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
@@ -233,11 +236,7 @@ impl HealthCheck {
     }
 
     fn next_delay(&self, rng: &mut SmallRng) -> Duration {
-        if self.jitter == 0.0 {
-            return self.interval;
-        }
-        let factor = 1.0 + self.jitter * rng.random_range(-1.0..=1.0);
-        self.interval.mul_f64(factor.max(0.0))
+        msp_core::backoff::jitter(self.interval, self.jitter, rng)
     }
 }
 

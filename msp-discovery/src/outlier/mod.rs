@@ -6,7 +6,7 @@
 //! (the [discovery client](crate::client) does this for you). An endpoint is
 //! ejected — left out of balancing — when either
 //!
-//! - it returned [`consecutive_failures`](OutlierConfig::consecutive_failures)
+//! - it returned [`consecutive_failures`](OutlierConfigBuilder::consecutive_failures)
 //!   failures in a row (default 5), or
 //! - within one [`window`](FailureRate::window) it served at least
 //!   [`min_requests`](FailureRate::min_requests) calls of which at least
@@ -20,7 +20,7 @@
 //! by `tokio::time`, so paused-time tests control it.
 //!
 //! **Never empties the pool:** at most
-//! [`max_ejected_percent`](OutlierConfig::max_ejected_percent) of the
+//! [`max_ejected_percent`](OutlierConfigBuilder::max_ejected_percent) of the
 //! endpoints are ejected at once, but always at least one may be and never
 //! all of them (Envoy's rule). This mirrors Envoy's consecutive-5xx and
 //! failure-percentage detectors.
@@ -36,13 +36,15 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let svc = ServiceName::new("payments")?;
-//! let outlier = OutlierConfig::default()
+//! let outlier = OutlierConfig::builder()
 //!     .consecutive_failures(3)
-//!     .base_ejection_time(Duration::from_secs(30));
-//! let set = EndpointSet::new(
-//!     svc.clone(),
-//!     BalanceConfig::new(Strategy::RoundRobin).outlier_detection(outlier),
-//! )?;
+//!     .base_ejection_time(Duration::from_secs(30))
+//!     .build()?;
+//! let config = BalanceConfig::builder()
+//!     .strategy(Strategy::RoundRobin)
+//!     .outlier_detection(outlier)
+//!     .build()?;
+//! let set = EndpointSet::new(svc.clone(), config);
 //! set.update([Instance::parse("payments", "10.0.0.1:80")?, Instance::parse("payments", "10.0.0.2:80")?]);
 //!
 //! let bad = set.snapshot().endpoints()[0].clone();
@@ -58,62 +60,12 @@
 //! # }
 //! ```
 
+mod config;
+
+pub use self::config::{FailureRate, OutlierConfig, OutlierConfigBuilder, OutlierConfigError};
+
 use msp_core::Outcome;
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use tokio::time::Instant;
-
-/// Passive outlier detection settings (see the [module docs](self)).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutlierConfig {
-    consecutive_failures: Option<u32>,
-    failure_rate: Option<FailureRate>,
-    #[serde(with = "humantime_serde")]
-    base_ejection_time: Duration,
-    #[serde(with = "humantime_serde")]
-    max_ejection_time: Duration,
-    max_ejected_percent: u8,
-}
-
-impl Default for OutlierConfig {
-    /// 5 consecutive failures or ≥ 50 % of ≥ 20 calls in 10 s; 30 s base
-    /// ejection, 5 min cap; at most 10 % ejected (at least one).
-    fn default() -> Self {
-        OutlierConfig {
-            consecutive_failures: Some(5),
-            failure_rate: Some(FailureRate::default()),
-            base_ejection_time: Duration::from_secs(30),
-            max_ejection_time: Duration::from_secs(300),
-            max_ejected_percent: 10,
-        }
-    }
-}
-
-/// The failure-rate detector: at least `threshold` of at least
-/// `min_requests` calls failed within one `window`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FailureRate {
-    /// The failing fraction that ejects (0.0–1.0, exclusive of 0).
-    pub threshold: f64,
-    /// Calls needed in the window before the rate counts.
-    pub min_requests: u32,
-    /// The counting window (tumbling).
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-}
-
-impl Default for FailureRate {
-    /// 50 % of at least 20 calls in 10 s.
-    fn default() -> Self {
-        FailureRate {
-            threshold: 0.5,
-            min_requests: 20,
-            window: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Why an endpoint was ejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,129 +87,7 @@ impl EjectionReason {
     }
 }
 
-/// Why an [`OutlierConfig`] was rejected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidOutlierConfig {
-    /// `consecutive_failures` was 0.
-    #[error("outlier consecutive_failures must be at least 1")]
-    ZeroConsecutive,
-    /// The failure-rate threshold was not in (0, 1].
-    #[error("outlier failure_rate.threshold must be in (0.0, 1.0], got {0}")]
-    Threshold(f64),
-    /// The failure-rate window was zero.
-    #[error("outlier failure_rate.window must be greater than zero")]
-    ZeroWindow,
-    /// The base ejection time was zero.
-    #[error("outlier base_ejection_time must be greater than zero")]
-    ZeroEjection,
-    /// The cap was below the base ejection time.
-    #[error("outlier max_ejection_time ({max:?}) is below base_ejection_time ({base:?})")]
-    MaxBelowBase {
-        /// The base.
-        base: Duration,
-        /// The cap.
-        max: Duration,
-    },
-    /// `max_ejected_percent` was above 100.
-    #[error("outlier max_ejected_percent must be at most 100, got {0}")]
-    Percent(u8),
-}
-
 impl OutlierConfig {
-    /// Ejects after `n` failures in a row.
-    #[must_use]
-    pub fn consecutive_failures(mut self, n: u32) -> Self {
-        self.consecutive_failures = Some(n);
-        self
-    }
-
-    /// Turns the consecutive-failures detector off.
-    #[must_use]
-    pub fn without_consecutive_failures(mut self) -> Self {
-        self.consecutive_failures = None;
-        self
-    }
-
-    /// Sets the failure-rate detector.
-    #[must_use]
-    pub fn failure_rate(mut self, rate: FailureRate) -> Self {
-        self.failure_rate = Some(rate);
-        self
-    }
-
-    /// Turns the failure-rate detector off.
-    #[must_use]
-    pub fn without_failure_rate(mut self) -> Self {
-        self.failure_rate = None;
-        self
-    }
-
-    /// The ejection time of a first ejection; the `n`-th lasts `n` times
-    /// as long.
-    #[must_use]
-    pub fn base_ejection_time(mut self, d: Duration) -> Self {
-        self.base_ejection_time = d;
-        self
-    }
-
-    /// The longest ejection.
-    #[must_use]
-    pub fn max_ejection_time(mut self, d: Duration) -> Self {
-        self.max_ejection_time = d;
-        self
-    }
-
-    /// At most this percentage of endpoints ejected at once (one may always
-    /// be, unless it is the only endpoint).
-    #[must_use]
-    pub fn max_ejected_percent(mut self, percent: u8) -> Self {
-        self.max_ejected_percent = percent;
-        self
-    }
-
-    /// Checks every value.
-    pub fn validate(&self) -> Result<(), InvalidOutlierConfig> {
-        if self.consecutive_failures == Some(0) {
-            return Err(InvalidOutlierConfig::ZeroConsecutive);
-        }
-        if let Some(r) = &self.failure_rate {
-            if !(r.threshold > 0.0 && r.threshold <= 1.0) {
-                return Err(InvalidOutlierConfig::Threshold(r.threshold));
-            }
-            if r.window.is_zero() {
-                return Err(InvalidOutlierConfig::ZeroWindow);
-            }
-        }
-        if self.base_ejection_time.is_zero() {
-            return Err(InvalidOutlierConfig::ZeroEjection);
-        }
-        if self.max_ejection_time < self.base_ejection_time {
-            return Err(InvalidOutlierConfig::MaxBelowBase {
-                base: self.base_ejection_time,
-                max: self.max_ejection_time,
-            });
-        }
-        if self.max_ejected_percent > 100 {
-            return Err(InvalidOutlierConfig::Percent(self.max_ejected_percent));
-        }
-        Ok(())
-    }
-
-    /// How many of `total` endpoints may be ejected at once:
-    /// `max(1, ⌊total × percent / 100⌋)`, but never all of them.
-    pub fn max_ejected(&self, total: usize) -> usize {
-        let by_percent = total * usize::from(self.max_ejected_percent) / 100;
-        by_percent.max(1).min(total.saturating_sub(1))
-    }
-
-    /// How long the `n`-th ejection (1-based) lasts.
-    pub fn ejection_time(&self, n: u32) -> Duration {
-        self.base_ejection_time
-            .saturating_mul(n.max(1))
-            .min(self.max_ejection_time)
-    }
-
     /// Counts one outcome; returns a reason when the endpoint should go.
     pub(crate) fn observe(
         &self,
@@ -269,7 +99,7 @@ impl OutlierConfig {
             // Calls that were in flight when it was ejected say nothing new.
             return None;
         }
-        if let Some(rate) = &self.failure_rate
+        if let Some(rate) = self.failure_rate()
             && now.saturating_duration_since(s.window_start) >= rate.window
         {
             s.window_start = now;
@@ -289,12 +119,12 @@ impl OutlierConfig {
             Outcome::Ignored => return None,
         }
         if self
-            .consecutive_failures
+            .consecutive_failures()
             .is_some_and(|n| s.consecutive >= n)
         {
             return Some(EjectionReason::ConsecutiveFailures);
         }
-        if let Some(rate) = &self.failure_rate
+        if let Some(rate) = self.failure_rate()
             && s.total >= rate.min_requests.max(1)
             && f64::from(s.failures) >= rate.threshold * f64::from(s.total)
         {
@@ -306,7 +136,7 @@ impl OutlierConfig {
     /// Marks the state ejected; returns when it returns.
     pub(crate) fn eject(&self, s: &mut OutlierState, now: Instant) -> Instant {
         if s.last_return
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.max_ejection_time)
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.max_ejection_time())
         {
             s.ejections = 0;
         }
@@ -363,6 +193,7 @@ impl OutlierState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn max_ejected_never_empties() {
@@ -371,15 +202,20 @@ mod tests {
         assert_eq!(c.max_ejected(2), 1);
         assert_eq!(c.max_ejected(10), 1);
         assert_eq!(c.max_ejected(50), 5);
-        let all = OutlierConfig::default().max_ejected_percent(100);
+        let all = OutlierConfig::builder()
+            .max_ejected_percent(100)
+            .build()
+            .expect("valid");
         assert_eq!(all.max_ejected(4), 3);
     }
 
     #[test]
     fn ejection_time_grows_and_caps() {
-        let c = OutlierConfig::default()
+        let c = OutlierConfig::builder()
             .base_ejection_time(Duration::from_secs(10))
-            .max_ejection_time(Duration::from_secs(25));
+            .max_ejection_time(Duration::from_secs(25))
+            .build()
+            .expect("valid");
         assert_eq!(c.ejection_time(1), Duration::from_secs(10));
         assert_eq!(c.ejection_time(2), Duration::from_secs(20));
         assert_eq!(c.ejection_time(3), Duration::from_secs(25));
@@ -387,34 +223,28 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        assert!(
-            OutlierConfig::default()
-                .consecutive_failures(0)
-                .validate()
-                .is_err()
+        assert_eq!(
+            OutlierConfig::builder().consecutive_failures(0).build(),
+            Err(OutlierConfigError::ZeroConsecutive)
         );
-        assert!(
-            OutlierConfig::default()
+        assert!(matches!(
+            OutlierConfig::builder()
                 .base_ejection_time(Duration::from_secs(10))
                 .max_ejection_time(Duration::from_secs(1))
-                .validate()
-                .is_err()
-        );
-        assert!(
-            OutlierConfig::default()
-                .max_ejected_percent(101)
-                .validate()
-                .is_err()
+                .build(),
+            Err(OutlierConfigError::MaxBelowBase { .. })
+        ));
+        assert_eq!(
+            OutlierConfig::builder().max_ejected_percent(101).build(),
+            Err(OutlierConfigError::Percent(101))
         );
         let bad_rate = FailureRate {
             threshold: 0.0,
             ..FailureRate::default()
         };
-        assert!(
-            OutlierConfig::default()
-                .failure_rate(bad_rate)
-                .validate()
-                .is_err()
+        assert_eq!(
+            OutlierConfig::builder().failure_rate(bad_rate).build(),
+            Err(OutlierConfigError::Threshold(0.0))
         );
     }
 }

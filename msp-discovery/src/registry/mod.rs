@@ -10,9 +10,13 @@
 //! | [`watch`](Registry::watch) | a never-ending stream of [`WatchEvent`]s for a service |
 //! | [`deregister`](Registry::deregister) | removes an instance by id |
 //!
-//! Backends: [`MemoryRegistry`] (the embedded default, in-process),
-//! [`StaticRegistry`] (a fixed list from config), `EtcdRegistry` (feature
-//! `etcd`) and `DnsDiscovery` (feature `dns`).
+//! The backends live in their own folder, [`backend`]: [`MemoryRegistry`]
+//! (the embedded default, in-process), [`StaticRegistry`] (a fixed list
+//! from config), `EtcdRegistry` (feature `etcd`) and `DnsDiscovery`
+//! (feature `dns`), all re-exported here and at the crate root. This
+//! module holds what they share: the trait, the [`Registration`] handle
+//! every backend drives through its [`Lease`], the [`Registrar`] and the
+//! [`ServiceView`].
 //!
 //! Third-party registration (registering instances you health-check
 //! rather than yourself) is the [`Registrar`].
@@ -70,26 +74,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(feature = "dns")]
-pub mod dns;
+pub mod backend;
 mod error;
-#[cfg(feature = "etcd")]
-pub mod etcd;
-pub mod memory;
 pub mod registrar;
 pub mod registration;
-pub mod static_list;
 pub mod view;
 
-#[cfg(feature = "dns")]
-pub use self::dns::{DnsDiscovery, DnsTarget};
-pub use self::error::RegistryError;
 #[cfg(feature = "etcd")]
-pub use self::etcd::EtcdRegistry;
-pub use self::memory::MemoryRegistry;
+pub use self::backend::EtcdRegistry;
+#[cfg(feature = "dns")]
+pub use self::backend::{DnsDiscovery, DnsTarget};
+pub use self::backend::{MemoryRegistry, StaticConfig, StaticRegistry};
+pub use self::error::RegistryError;
 pub use self::registrar::{CheckOutcome, Registrar, RegistrarHandle, TargetState};
 pub use self::registration::{Lease, Registration, RegistrationConfig, RegistrationStatus};
-pub use self::static_list::{StaticConfig, StaticRegistry};
 pub use self::view::{ServiceView, ViewState};
 
 /// A boxed, `Send` future, as returned by [`Registry`] methods.

@@ -340,10 +340,10 @@ where
                 }
             }
             (false, true) => {
-                if let Some(registration) = self.registration.take() {
-                    if let Err(error) = registration.deregister().await {
-                        tracing::warn!(instance = %self.instance.id(), %error, "deregistering an unhealthy instance failed; its lease will expire");
-                    }
+                if let Some(registration) = self.registration.take()
+                    && let Err(error) = registration.deregister().await
+                {
+                    tracing::warn!(instance = %self.instance.id(), %error, "deregistering an unhealthy instance failed; its lease will expire");
                 }
             }
             _ => {}

@@ -4,8 +4,9 @@
 //! `Registration`. While it lives, a background task:
 //!
 //! - renews the lease with **jittered heartbeats**, by default every
-//!   `ttl / 3` minus up to 20 %, so a fleet started together does not
-//!   heartbeat together;
+//!   `ttl / 3` ± 20 % (msp-core's one meaning of jitter,
+//!   [`msp_core::backoff::jitter`]: uniform in `period × (1 ± fraction)`),
+//!   so a fleet started together does not heartbeat together;
 //! - retries a failed renewal sooner (with [`Backoff`]) while the lease may
 //!   still be alive ([`RegistrationStatus::Unconfirmed`]);
 //! - **registers again** once the lease is known lost — the backend says so
@@ -50,8 +51,8 @@ use super::RegistryError;
 use msp_core::Instance;
 use msp_core::backoff::Backoff;
 use msp_core::shutdown::Shutdown;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
@@ -112,7 +113,7 @@ pub struct RegistrationConfig {
 }
 
 impl Default for RegistrationConfig {
-    /// Heartbeat every `ttl / 3` minus up to 20 %; per-call timeout
+    /// Heartbeat every `ttl / 3` ± 20 %; per-call timeout
     /// `ttl / 2` (between 500 ms and 5 s); retries from 100 ms doubling to
     /// 5 s with full jitter, forever.
     fn default() -> Self {
@@ -137,9 +138,11 @@ impl RegistrationConfig {
         self
     }
 
-    /// The fraction (0 to less than 1) by which each heartbeat comes
-    /// earlier, drawn uniformly: 0.2 waits between 80 % and 100 % of the
-    /// period.
+    /// The jitter of each heartbeat, as a fraction (0 to less than 1) of
+    /// the period either way, drawn uniformly ([`msp_core::backoff::jitter`],
+    /// msp's one meaning of jitter): 0.2 waits between 80 % and 120 % of
+    /// the period. The longest wait, `period × (1 + fraction)`, must be
+    /// shorter than the TTL.
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = fraction;
         self
@@ -185,6 +188,13 @@ impl RegistrationConfig {
             return Err(RegistryError::Config(format!(
                 "the heartbeat jitter must be in [0, 1), got {}",
                 self.jitter
+            )));
+        }
+        let longest = Duration::try_from_secs_f64(heartbeat.as_secs_f64() * (1.0 + self.jitter))
+            .unwrap_or(Duration::MAX);
+        if longest >= ttl {
+            return Err(RegistryError::Config(format!(
+                "the heartbeat with jitter (up to {longest:?}) must be shorter than the TTL ({ttl:?})"
             )));
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
@@ -443,11 +453,7 @@ impl<L: Lease> Keeper<L> {
     }
 
     fn jittered(&mut self, period: Duration) -> Duration {
-        if self.jitter <= 0.0 {
-            return period;
-        }
-        let factor = self.rng.random_range((1.0 - self.jitter)..=1.0);
-        period.mul_f64(factor)
+        msp_core::backoff::jitter(period, self.jitter, &mut self.rng)
     }
 
     /// Heartbeats until asked to stop.

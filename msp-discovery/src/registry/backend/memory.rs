@@ -8,7 +8,7 @@
 //! For tests of outage behaviour it can simulate faults:
 //! [`set_available(false)`](MemoryRegistry::set_available) makes every
 //! operation fail as if the registry were unreachable (watches report
-//! [`Stale`](super::WatchEvent::Stale), then send a fresh snapshot when it is
+//! [`Stale`](crate::registry::WatchEvent::Stale), then send a fresh snapshot when it is
 //! back), and [`expire`](MemoryRegistry::expire) drops an instance's lease
 //! as a registry restart would.
 //!
@@ -36,7 +36,7 @@
 //! # }
 //! ```
 
-use super::{
+use crate::registry::{
     BoxFuture, Lease, Registration, RegistrationConfig, Registry, RegistryError, WatchEvent,
     WatchStream,
 };

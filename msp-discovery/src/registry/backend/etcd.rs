@@ -49,7 +49,7 @@
 //! # }
 //! ```
 
-use super::{
+use crate::registry::{
     BoxFuture, Lease, Registration, RegistrationConfig, Registry, RegistryError, WatchEvent,
     WatchStream,
 };
@@ -372,7 +372,7 @@ impl Registry for EtcdRegistry {
                 key: instance.id().to_string(),
                 source: e.into(),
             })?;
-            let ttl_secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
+            let ttl_secs = msp_core::time::ceil_secs(ttl).max(1);
             let lease = EtcdLease {
                 client: self.client.clone(),
                 key: self.key_of(&instance),

@@ -2,9 +2,9 @@
 //!
 //! For services whose addresses are known in advance (a database proxy, a
 //! partner API, a local development setup). The list never changes: a
-//! watch yields one [`Snapshot`](super::WatchEvent::Snapshot) and then
-//! nothing, [`register`](super::Registry::register) and
-//! [`deregister`](super::Registry::deregister) fail with
+//! watch yields one [`Snapshot`](crate::registry::WatchEvent::Snapshot) and then
+//! nothing, [`register`](crate::registry::Registry::register) and
+//! [`deregister`](crate::registry::Registry::deregister) fail with
 //! [`RegistryError::Unsupported`] (there is nothing to heartbeat against;
 //! silently accepting a registration no one can see would hide a
 //! misconfiguration).
@@ -52,7 +52,7 @@
 //! # }
 //! ```
 
-use super::{BoxFuture, Registration, Registry, RegistryError, WatchEvent, WatchStream};
+use crate::registry::{BoxFuture, Registration, Registry, RegistryError, WatchEvent, WatchStream};
 use futures_util::StreamExt;
 use msp_core::{Instance, InstanceId, ServiceName};
 use serde::Deserialize;

@@ -18,14 +18,14 @@
 //! [`refresh_bounds`](DnsDiscovery::refresh_bounds) (default 1 s to 30 s).
 //! **A failed lookup (timeout, `SERVFAIL`, refused, unreachable server)
 //! never replaces the previous answer**: the watch yields
-//! [`Stale`](super::WatchEvent::Stale), keeps retrying with backoff, and
-//! sends a fresh [`Snapshot`](super::WatchEvent::Snapshot) once a lookup
+//! [`Stale`](crate::registry::WatchEvent::Stale), keeps retrying with backoff, and
+//! sends a fresh [`Snapshot`](crate::registry::WatchEvent::Snapshot) once a lookup
 //! succeeds — the bug of clearing endpoints on a failed lookup
 //! (cortex#7698) cannot happen. An authoritative "no such name" (`NXDOMAIN`)
 //! or an empty answer is an answer, and means no instances.
 //!
-//! DNS is read-only: [`register`](super::Registry::register) and
-//! [`deregister`](super::Registry::deregister) fail with
+//! DNS is read-only: [`register`](crate::registry::Registry::register) and
+//! [`deregister`](crate::registry::Registry::deregister) fail with
 //! [`RegistryError::Unsupported`].
 //!
 //! # Example
@@ -46,7 +46,7 @@
 //! # }
 //! ```
 
-use super::{BoxFuture, Registration, Registry, RegistryError, WatchEvent, WatchStream};
+use crate::registry::{BoxFuture, Registration, Registry, RegistryError, WatchEvent, WatchStream};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;

@@ -79,7 +79,10 @@ fn seed_yaml_loads_verbatim_beside_services_and_auth() {
         [Method::GET, Method::POST, Method::PUT, Method::DELETE]
     );
     assert!(routes[0].auth_required);
-    assert_eq!(routes[0].rate_limit, Some("1000/hour".parse().expect("quota")));
+    assert_eq!(
+        routes[0].rate_limit,
+        Some("1000/hour".parse().expect("quota"))
+    );
     assert_eq!(routes[1].cache_ttl, Some(300));
     assert!(!routes[1].auth_required);
     assert_eq!(routes[2].rate_limit.map(|q| q.limit()), Some(500));
@@ -232,17 +235,28 @@ fn bad_quota_names_route_field_and_line() {
 fn bad_duration_is_a_parse_error_at_its_line() {
     let yaml = "services: { a: {} }\nroutes:\n  - path: /a/*\n    service: a\n    timeout: soon\n";
     let p = problems(yaml);
-    assert_eq!((p[0].1, p[0].2.as_str(), p[0].3), (Some(0), "timeout", Some(5)));
+    assert_eq!(
+        (p[0].1, p[0].2.as_str(), p[0].3),
+        (Some(0), "timeout", Some(5))
+    );
 }
 
 #[test]
 fn auth_required_without_a_provider_is_a_load_error() {
-    let yaml = format!("{SEED_ROUTES}services:\n  user-service: {{}}\n  product-service: {{}}\n  order-service: {{}}\n");
+    let yaml = format!(
+        "{SEED_ROUTES}services:\n  user-service: {{}}\n  product-service: {{}}\n  order-service: {{}}\n"
+    );
     let p = problems(&yaml);
     let auth: Vec<_> = p.iter().filter(|p| p.0 == ProblemKind::Auth).collect();
     assert_eq!(auth.len(), 2, "{p:?}");
-    assert_eq!((auth[0].1, auth[0].2.as_str(), auth[0].3), (Some(0), "auth_required", Some(5)));
-    assert_eq!((auth[1].1, auth[1].2.as_str(), auth[1].3), (Some(2), "auth_required", Some(16)));
+    assert_eq!(
+        (auth[0].1, auth[0].2.as_str(), auth[0].3),
+        (Some(0), "auth_required", Some(5))
+    );
+    assert_eq!(
+        (auth[1].1, auth[1].2.as_str(), auth[1].3),
+        (Some(2), "auth_required", Some(16))
+    );
 }
 
 #[test]
@@ -274,10 +288,22 @@ fn split_and_mirror_services_are_checked() {
     let yaml = "services: { a: {} }\nroutes:\n  - path: /a/*\n    split:\n      - { service: a, weight: 1 }\n      - { service: b, weight: 0 }\n    mirror: { service: c, percent: 150 }\n";
     let p = problems(yaml);
     let got: Vec<_> = p.iter().map(|p| (p.0, p.2.as_str(), p.3)).collect();
-    assert!(got.contains(&(ProblemKind::UnknownService, "split[1].service", Some(6))), "{got:?}");
-    assert!(got.contains(&(ProblemKind::Invalid, "split[1].weight", Some(6))), "{got:?}");
-    assert!(got.contains(&(ProblemKind::UnknownService, "mirror.service", Some(7))), "{got:?}");
-    assert!(got.contains(&(ProblemKind::Invalid, "mirror.percent", Some(7))), "{got:?}");
+    assert!(
+        got.contains(&(ProblemKind::UnknownService, "split[1].service", Some(6))),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(ProblemKind::Invalid, "split[1].weight", Some(6))),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(ProblemKind::UnknownService, "mirror.service", Some(7))),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(ProblemKind::Invalid, "mirror.percent", Some(7))),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -326,7 +352,11 @@ fn api_key_digests_must_be_hashes_not_keys() {
     let p = problems(yaml);
     assert_eq!(
         (p[0].0, p[0].2.as_str(), p[0].3),
-        (ProblemKind::Invalid, "auth.providers.keys.api_key.consumers[0].key_sha256", Some(7))
+        (
+            ProblemKind::Invalid,
+            "auth.providers.keys.api_key.consumers[0].key_sha256",
+            Some(7)
+        )
     );
 }
 
@@ -334,7 +364,10 @@ fn api_key_digests_must_be_hashes_not_keys() {
 fn rate_limit_by_consumer_needs_auth() {
     let yaml = "services: { a: {} }\nroutes:\n  - path: /a\n    service: a\n    rate_limit: 5/s\n    rate_limit_by: consumer\n";
     let p = problems(yaml);
-    assert_eq!((p[0].0, p[0].2.as_str(), p[0].3), (ProblemKind::Auth, "rate_limit_by", Some(6)));
+    assert_eq!(
+        (p[0].0, p[0].2.as_str(), p[0].3),
+        (ProblemKind::Auth, "rate_limit_by", Some(6))
+    );
 }
 
 #[test]
@@ -345,7 +378,10 @@ fn builder_errors_have_no_lines_but_name_route_and_field() {
         .expect_err("unknown service");
     let p = &err.problems()[0];
     assert_eq!(err.origin(), "builder");
-    assert_eq!((p.kind(), p.field(), p.line()), (ProblemKind::UnknownService, "service", None));
+    assert_eq!(
+        (p.kind(), p.field(), p.line()),
+        (ProblemKind::UnknownService, "service", None)
+    );
     assert_eq!(p.route_ref().map(|r| r.path()), Some("/a/*"));
 }
 

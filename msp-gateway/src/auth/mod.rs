@@ -132,7 +132,12 @@ impl fmt::Debug for ApiKeyAuth {
             .field("query", &self.inner.query)
             .field(
                 "consumers",
-                &self.inner.consumers.iter().map(Consumer::name).collect::<Vec<_>>(),
+                &self
+                    .inner
+                    .consumers
+                    .iter()
+                    .map(Consumer::name)
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -140,7 +145,10 @@ impl fmt::Debug for ApiKeyAuth {
 
 impl ApiKeyAuth {
     /// Authentication for the provider `name` configured by `config`.
-    pub fn new(name: impl Into<String>, config: &ApiKeyConfig) -> Result<Self, InvalidApiKeyConfig> {
+    pub fn new(
+        name: impl Into<String>,
+        config: &ApiKeyConfig,
+    ) -> Result<Self, InvalidApiKeyConfig> {
         msp_core::http::register::<AuthError>();
         let provider = name.into();
         let header = HeaderName::from_bytes(config.header.as_bytes())
@@ -185,7 +193,11 @@ impl ApiKeyAuth {
     /// The consumer whose key the request carries: from the header, else
     /// from the query parameter (when configured). Two values of the header
     /// are refused (ambiguous).
-    pub fn authenticate(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Consumer, AuthError> {
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Consumer, AuthError> {
         let mut values = headers.get_all(&self.inner.header).iter();
         let key: Option<std::borrow::Cow<'_, [u8]>> = match (values.next(), values.next()) {
             (Some(_), Some(_)) => return Err(self.error(AuthErrorKind::Invalid)),
@@ -210,7 +222,10 @@ impl ApiKeyAuth {
             found |= eq;
         }
         if bool::from(found) {
-            if let Some(c) = usize::try_from(index).ok().and_then(|i| self.inner.consumers.get(i)) {
+            if let Some(c) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.inner.consumers.get(i))
+            {
                 return Ok(c.clone());
             }
         }

@@ -79,7 +79,11 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    pub(crate) fn new(kind: ProblemKind, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        kind: ProblemKind,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigProblem {
             kind,
             route: None,

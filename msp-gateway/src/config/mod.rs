@@ -198,7 +198,9 @@ impl GatewayConfig {
 }
 
 fn parse_error(e: &serde_saphyr::Error, src: &str, origin: &str) -> GatewayConfigError {
-    let line = e.location().map(|l| u32::try_from(l.line()).unwrap_or(u32::MAX));
+    let line = e
+        .location()
+        .map(|l| u32::try_from(l.line()).unwrap_or(u32::MAX));
     let mut problem = ConfigProblem::new(ProblemKind::Parse, "", e.without_snippet().to_string());
     problem.line = line.filter(|l| *l > 0);
     if let (Some(line), Some(doc)) = (problem.line, Node::parse(src)) {

@@ -22,7 +22,11 @@ pub(crate) fn validate(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
         };
         if let Some(name) = &r.name {
             if let Some(j) = names.insert(name, i) {
-                p(ProblemKind::Conflict, "name", format!("route #{j} has the same name {name:?}"));
+                p(
+                    ProblemKind::Conflict,
+                    "name",
+                    format!("route #{j} has the same name {name:?}"),
+                );
             }
         }
         check_route(b, r, &mut p);
@@ -70,7 +74,11 @@ impl ConflictKey {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect(),
-            query: r.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            query: r
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             shape: pattern.matchit_path(),
         }
     }
@@ -174,7 +182,9 @@ fn check_route(
             p(
                 ProblemKind::Invalid,
                 "host",
-                format!("{host:?} is not a host name (`api.example.com` or `*.example.com`, no port)"),
+                format!(
+                    "{host:?} is not a host name (`api.example.com` or `*.example.com`, no port)"
+                ),
             );
         }
     }
@@ -342,8 +352,7 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
             );
         }
     }
-    if b.limits.max_body_bytes == 0 || b.limits.max_header_bytes == 0 || b.limits.max_uri_len == 0
-    {
+    if b.limits.max_body_bytes == 0 || b.limits.max_header_bytes == 0 || b.limits.max_uri_len == 0 {
         p(
             ProblemKind::Invalid,
             "limits".to_owned(),

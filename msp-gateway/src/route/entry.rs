@@ -106,7 +106,8 @@ impl Route {
             out.push('?');
             out.push_str(q);
         }
-        PathAndQuery::from_maybe_shared(bytes::Bytes::from(out)).map_err(|_| RewriteError::InvalidUri)
+        PathAndQuery::from_maybe_shared(bytes::Bytes::from(out))
+            .map_err(|_| RewriteError::InvalidUri)
     }
 }
 
@@ -118,8 +119,11 @@ pub(super) fn compile_all(routes: &[RouteConfig]) -> Result<Vec<Route>, GatewayC
         match Route::compile(r) {
             Ok(route) => out.push(route),
             Err(e) => problems.push(
-                ConfigProblem::new(ProblemKind::Invalid, "path", e)
-                    .route(RouteRef::new(i, &r.path, r.name.as_deref())),
+                ConfigProblem::new(ProblemKind::Invalid, "path", e).route(RouteRef::new(
+                    i,
+                    &r.path,
+                    r.name.as_deref(),
+                )),
             ),
         }
     }

@@ -54,7 +54,9 @@ impl Pattern {
             } else if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 if let Some(name) = inner.strip_prefix('*') {
                     if !is_last {
-                        return Err(format!("`{{*{name}}}` must be the last segment of {path:?}"));
+                        return Err(format!(
+                            "`{{*{name}}}` must be the last segment of {path:?}"
+                        ));
                     }
                     check_name(name, path)?;
                     Segment::CatchAll(name.to_owned())
@@ -114,7 +116,12 @@ impl Pattern {
                 _ => break,
             }
         }
-        if self.trailing_slash && self.segments.iter().all(|s| matches!(s, Segment::Static(_))) {
+        if self.trailing_slash
+            && self
+                .segments
+                .iter()
+                .all(|s| matches!(s, Segment::Static(_)))
+        {
             out.push('/');
         }
         out
@@ -142,18 +149,29 @@ impl Pattern {
         out
     }
 
-    /// For a trailing `/*`: the matchit path of the bare prefix it also
-    /// matches (`/api/users` for `/api/users/*`, `/` for `/*`).
-    pub(crate) fn bare_matchit_path(&self) -> Option<String> {
+    /// For a trailing `/*`: the matchit paths of the bare prefix it also
+    /// matches (`/api/users` and `/api/users/` for `/api/users/*`, `/` for
+    /// `/*`).
+    pub(crate) fn bare_matchit_paths(&self) -> Vec<String> {
         if !self.bare_wildcard {
-            return None;
+            return Vec::new();
         }
         let without = Pattern {
             segments: self.segments[..self.segments.len() - 1].to_vec(),
             bare_wildcard: false,
             trailing_slash: false,
         };
-        Some(without.matchit_path())
+        let bare = without.matchit_path();
+        if bare == "/" {
+            return vec![bare];
+        }
+        let slash = format!("{bare}/");
+        vec![bare, slash]
+    }
+
+    /// Whether the pattern ends with a catch-all.
+    pub(crate) fn has_catch_all(&self) -> bool {
+        matches!(self.segments.last(), Some(Segment::CatchAll(_)))
     }
 
     /// The matchit parameter key of each named parameter, in order.
@@ -220,7 +238,11 @@ impl Template {
                 if i != last {
                     return Err(format!("the wildcard must end rewrite {template:?}"));
                 }
-                if !pattern.segments.iter().any(|s| matches!(s, Segment::CatchAll(n) if n == name)) {
+                if !pattern
+                    .segments
+                    .iter()
+                    .any(|s| matches!(s, Segment::CatchAll(n) if n == name))
+                {
                     return Err(format!(
                         "rewrite {template:?} uses a wildcard `{part}` the path does not have"
                     ));

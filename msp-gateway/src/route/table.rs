@@ -4,8 +4,8 @@ use super::entry::{Route, compile_all};
 use super::normalize::normalize_path;
 use super::{MAX_PARAMS, Matched, Params, RouteMatch};
 use crate::config::{ConfigProblem, GatewayConfig, GatewayConfigError, ProblemKind, RouteRef};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -72,12 +72,12 @@ struct HostTable {
 struct Group {
     headers: Vec<(HeaderName, HeaderValue)>,
     query: Vec<(String, String)>,
-    standard: [Option<matchit::Router<usize>>; 9],
-    extension: Vec<(Method, matchit::Router<usize>)>,
+    standard: [Option<Layers>; 9],
+    extension: Vec<(Method, Layers)>,
     /// Routes allowing every method, for methods no route lists.
-    other: Option<matchit::Router<usize>>,
+    other: Option<Layers>,
     /// Path shape → index into `allow_sets`.
-    allow: matchit::Router<usize>,
+    allow: Layers,
     allow_sets: Vec<MethodSet>,
 }
 
@@ -108,7 +108,10 @@ impl MethodSet {
 struct Entry<'r> {
     index: usize,
     explicit: String,
-    bare: Option<String>,
+    /// The bare-prefix paths of a trailing `/*` (`/api`, `/api/`).
+    bare: Vec<String>,
+    /// Whether the explicit path ends with a catch-all.
+    wildcard: bool,
     methods: &'r [Method],
 }
 
@@ -134,8 +137,11 @@ impl RouteTable {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect();
             headers.sort();
-            let query: Vec<(String, String)> =
-                c.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let query: Vec<(String, String)> = c
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let groups = tiers.entry(host).or_default();
             let key = (headers, query);
             match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -236,7 +242,7 @@ impl RouteTable {
                     continue;
                 }
                 if let Some(router) = group.router(method) {
-                    if let Ok(m) = router.at(&path) {
+                    if let Some(m) = router.at(&path) {
                         let index = *m.value;
                         let route = &self.routes[index];
                         let mut slots = [("", 0, 0); MAX_PARAMS];
@@ -256,7 +262,7 @@ impl RouteTable {
                         });
                     }
                 }
-                if let Ok(m) = group.allow.at(&path) {
+                if let Some(m) = group.allow.at(&path) {
                     let set = &group.allow_sets[*m.value];
                     let acc = allow.get_or_insert_with(MethodSet::default);
                     acc.add(&set.list);
@@ -299,7 +305,7 @@ fn host_key(host: &str) -> Cow<'_, str> {
 }
 
 impl Group {
-    fn router(&self, m: &Method) -> Option<&matchit::Router<usize>> {
+    fn router(&self, m: &Method) -> Option<&Layers> {
         match slot(m) {
             Some(i) => self.standard[i].as_ref(),
             None => self
@@ -315,7 +321,10 @@ impl Group {
         self.headers
             .iter()
             .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
-            && self.query.iter().all(|(k, v)| query_has(query.unwrap_or(""), k, v))
+            && self
+                .query
+                .iter()
+                .all(|(k, v)| query_has(query.unwrap_or(""), k, v))
     }
 }
 
@@ -348,7 +357,8 @@ fn build_group(
         .map(|&i| Entry {
             index: i,
             explicit: routes[i].pattern.matchit_path(),
-            bare: routes[i].pattern.bare_matchit_path(),
+            bare: routes[i].pattern.bare_matchit_paths(),
+            wildcard: routes[i].pattern.has_catch_all(),
             methods: &routes[i].config().methods,
         })
         .collect();
@@ -361,18 +371,19 @@ fn build_group(
             }
         }
     }
-    let mut build = |m: Option<&Method>| -> Option<matchit::Router<usize>> {
+    let mut build = |m: Option<&Method>| -> Option<Layers> {
         let allows = |e: &Entry<'_>| match m {
             Some(m) => e.allows(m),
             None => e.methods.is_empty(),
         };
-        let implied_head =
-            |e: &Entry<'_>| m == Some(&Method::HEAD) && !e.allows(&Method::HEAD) && e.allows(&Method::GET);
-        let mut router = matchit::Router::new();
+        let implied_head = |e: &Entry<'_>| {
+            m == Some(&Method::HEAD) && !e.allows(&Method::HEAD) && e.allows(&Method::GET)
+        };
+        let mut router = Layers::default();
         let mut any = false;
         for e in entries.iter().filter(|e| allows(e)) {
             any = true;
-            if let Err(err) = router.insert(e.explicit.clone(), e.index) {
+            if let Err(err) = router.insert(&e.explicit, e.index, e.wildcard) {
                 let r = &routes[e.index];
                 problems.push(
                     ConfigProblem::new(
@@ -380,27 +391,31 @@ fn build_group(
                         "path",
                         format!("cannot be routed beside the other routes: {err}"),
                     )
-                    .route(RouteRef::new(e.index, &r.config().path, r.config().name.as_deref())),
+                    .route(RouteRef::new(
+                        e.index,
+                        &r.config().path,
+                        r.config().name.as_deref(),
+                    )),
                 );
             }
         }
         let implied = entries
             .iter()
             .filter(|e| allows(e))
-            .filter_map(|e| Some((e.bare.clone()?, e.index)))
+            .flat_map(|e| e.bare.iter().map(move |b| (b, e.index, true)))
             .chain(entries.iter().filter(|e| implied_head(e)).flat_map(|e| {
-                std::iter::once((e.explicit.clone(), e.index))
-                    .chain(e.bare.clone().map(|b| (b, e.index)))
+                std::iter::once((&e.explicit, e.index, e.wildcard))
+                    .chain(e.bare.iter().map(move |b| (b, e.index, true)))
             }))
             .collect::<Vec<_>>();
-        for (path, index) in implied {
+        for (path, index, wildcard) in implied {
             any = true;
             // An explicit route at the same path wins over an implied one.
-            let _ = router.insert(path, index);
+            let _ = router.insert(path, index, wildcard);
         }
         any.then_some(router)
     };
-    let standard: [Option<matchit::Router<usize>>; 9] =
+    let standard: [Option<Layers>; 9] =
         std::array::from_fn(|i| build(Some(&STANDARD[i])));
     let extension = extensions
         .iter()
@@ -408,23 +423,24 @@ fn build_group(
         .collect();
     let other = build(None);
 
-    let mut shapes: Vec<(String, MethodSet)> = Vec::new();
+    let mut shapes: Vec<(String, bool, MethodSet)> = Vec::new();
     for e in &entries {
-        for path in std::iter::once(&e.explicit).chain(e.bare.as_ref()) {
-            match shapes.iter_mut().find(|(p, _)| p == path) {
-                Some((_, set)) => set.add(e.methods),
+        let paths = std::iter::once((&e.explicit, e.wildcard)).chain(e.bare.iter().map(|b| (b, true)));
+        for (path, wildcard) in paths {
+            match shapes.iter_mut().find(|(p, w, _)| p == path && *w == wildcard) {
+                Some((_, _, set)) => set.add(e.methods),
                 None => {
                     let mut set = MethodSet::default();
                     set.add(e.methods);
-                    shapes.push((path.clone(), set));
+                    shapes.push((path.clone(), wildcard, set));
                 }
             }
         }
     }
-    let mut allow = matchit::Router::new();
+    let mut allow = Layers::default();
     let mut allow_sets = Vec::new();
-    for (path, set) in shapes {
-        if allow.insert(path, allow_sets.len()).is_ok() {
+    for (path, wildcard, set) in shapes {
+        if allow.insert(&path, allow_sets.len(), wildcard).is_ok() {
             allow_sets.push(set);
         }
     }
@@ -449,4 +465,49 @@ fn build_group(
         allow,
         allow_sets,
     })
+}
+
+/// Radix routers tried in order: exact patterns (static and `{param}`
+/// segments) first, then wildcard patterns (a catch-all, or the bare prefix
+/// of a `/*`). matchit cannot hold a parameter and a catch-all at the same
+/// position in one tree, so a pattern that conflicts that way with earlier
+/// ones goes into a further router of its tier, tried after them.
+#[derive(Debug, Default)]
+struct Layers {
+    exact: Vec<matchit::Router<usize>>,
+    wildcard: Vec<matchit::Router<usize>>,
+    /// Paths inserted per tier, to tell a real duplicate from a structural
+    /// conflict.
+    seen: std::collections::HashSet<(bool, String)>,
+}
+
+impl Layers {
+    fn insert(&mut self, path: &str, value: usize, wildcard: bool) -> Result<(), String> {
+        if !self.seen.insert((wildcard, path.to_owned())) {
+            return Err(format!("another route has the same path shape {path}"));
+        }
+        let tier = if wildcard {
+            &mut self.wildcard
+        } else {
+            &mut self.exact
+        };
+        for router in tier.iter_mut() {
+            if router.insert(path, value).is_ok() {
+                return Ok(());
+            }
+        }
+        let mut router = matchit::Router::new();
+        router
+            .insert(path, value)
+            .map_err(|e| format!("{path}: {e}"))?;
+        tier.push(router);
+        Ok(())
+    }
+
+    fn at<'p>(&self, path: &'p str) -> Option<matchit::Match<'_, 'p, &usize>> {
+        self.exact
+            .iter()
+            .chain(&self.wildcard)
+            .find_map(|r| r.at(path).ok())
+    }
 }

@@ -1,0 +1,128 @@
+//! API-key auth: good, bad, missing keys; header and query; 401 with
+//! WWW-Authenticate and a problem+json body; no key in errors or Debug.
+
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use msp_core::http::{ToProblem, problem_for};
+use msp_gateway::auth::{ApiKeyAuth, AuthErrorKind, InvalidApiKeyConfig, hash_api_key};
+use msp_gateway::config::{ApiKeyConfig, AuthProviderConfig, GatewayConfig};
+
+fn auth() -> ApiKeyAuth {
+    let config = ApiKeyConfig::new()
+        .query("api_key")
+        .consumer("web", hash_api_key("web-key"))
+        .consumer("mobile", hash_api_key("mobile-key").to_uppercase());
+    ApiKeyAuth::new("keys", &config).expect("valid")
+}
+
+fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(name, HeaderValue::from_static(value));
+    h
+}
+
+#[test]
+fn a_good_key_in_the_header_names_its_consumer() {
+    let a = auth();
+    assert_eq!(a.authenticate(&headers("x-api-key", "web-key"), None).expect("ok").name(), "web");
+    // Digests are accepted in either hex case.
+    assert_eq!(
+        a.authenticate(&headers("x-api-key", "mobile-key"), None).expect("ok").name(),
+        "mobile"
+    );
+}
+
+#[test]
+fn a_good_key_in_the_query_works_only_when_configured() {
+    let a = auth();
+    let c = a.authenticate(&HeaderMap::new(), Some("x=1&api_key=web%2Dkey")).expect("ok");
+    assert_eq!(c.name(), "web");
+    let header_only = ApiKeyAuth::new("k", &ApiKeyConfig::new().consumer("web", hash_api_key("web-key")))
+        .expect("valid");
+    let err = header_only
+        .authenticate(&HeaderMap::new(), Some("api_key=web-key"))
+        .expect_err("query not configured");
+    assert_eq!(err.kind(), AuthErrorKind::Missing);
+}
+
+#[test]
+fn a_custom_header_is_read() {
+    let a = ApiKeyAuth::new(
+        "k",
+        &ApiKeyConfig::new().header("authorization-key").consumer("c", hash_api_key("k1")),
+    )
+    .expect("valid");
+    assert!(a.authenticate(&headers("authorization-key", "k1"), None).is_ok());
+    assert!(a.authenticate(&headers("x-api-key", "k1"), None).is_err());
+}
+
+#[test]
+fn a_bad_key_is_invalid_and_a_missing_one_missing() {
+    let a = auth();
+    let bad = a.authenticate(&headers("x-api-key", "web-kez"), None).expect_err("bad");
+    assert_eq!(bad.kind(), AuthErrorKind::Invalid);
+    let missing = a.authenticate(&HeaderMap::new(), None).expect_err("missing");
+    assert_eq!(missing.kind(), AuthErrorKind::Missing);
+    let empty = a.authenticate(&headers("x-api-key", ""), None).expect_err("empty");
+    assert_eq!(empty.kind(), AuthErrorKind::Missing);
+    // The digest itself is not a key.
+    let digest: &'static str = Box::leak(hash_api_key("web-key").into_boxed_str());
+    assert!(a.authenticate(&headers("x-api-key", digest), None).is_err());
+}
+
+#[test]
+fn two_key_headers_are_refused() {
+    let a = auth();
+    let mut h = HeaderMap::new();
+    h.append("x-api-key", HeaderValue::from_static("web-key"));
+    h.append("x-api-key", HeaderValue::from_static("other"));
+    assert_eq!(a.authenticate(&h, None).expect_err("ambiguous").kind(), AuthErrorKind::Invalid);
+}
+
+#[tokio::test]
+async fn errors_are_401_problems_with_www_authenticate() {
+    let a = auth();
+    let err = a.authenticate(&headers("x-api-key", "nope"), None).expect_err("bad");
+    let problem = err.to_problem();
+    assert_eq!((problem.status().as_u16(), problem.code()), (401, "invalid_credentials"));
+    // Registered with msp-core: the shared error layer knows it.
+    assert_eq!(problem_for(&err).status(), 401);
+
+    let res = err.into_response::<http_body_util::Empty<bytes::Bytes>>();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], r#"ApiKey realm="keys", header="x-api-key""#);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(json["status"], 401);
+    assert_eq!(json["code"], "invalid_credentials");
+}
+
+#[test]
+fn keys_never_show_in_errors_or_debug() {
+    let a = auth();
+    let err = a.authenticate(&headers("x-api-key", "leaky-secret"), None).expect_err("bad");
+    assert!(!format!("{err} {err:?}").contains("leaky-secret"));
+    assert!(!format!("{a:?}").contains(&hash_api_key("web-key")));
+}
+
+#[test]
+fn plain_text_keys_in_the_config_are_refused() {
+    let err = ApiKeyAuth::new("k", &ApiKeyConfig::new().consumer("c", "not-a-digest")).expect_err("plain");
+    assert_eq!(err, InvalidApiKeyConfig::Digest("c".into()));
+    assert!(ApiKeyAuth::new("k", &ApiKeyConfig::new().header("bad header")).is_err());
+}
+
+#[test]
+fn the_gateway_config_provider_builds_an_authenticator() {
+    let yaml = format!(
+        "auth:\n  providers:\n    keys:\n      api_key:\n        consumers:\n          - {{ name: web, key_sha256: {} }}\n",
+        hash_api_key("web-key")
+    );
+    let config = GatewayConfig::from_yaml(&yaml, "t.yaml").expect("valid");
+    let AuthProviderConfig::ApiKey(k) = &config.auth().providers["keys"] else {
+        panic!("api key provider");
+    };
+    let a = ApiKeyAuth::new("keys", k).expect("valid");
+    assert_eq!(a.authenticate(&headers("x-api-key", "web-key"), None).expect("ok").name(), "web");
+}

@@ -100,6 +100,7 @@ struct Shared {
     /// Serialises reloads (a build awaits the registry).
     reloading: tokio::sync::Mutex<()>,
     status: Mutex<status::Reloads>,
+    attempts: tokio::sync::watch::Sender<u64>,
 }
 
 impl Gateway {
@@ -116,6 +117,7 @@ impl Gateway {
                 current: ArcSwap::from_pointee(snapshot),
                 reloading: tokio::sync::Mutex::new(()),
                 status: Mutex::new(status::Reloads::default()),
+                attempts: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
@@ -140,6 +142,7 @@ impl Gateway {
                 metrics::counter!("msp_gateway_reloads_total").increment(1);
                 metrics::gauge!("msp_gateway_config_version").set(version as f64);
                 tracing::info!(version, "gateway configuration reloaded");
+                self.shared.attempts.send_modify(|n| *n += 1);
                 Ok(version)
             }
             Err(error) => Err(self.rejected(error)),
@@ -164,7 +167,15 @@ impl Gateway {
         tracing::error!(%error, "gateway configuration rejected; the last good one stays active");
         metrics::counter!("msp_gateway_reload_errors_total").increment(1);
         self.lock_status().rejected(&error);
+        self.shared.attempts.send_modify(|n| *n += 1);
         error
+    }
+
+    /// A receiver of the number of reloads attempted so far (accepted or
+    /// rejected); it changes after each one. Wait on it to know a file
+    /// change has been handled, then read [`status`](Self::status).
+    pub fn reload_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.attempts.subscribe()
     }
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, status::Reloads> {

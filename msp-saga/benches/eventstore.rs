@@ -1,4 +1,4 @@
-//! Events appended per second on PostgreSQL: `PgEventStore::append` (one
+//! Events appended per second on PostgreSQL: `PostgresEventStore::append` (one
 //! event per transaction, expected-version check) next to a raw sqlx
 //! `BEGIN; INSERT; COMMIT` loop on the same database, in the same run, at
 //! concurrency 1 and 32.
@@ -9,7 +9,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use msp_core::testing::{Backend, backend};
-use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, PgEventStore};
+use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, PostgresEventStore};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +53,12 @@ async fn setup(url: &str) -> Result<Setup, Box<dyn std::error::Error>> {
 
 /// Runs `iters` appends split over `concurrency` tasks, each on its own
 /// stream; returns the wall time.
-async fn run_msp(store: Arc<PgEventStore>, iters: u64, concurrency: usize, round: u64) -> Duration {
+async fn run_msp(
+    store: Arc<PostgresEventStore>,
+    iters: u64,
+    concurrency: usize,
+    round: u64,
+) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for t in 0..concurrency {
@@ -129,7 +134,7 @@ fn bench(c: &mut Criterion) {
         Ok(s) => s,
         Err(e) => return eprintln!("bench setup failed: {e}"),
     };
-    let store = Arc::new(PgEventStore::new(setup.pool.clone()));
+    let store = Arc::new(PostgresEventStore::new(setup.pool.clone()));
     let round = std::sync::atomic::AtomicU64::new(0);
     let mut group = c.benchmark_group("eventstore_append_postgres");
     group.throughput(Throughput::Elements(1));

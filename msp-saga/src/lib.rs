@@ -55,6 +55,13 @@ pub mod inbox;
 pub mod outbox;
 pub mod saga;
 
+mod db;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[doc(hidden)]
+pub use db::BackendConn;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use db::SqlConnection;
+
 mod migrate;
 #[cfg(feature = "postgres")]
 pub use migrate::migrate_postgres;

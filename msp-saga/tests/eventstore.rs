@@ -334,7 +334,7 @@ mod sqlite {
 mod postgres {
     use super::*;
     use msp_core::testing::{Backend, backend};
-    use msp_saga::eventstore::PgEventStore;
+    use msp_saga::eventstore::PostgresEventStore;
 
     /// A migrated pool on a fresh schema (the schema is left behind).
     async fn pg_pool(url: &str) -> sqlx::PgPool {
@@ -346,7 +346,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        conformance(&PgEventStore::new(pg_pool(&url).await)).await
+        conformance(&PostgresEventStore::new(pg_pool(&url).await)).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +354,7 @@ mod postgres {
         let Some(url) = backend(Backend::Postgres) else {
             return Ok(());
         };
-        racing_exact_appends(Arc::new(PgEventStore::new(pg_pool(&url).await))).await
+        racing_exact_appends(Arc::new(PostgresEventStore::new(pg_pool(&url).await))).await
     }
 
     /// The loser waits on the unique index while the winner's transaction
@@ -366,20 +366,21 @@ mod postgres {
             return Ok(());
         };
         let pool = pg_pool(&url).await;
-        let store = PgEventStore::new(pool.clone());
+        let store = PostgresEventStore::new(pool.clone());
         store
             .append("s", ExpectedVersion::NoStream, vec![ev(1)])
             .await?;
 
         let mut winner = pool.begin().await?;
-        PgEventStore::append_in(&mut winner, "s", ExpectedVersion::Exact(1), vec![ev(2)]).await?;
+        PostgresEventStore::append_in(&mut winner, "s", ExpectedVersion::Exact(1), vec![ev(2)])
+            .await?;
         let loser = tokio::spawn({
             let pool = pool.clone();
             async move {
                 let mut tx = pool.begin().await?;
                 // Reads version 1 (the winner is uncommitted), then blocks
                 // on the winner's index entry for version 2.
-                let r = PgEventStore::append_in(
+                let r = PostgresEventStore::append_in(
                     &mut tx,
                     "s",
                     ExpectedVersion::Exact(1),

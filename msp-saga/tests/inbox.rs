@@ -3,7 +3,7 @@
 
 mod common;
 
-use msp_saga::inbox::{Inbox, InboxError, Outcome};
+use msp_saga::inbox::{Delivery, Inbox, InboxError};
 use uuid::Uuid;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -40,7 +40,7 @@ async fn sqlite_failed_effect_leaves_message_unprocessed() -> TestResult {
         })
     })
     .await?;
-    assert!(matches!(ok, Outcome::Processed(_)));
+    assert!(matches!(ok, Delivery::Processed(_)));
     let again = Inbox::handle(&pool, "c", id, |tx| {
         Box::pin(async move {
             sqlx::query("INSERT INTO ledger VALUES (1)")
@@ -98,7 +98,7 @@ async fn postgres_concurrent_duplicates_have_one_effect() -> TestResult {
     }
     let mut processed = 0;
     for t in tasks {
-        if let Outcome::Processed(_) = t.await?? {
+        if let Delivery::Processed(_) = t.await?? {
             processed += 1;
         }
     }

@@ -121,7 +121,7 @@ mod sqlite {
 mod postgres {
     use super::*;
     use msp_core::testing::{Backend, backend};
-    use msp_saga::eventstore::PgEventStore;
+    use msp_saga::eventstore::PostgresEventStore;
     use sqlx::PgConnection;
     use std::sync::Arc;
 
@@ -140,7 +140,7 @@ mod postgres {
             return Ok(());
         };
         let pool = pg_pool(&url).await;
-        let store = PgEventStore::new(pool.clone());
+        let store = PostgresEventStore::new(pool.clone());
 
         // Writer 1 takes the lower position and holds its transaction open
         // until the barrier releases it.
@@ -150,7 +150,7 @@ mod postgres {
             let (pool, release) = (pool.clone(), release.clone());
             async move {
                 let mut tx = pool.begin().await?;
-                let r = PgEventStore::append_in(
+                let r = PostgresEventStore::append_in(
                     &mut tx,
                     "slow",
                     ExpectedVersion::NoStream,
@@ -198,18 +198,20 @@ mod postgres {
             return Ok(());
         };
         let pool = pg_pool(&url).await;
-        let store = PgEventStore::new(pool.clone());
+        let store = PostgresEventStore::new(pool.clone());
         let mut early = pool.begin().await?;
         let _: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
             .fetch_one(&mut *early)
             .await?;
         let mut late = pool.begin().await?;
-        let low = PgEventStore::append_in(&mut late, "late", ExpectedVersion::Any, vec![ev(1)])
-            .await?
-            .positions[0];
-        let high = PgEventStore::append_in(&mut early, "early", ExpectedVersion::Any, vec![ev(2)])
-            .await?
-            .positions[0];
+        let low =
+            PostgresEventStore::append_in(&mut late, "late", ExpectedVersion::Any, vec![ev(1)])
+                .await?
+                .positions[0];
+        let high =
+            PostgresEventStore::append_in(&mut early, "early", ExpectedVersion::Any, vec![ev(2)])
+                .await?
+                .positions[0];
         assert!(low < high);
         early.commit().await?;
 
@@ -236,9 +238,9 @@ mod postgres {
             return Ok(());
         };
         let pool = pg_pool(&url).await;
-        let store = PgEventStore::new(pool.clone());
+        let store = PostgresEventStore::new(pool.clone());
         let mut tx = pool.begin().await?;
-        let lost = PgEventStore::append_in(&mut tx, "x", ExpectedVersion::Any, vec![ev(1)])
+        let lost = PostgresEventStore::append_in(&mut tx, "x", ExpectedVersion::Any, vec![ev(1)])
             .await?
             .positions[0];
         tx.rollback().await?;
@@ -269,14 +271,14 @@ mod postgres {
             return Ok(());
         };
         let pool = pg_pool(&url).await;
-        let store = PgEventStore::new(pool.clone());
+        let store = PostgresEventStore::new(pool.clone());
         let mut writers = Vec::new();
         for w in 0..6 {
             let pool = pool.clone();
             writers.push(tokio::spawn(async move {
                 for i in 0..40_i64 {
                     let mut tx = pool.begin().await?;
-                    PgEventStore::append_in(
+                    PostgresEventStore::append_in(
                         &mut tx,
                         &format!("w{w}"),
                         ExpectedVersion::Any,
@@ -355,7 +357,7 @@ mod postgres {
         sqlx::query("CREATE TABLE counts (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)")
             .execute(&pool)
             .await?;
-        let store = PgEventStore::new(pool.clone());
+        let store = PostgresEventStore::new(pool.clone());
         for i in 0..30 {
             store
                 .append(&format!("s{}", i % 3), ExpectedVersion::Any, vec![ev(i)])

@@ -198,16 +198,16 @@ async fn call(
     tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
     let n = ctx.data().n;
     if phase == "do" {
-        if ctx.step() == "reserve" && n % 4 == 0 && ctx.attempt() == 1 {
+        if ctx.step() == "reserve" && n.is_multiple_of(4) && ctx.attempt() == 1 {
             return Err(StepError::retryable("inventory busy"));
         }
-        if ctx.step() == "reserve" && n % 7 == 0 {
+        if ctx.step() == "reserve" && n.is_multiple_of(7) {
             return Err(StepError::permanent("out of stock"));
         }
-        if ctx.step() == "ship" && n % 3 == 0 {
+        if ctx.step() == "ship" && n.is_multiple_of(3) {
             return Err(StepError::permanent("no courier"));
         }
-    } else if ctx.step() == "reserve" && n % 5 == 0 && ctx.attempt() == 1 {
+    } else if ctx.step() == "reserve" && n.is_multiple_of(5) && ctx.attempt() == 1 {
         return Err(StepError::retryable("inventory busy"));
     }
     effects.effect(&key, &saga, ctx.step(), phase).await?;

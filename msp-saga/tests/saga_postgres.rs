@@ -45,7 +45,7 @@ async fn step(probe: Shared, who: &'static str, ctx: StepContext<u32>) -> Result
     // Some calls outlast the lease (1 s): only lease renewal keeps the other
     // orchestrator from taking the saga over meanwhile.
     let n = *ctx.data();
-    let ms = if n % 7 == 0 && ctx.step() == "b" {
+    let ms = if n.is_multiple_of(7) && ctx.step() == "b" {
         1_300
     } else {
         5 + u64::from(n % 5) * 20

@@ -106,7 +106,7 @@ pub use aggregate::{
 };
 pub use memory::MemoryEventStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PgEventStore;
+pub use postgres::PostgresEventStore;
 pub use projection::{Projection, ProjectionProgress, run_projection};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteEventStore;
@@ -364,7 +364,7 @@ pub struct Snapshot {
 }
 
 /// An event store: in memory ([`MemoryEventStore`]), SQLite
-/// (`SqliteEventStore`, feature `sqlite`) or PostgreSQL (`PgEventStore`,
+/// (`SqliteEventStore`, feature `sqlite`) or PostgreSQL (`PostgresEventStore`,
 /// feature `postgres`).
 ///
 /// All three pass one conformance suite (`tests/eventstore.rs`).
@@ -492,6 +492,6 @@ pub(crate) fn event_from_row(r: EventRow) -> Result<RecordedEvent, serde_json::E
         event_type: r.4,
         payload: serde_json::from_str(&r.5)?,
         metadata: serde_json::from_str(&r.6)?,
-        recorded_at: crate::outbox::from_micros(r.7),
+        recorded_at: crate::db::from_micros(r.7),
     })
 }

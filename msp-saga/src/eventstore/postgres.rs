@@ -6,7 +6,7 @@ use super::{
     NewEvent, Projection, ProjectionProgress, RecordedEvent, Snapshot, event_from_row, to_i64,
     to_u64,
 };
-use crate::outbox::unix_micros;
+use crate::db::unix_micros;
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,23 +34,23 @@ const ANY_RETRIES: u32 = 8;
 /// # Example
 ///
 /// ```no_run
-/// use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, PgEventStore};
+/// use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, PostgresEventStore};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
 /// msp_saga::migrate_postgres(&pool).await?;
-/// let store = PgEventStore::new(pool.clone());
+/// let store = PostgresEventStore::new(pool.clone());
 /// store.append("order-1", ExpectedVersion::NoStream, vec![NewEvent::new("Placed", 10.into())]).await?;
 ///
 /// // Or inside your own transaction.
 /// let mut tx = pool.begin().await?;
-/// PgEventStore::append_in(&mut tx, "order-1", ExpectedVersion::Exact(1),
+/// PostgresEventStore::append_in(&mut tx, "order-1", ExpectedVersion::Exact(1),
 ///     vec![NewEvent::new("Paid", 10.into())]).await?;
 /// tx.commit().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PgEventStore {
+pub struct PostgresEventStore {
     pool: PgPool,
     /// First missing position → a transaction id taken after the snapshot
     /// that first saw it missing. Shared by clones (and so by all
@@ -58,10 +58,10 @@ pub struct PgEventStore {
     gaps: Arc<Mutex<HashMap<u64, u64>>>,
 }
 
-impl PgEventStore {
+impl PostgresEventStore {
     /// A store over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        PgEventStore {
+        PostgresEventStore {
             pool,
             gaps: Arc::default(),
         }
@@ -238,7 +238,7 @@ impl PgEventStore {
     }
 }
 
-impl EventStore for PgEventStore {
+impl EventStore for PostgresEventStore {
     type Tx = PgConnection;
 
     async fn append(
@@ -248,7 +248,7 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, EventStoreError> {
         let mut tx = self.pool.begin().await?;
-        let result = PgEventStore::append_in(&mut tx, stream_id, expected, events).await?;
+        let result = PostgresEventStore::append_in(&mut tx, stream_id, expected, events).await?;
         tx.commit().await?;
         Ok(result)
     }

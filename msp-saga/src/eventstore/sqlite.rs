@@ -6,7 +6,7 @@ use super::{
     NewEvent, Projection, ProjectionProgress, RecordedEvent, Snapshot, event_from_row, to_i64,
     to_u64,
 };
-use crate::outbox::unix_micros;
+use crate::db::unix_micros;
 use sqlx::{SqliteConnection, SqlitePool};
 use std::time::SystemTime;
 

@@ -19,7 +19,7 @@
 //! # Example
 //!
 //! ```
-//! use msp_saga::inbox::{Inbox, Outcome};
+//! use msp_saga::inbox::{Delivery, Inbox};
 //! use uuid::Uuid;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -30,8 +30,8 @@
 //! sqlx::query("INSERT INTO stock VALUES ('sku-1', 10)").execute(&pool).await?;
 //!
 //! let message_id = Uuid::now_v7();
-//! for _delivery in 0..3 {
-//!     Inbox::handle(&pool, "inventory", message_id, |tx| {
+//! for delivery in 0..3 {
+//!     let handled = Inbox::handle(&pool, "inventory", message_id, |tx| {
 //!         Box::pin(async move {
 //!             sqlx::query("UPDATE stock SET qty = qty - 1 WHERE sku = 'sku-1'")
 //!                 .execute(&mut **tx)
@@ -39,6 +39,7 @@
 //!         })
 //!     })
 //!     .await?;
+//!     assert_eq!(matches!(handled, Delivery::Duplicate), delivery > 0);
 //! }
 //! let qty: i64 = sqlx::query_scalar("SELECT qty FROM stock").fetch_one(&pool).await?;
 //! assert_eq!(qty, 9); // three deliveries, one effect
@@ -49,4 +50,4 @@
 mod sql;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::{Inbox, InboxError, Outcome};
+pub use sql::{Delivery, Inbox, InboxError};

@@ -1,6 +1,6 @@
 //! The inbox table operations for SQLite and PostgreSQL.
 
-use crate::outbox::{BackendConn, SqlConnection};
+use crate::db::{BackendConn, SqlConnection, unix_micros};
 use futures_util::future::BoxFuture;
 use std::time::SystemTime;
 use uuid::Uuid;
@@ -32,37 +32,38 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct Inbox;
 
-/// What [`Inbox::handle`] did with a delivery.
+/// What [`Inbox::handle`] did with one delivery of a message: processed it
+/// (the effect ran) or recognised it as a duplicate (nothing ran).
 ///
 /// # Example
 ///
 /// ```
-/// use msp_saga::inbox::Outcome;
+/// use msp_saga::inbox::Delivery;
 ///
-/// let o: Outcome<u32> = Outcome::Processed(7);
-/// assert_eq!(o.processed(), Some(7));
-/// assert!(Outcome::<u32>::Duplicate.is_duplicate());
+/// let first: Delivery<u32> = Delivery::Processed(7);
+/// assert_eq!(first.processed(), Some(7));
+/// assert!(Delivery::<u32>::Duplicate.is_duplicate());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome<T> {
+pub enum Delivery<T> {
     /// First delivery: the effect ran and committed with the record.
     Processed(T),
     /// Already processed by this consumer: nothing ran.
     Duplicate,
 }
 
-impl<T> Outcome<T> {
+impl<T> Delivery<T> {
     /// The effect's result, if it ran.
     pub fn processed(self) -> Option<T> {
         match self {
-            Outcome::Processed(t) => Some(t),
-            Outcome::Duplicate => None,
+            Delivery::Processed(t) => Some(t),
+            Delivery::Duplicate => None,
         }
     }
 
     /// Whether the delivery was a duplicate.
     pub fn is_duplicate(&self) -> bool {
-        matches!(self, Outcome::Duplicate)
+        matches!(self, Delivery::Duplicate)
     }
 }
 
@@ -87,7 +88,7 @@ impl Inbox {
         consumer: &str,
         message_id: Uuid,
     ) -> Result<bool, sqlx::Error> {
-        let now = crate::outbox::unix_micros(SystemTime::now());
+        let now = unix_micros(SystemTime::now());
         let inserted = match conn.backend_conn() {
             #[cfg(feature = "sqlite")]
             BackendConn::Sqlite(c) => sqlx::query(
@@ -151,7 +152,7 @@ impl Inbox {
         conn: &mut C,
         before: SystemTime,
     ) -> Result<u64, sqlx::Error> {
-        let before = crate::outbox::unix_micros(before);
+        let before = unix_micros(before);
         Ok(match conn.backend_conn() {
             #[cfg(feature = "sqlite")]
             BackendConn::Sqlite(c) => sqlx::query("DELETE FROM msp_inbox WHERE processed_at < ?1")
@@ -183,7 +184,7 @@ impl Inbox {
         consumer: &str,
         message_id: Uuid,
         effect: F,
-    ) -> Result<Outcome<T>, InboxError<E>>
+    ) -> Result<Delivery<T>, InboxError<E>>
     where
         DB: sqlx::Database,
         sqlx::Transaction<'static, DB>: SqlConnection,
@@ -192,10 +193,10 @@ impl Inbox {
         let mut tx = pool.begin().await?;
         if !Inbox::try_record(&mut tx, consumer, message_id).await? {
             tx.rollback().await?;
-            return Ok(Outcome::Duplicate);
+            return Ok(Delivery::Duplicate);
         }
         let value = effect(&mut tx).await.map_err(InboxError::Handler)?;
         tx.commit().await?;
-        Ok(Outcome::Processed(value))
+        Ok(Delivery::Processed(value))
     }
 }

@@ -83,12 +83,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::db::truncate_micros;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod conn;
+use crate::db::{BackendConn, SqlConnection, from_micros, unix_micros};
+
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "postgres")]
@@ -98,11 +100,6 @@ mod relay;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[doc(hidden)]
-pub use conn::BackendConn;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use conn::SqlConnection;
 #[cfg(feature = "nats")]
 pub use nats::JetStreamPublisher;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -553,20 +550,4 @@ impl Row {
             created_at: from_micros(self.created_at),
         })
     }
-}
-
-/// Unix microseconds of `t` (0 before the epoch, saturating).
-pub(crate) fn unix_micros(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The time `us` Unix microseconds (the epoch for negative values).
-pub(crate) fn from_micros(us: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0))
-}
-
-fn truncate_micros(t: SystemTime) -> SystemTime {
-    from_micros(unix_micros(t))
 }

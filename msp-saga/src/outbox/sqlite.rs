@@ -1,6 +1,7 @@
 //! The outbox's SQLite dialect.
 
-use super::{COLUMNS, DeadRow, OutboxMessage, Row, RowTuple, unix_micros};
+use super::{COLUMNS, DeadRow, OutboxMessage, Row, RowTuple};
+use crate::db::unix_micros;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 

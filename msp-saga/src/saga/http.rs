@@ -1,12 +1,12 @@
 //! Sending a step's idempotency key downstream as the `Idempotency-Key`
 //! HTTP header (IETF draft `httpapi-idempotency-key-header`).
 
-use http::header::HeaderName;
-
 use super::definition::IdempotencyKey;
 
-/// The `Idempotency-Key` header name.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The `Idempotency-Key` header name (msp-core's
+/// [`IDEMPOTENCY_KEY`](msp_core::http::header::IDEMPOTENCY_KEY), defined
+/// once for every crate).
+pub use msp_core::http::header::IDEMPOTENCY_KEY;
 
 /// Sets `Idempotency-Key` on an HTTP request (or request builder), for
 /// any HTTP client that takes `http::Request`s.

@@ -245,3 +245,31 @@ async fn spans_are_exported_over_otlp_http_with_the_w3c_ids() {
         .shutdown()
         .expect("clean shutdown");
 }
+
+#[test]
+fn the_endpoint_must_be_a_plain_http_url() {
+    use msp_core::observe::otel::OtelError;
+    for bad in [
+        "https://collector:4318",
+        "collector:4318",
+        "not a url",
+        "http://",
+    ] {
+        let err = OtlpExporter::builder().endpoint(bad).install().err();
+        assert!(
+            matches!(err, Some(OtelError::InvalidEndpoint { .. })),
+            "{bad}: {err:?}"
+        );
+    }
+    for good in [
+        "http://127.0.0.1:4318",
+        "http://127.0.0.1:4318/",
+        "http://collector:4318/v1/traces",
+    ] {
+        let guard = OtlpExporter::builder()
+            .endpoint(good)
+            .install()
+            .expect(good);
+        guard.shutdown().expect("nothing to export");
+    }
+}

@@ -46,13 +46,16 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
 }
 
 fn fast_config() -> RegistrationConfig {
-    RegistrationConfig::default().retry(
-        msp_core::backoff::Backoff::builder()
-            .initial(Duration::from_millis(50))
-            .max_delay(Duration::from_millis(500))
-            .build()
-            .expect("valid backoff"),
-    )
+    RegistrationConfig::builder()
+        .retry(
+            msp_core::backoff::Backoff::builder()
+                .initial(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(500))
+                .build()
+                .expect("valid backoff"),
+        )
+        .build()
+        .expect("valid registration config")
 }
 
 async fn shared(test: &str) -> Option<EtcdRegistry> {

@@ -3,8 +3,8 @@
 use futures_util::StreamExt;
 use msp_core::{Instance, InstanceId, ServiceName};
 use msp_discovery::registry::{
-    MemoryRegistry, RegistrationConfig, RegistrationStatus, Registry, ServiceView, WatchEvent,
-    WatchStream,
+    MemoryRegistry, RegistrationConfig, RegistrationConfigError, RegistrationStatus, Registry,
+    ServiceView, WatchEvent, WatchStream,
 };
 use std::time::Duration;
 
@@ -325,8 +325,11 @@ async fn msp_core_shutdown_deregisters_before_the_server_stops_accepting() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_registration_settings_are_typed_errors() {
-    let registry = MemoryRegistry::new()
-        .with_registration_config(RegistrationConfig::default().heartbeat(Duration::from_secs(10)));
+    let heartbeat_10s = RegistrationConfig::builder()
+        .heartbeat(Duration::from_secs(10))
+        .build()
+        .expect("valid");
+    let registry = MemoryRegistry::new().with_registration_config(heartbeat_10s);
     let err = registry
         .register(instance("orders", 1), Duration::from_secs(5))
         .await
@@ -343,6 +346,39 @@ async fn invalid_registration_settings_are_typed_errors() {
         err,
         msp_discovery::registry::RegistryError::Config(_)
     ));
+
+    // 9 s ± 20 % may wait up to 10.8 s: too long for a 10 s lease.
+    let heartbeat_9s = |jitter| {
+        RegistrationConfig::builder()
+            .heartbeat(Duration::from_secs(9))
+            .jitter(jitter)
+            .build()
+            .expect("valid")
+    };
+    let err = MemoryRegistry::new()
+        .with_registration_config(heartbeat_9s(0.2))
+        .register(instance("orders", 1), Duration::from_secs(10))
+        .await
+        .expect_err("heartbeat with jitter longer than the TTL");
+    assert!(err.to_string().contains("jitter"), "{err}");
+    let fine = MemoryRegistry::new()
+        .with_registration_config(heartbeat_9s(0.1))
+        .register(instance("orders", 1), Duration::from_secs(10))
+        .await
+        .expect("9 s ± 10 % fits a 10 s lease");
+    fine.deregister().await.expect("deregistered");
+
+    // What does not depend on the TTL is refused when the config is built.
+    assert_eq!(
+        RegistrationConfig::builder().jitter(1.0).build(),
+        Err(RegistrationConfigError::Jitter(1.0))
+    );
+    assert_eq!(
+        RegistrationConfig::builder()
+            .heartbeat(Duration::ZERO)
+            .build(),
+        Err(RegistrationConfigError::Zero("heartbeat"))
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -87,7 +87,10 @@ pub use self::backend::{DnsDiscovery, DnsTarget};
 pub use self::backend::{MemoryRegistry, StaticConfig, StaticRegistry};
 pub use self::error::RegistryError;
 pub use self::registrar::{CheckOutcome, Registrar, RegistrarHandle, TargetState};
-pub use self::registration::{Lease, Registration, RegistrationConfig, RegistrationStatus};
+pub use self::registration::{
+    Lease, Registration, RegistrationConfig, RegistrationConfigBuilder, RegistrationConfigError,
+    RegistrationStatus,
+};
 pub use self::view::{ServiceView, ViewState};
 
 /// A boxed, `Send` future, as returned by [`Registry`] methods.

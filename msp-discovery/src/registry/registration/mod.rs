@@ -47,13 +47,16 @@
 //! # }
 //! ```
 
-use super::RegistryError;
+mod config;
+
+pub use self::config::{RegistrationConfig, RegistrationConfigBuilder, RegistrationConfigError};
+
+use crate::registry::RegistryError;
 use msp_core::Instance;
 use msp_core::backoff::Backoff;
 use msp_core::shutdown::Shutdown;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -80,128 +83,6 @@ pub trait Lease: Send + 'static {
 
     /// Revokes the lease and removes the instance (deregistration).
     fn release(&mut self) -> impl Future<Output = Result<(), RegistryError>> + Send;
-}
-
-/// How a [`Registration`] heartbeats and retries.
-///
-/// Deserializes from config, e.g. `{"heartbeat": "5s", "jitter": 0.2,
-/// "retry": {"initial": "200ms", "max_delay": "5s"}}`; every field is
-/// optional.
-///
-/// ```
-/// use msp_discovery::registry::RegistrationConfig;
-/// use std::time::Duration;
-///
-/// let config = RegistrationConfig::default()
-///     .heartbeat(Duration::from_secs(3))
-///     .jitter(0.1);
-/// assert_eq!(config.heartbeat_for(Duration::from_secs(30)), Duration::from_secs(3));
-/// // Without an explicit heartbeat: a third of the TTL.
-/// let config = RegistrationConfig::default();
-/// assert_eq!(config.heartbeat_for(Duration::from_secs(30)), Duration::from_secs(10));
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[must_use]
-pub struct RegistrationConfig {
-    #[serde(with = "humantime_serde")]
-    heartbeat: Option<Duration>,
-    jitter: f64,
-    #[serde(with = "humantime_serde")]
-    timeout: Option<Duration>,
-    retry: Backoff,
-}
-
-impl Default for RegistrationConfig {
-    /// Heartbeat every `ttl / 3` ± 20 %; per-call timeout
-    /// `ttl / 2` (between 500 ms and 5 s); retries from 100 ms doubling to
-    /// 5 s with full jitter, forever.
-    fn default() -> Self {
-        RegistrationConfig {
-            heartbeat: None,
-            jitter: 0.2,
-            timeout: None,
-            retry: Backoff::builder()
-                .initial(Duration::from_millis(100))
-                .max_delay(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-        }
-    }
-}
-
-impl RegistrationConfig {
-    /// The heartbeat period before jitter (default `ttl / 3`); must be
-    /// shorter than the TTL.
-    pub fn heartbeat(mut self, period: Duration) -> Self {
-        self.heartbeat = Some(period);
-        self
-    }
-
-    /// The jitter of each heartbeat, as a fraction (0 to less than 1) of
-    /// the period either way, drawn uniformly ([`msp_core::backoff::jitter`],
-    /// msp's one meaning of jitter): 0.2 waits between 80 % and 120 % of
-    /// the period. The longest wait, `period × (1 + fraction)`, must be
-    /// shorter than the TTL.
-    pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = fraction;
-        self
-    }
-
-    /// The limit on each backend call (acquire, renew, release).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// The backoff between attempts to register again after a lost lease,
-    /// and between renewal retries (capped at the heartbeat period).
-    /// Attempt and elapsed limits are ignored: a registration never gives up.
-    pub fn retry(mut self, backoff: Backoff) -> Self {
-        self.retry = backoff;
-        self
-    }
-
-    /// The heartbeat period (before jitter) used for a lease of `ttl`.
-    pub fn heartbeat_for(&self, ttl: Duration) -> Duration {
-        self.heartbeat.unwrap_or(ttl / 3)
-    }
-
-    /// The per-call timeout used for a lease of `ttl`.
-    pub fn timeout_for(&self, ttl: Duration) -> Duration {
-        self.timeout
-            .unwrap_or_else(|| (ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(5)))
-    }
-
-    /// Checks the settings against a lease of `ttl`.
-    pub fn validate(&self, ttl: Duration) -> Result<(), RegistryError> {
-        if ttl.is_zero() {
-            return Err(RegistryError::Config("the TTL must be positive".into()));
-        }
-        let heartbeat = self.heartbeat_for(ttl);
-        if heartbeat.is_zero() || heartbeat >= ttl {
-            return Err(RegistryError::Config(format!(
-                "the heartbeat ({heartbeat:?}) must be positive and shorter than the TTL ({ttl:?})"
-            )));
-        }
-        if !(0.0..1.0).contains(&self.jitter) {
-            return Err(RegistryError::Config(format!(
-                "the heartbeat jitter must be in [0, 1), got {}",
-                self.jitter
-            )));
-        }
-        let longest = Duration::try_from_secs_f64(heartbeat.as_secs_f64() * (1.0 + self.jitter))
-            .unwrap_or(Duration::MAX);
-        if longest >= ttl {
-            return Err(RegistryError::Config(format!(
-                "the heartbeat with jitter (up to {longest:?}) must be shorter than the TTL ({ttl:?})"
-            )));
-        }
-        if self.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(RegistryError::Config("the timeout must be positive".into()));
-        }
-        Ok(())
-    }
 }
 
 /// Where a [`Registration`] stands, from [`Registration::status`] or
@@ -278,9 +159,9 @@ impl Registration {
             instance: instance.clone(),
             ttl,
             heartbeat: config.heartbeat_for(ttl),
-            jitter: config.jitter,
+            jitter: config.jitter(),
             timeout,
-            retry: config.retry,
+            retry: config.retry().clone(),
             status: status_tx,
             commands: rx,
             rng: SmallRng::from_rng(&mut rand::rng()),

@@ -13,9 +13,12 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
+/// A span seen: its id, name and fields.
+type Seen = (u64, &'static str, HashMap<String, String>);
+
 /// Records the fields of every span of the two trace-context layers, by name.
 #[derive(Clone, Default)]
-struct SpanFields(Arc<Mutex<Vec<(u64, &'static str, HashMap<String, String>)>>>);
+struct SpanFields(Arc<Mutex<Vec<Seen>>>);
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 

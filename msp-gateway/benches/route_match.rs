@@ -15,8 +15,10 @@ use std::hint::black_box;
 /// `n` routes: half `/api/s{i}/*` wildcards, half `/api/s{i}/items/{id}`
 /// with methods, as a gateway in front of many services has.
 fn table(n: usize) -> RouteTable {
-    let mut b = GatewayConfig::builder()
-        .service("svc", ServiceConfig::new(["127.0.0.1:9000".parse().expect("addr")]));
+    let mut b = GatewayConfig::builder().service(
+        "svc",
+        ServiceConfig::new(["127.0.0.1:9000".parse().expect("addr")]),
+    );
     for i in 0..n {
         let route = if i % 2 == 0 {
             RouteConfig::new(format!("/api/s{}/*", i / 2)).service("svc")
@@ -40,24 +42,44 @@ fn route_match(c: &mut Criterion) {
         let wildcard_path = format!("/api/s{mid}/orders/7/lines");
         group.bench_with_input(BenchmarkId::new("param", n), &param_path, |b, path| {
             b.iter(|| {
-                let m = t.find(&Method::GET, Some("gw.example.com"), black_box(path), None, &headers);
+                let m = t.find(
+                    &Method::GET,
+                    Some("gw.example.com"),
+                    black_box(path),
+                    None,
+                    &headers,
+                );
                 assert!(matches!(m, RouteMatch::Found(_)));
                 black_box(m);
             })
         });
-        group.bench_with_input(BenchmarkId::new("wildcard", n), &wildcard_path, |b, path| {
-            b.iter(|| {
-                let m = t.find(&Method::GET, Some("gw.example.com"), black_box(path), None, &headers);
-                assert!(matches!(m, RouteMatch::Found(_)));
-                black_box(m);
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("not_found", n), "/nothing/here", |b, path| {
-            b.iter(|| {
-                let m = t.find(&Method::GET, None, black_box(path), None, &headers);
-                black_box(m);
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("wildcard", n),
+            &wildcard_path,
+            |b, path| {
+                b.iter(|| {
+                    let m = t.find(
+                        &Method::GET,
+                        Some("gw.example.com"),
+                        black_box(path),
+                        None,
+                        &headers,
+                    );
+                    assert!(matches!(m, RouteMatch::Found(_)));
+                    black_box(m);
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("not_found", n),
+            "/nothing/here",
+            |b, path| {
+                b.iter(|| {
+                    let m = t.find(&Method::GET, None, black_box(path), None, &headers);
+                    black_box(m);
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -24,10 +24,17 @@ fn headers(name: &'static str, value: &'static str) -> HeaderMap {
 #[test]
 fn a_good_key_in_the_header_names_its_consumer() {
     let a = auth();
-    assert_eq!(a.authenticate(&headers("x-api-key", "web-key"), None).expect("ok").name(), "web");
+    assert_eq!(
+        a.authenticate(&headers("x-api-key", "web-key"), None)
+            .expect("ok")
+            .name(),
+        "web"
+    );
     // Digests are accepted in either hex case.
     assert_eq!(
-        a.authenticate(&headers("x-api-key", "mobile-key"), None).expect("ok").name(),
+        a.authenticate(&headers("x-api-key", "mobile-key"), None)
+            .expect("ok")
+            .name(),
         "mobile"
     );
 }
@@ -35,10 +42,15 @@ fn a_good_key_in_the_header_names_its_consumer() {
 #[test]
 fn a_good_key_in_the_query_works_only_when_configured() {
     let a = auth();
-    let c = a.authenticate(&HeaderMap::new(), Some("x=1&api_key=web%2Dkey")).expect("ok");
+    let c = a
+        .authenticate(&HeaderMap::new(), Some("x=1&api_key=web%2Dkey"))
+        .expect("ok");
     assert_eq!(c.name(), "web");
-    let header_only = ApiKeyAuth::new("k", &ApiKeyConfig::new().consumer("web", hash_api_key("web-key")))
-        .expect("valid");
+    let header_only = ApiKeyAuth::new(
+        "k",
+        &ApiKeyConfig::new().consumer("web", hash_api_key("web-key")),
+    )
+    .expect("valid");
     let err = header_only
         .authenticate(&HeaderMap::new(), Some("api_key=web-key"))
         .expect_err("query not configured");
@@ -49,21 +61,32 @@ fn a_good_key_in_the_query_works_only_when_configured() {
 fn a_custom_header_is_read() {
     let a = ApiKeyAuth::new(
         "k",
-        &ApiKeyConfig::new().header("authorization-key").consumer("c", hash_api_key("k1")),
+        &ApiKeyConfig::new()
+            .header("authorization-key")
+            .consumer("c", hash_api_key("k1")),
     )
     .expect("valid");
-    assert!(a.authenticate(&headers("authorization-key", "k1"), None).is_ok());
+    assert!(
+        a.authenticate(&headers("authorization-key", "k1"), None)
+            .is_ok()
+    );
     assert!(a.authenticate(&headers("x-api-key", "k1"), None).is_err());
 }
 
 #[test]
 fn a_bad_key_is_invalid_and_a_missing_one_missing() {
     let a = auth();
-    let bad = a.authenticate(&headers("x-api-key", "web-kez"), None).expect_err("bad");
+    let bad = a
+        .authenticate(&headers("x-api-key", "web-kez"), None)
+        .expect_err("bad");
     assert_eq!(bad.kind(), AuthErrorKind::Invalid);
-    let missing = a.authenticate(&HeaderMap::new(), None).expect_err("missing");
+    let missing = a
+        .authenticate(&HeaderMap::new(), None)
+        .expect_err("missing");
     assert_eq!(missing.kind(), AuthErrorKind::Missing);
-    let empty = a.authenticate(&headers("x-api-key", ""), None).expect_err("empty");
+    let empty = a
+        .authenticate(&headers("x-api-key", ""), None)
+        .expect_err("empty");
     assert_eq!(empty.kind(), AuthErrorKind::Missing);
     // The digest itself is not a key.
     let digest: &'static str = Box::leak(hash_api_key("web-key").into_boxed_str());
@@ -76,21 +99,32 @@ fn two_key_headers_are_refused() {
     let mut h = HeaderMap::new();
     h.append("x-api-key", HeaderValue::from_static("web-key"));
     h.append("x-api-key", HeaderValue::from_static("other"));
-    assert_eq!(a.authenticate(&h, None).expect_err("ambiguous").kind(), AuthErrorKind::Invalid);
+    assert_eq!(
+        a.authenticate(&h, None).expect_err("ambiguous").kind(),
+        AuthErrorKind::Invalid
+    );
 }
 
 #[tokio::test]
 async fn errors_are_401_problems_with_www_authenticate() {
     let a = auth();
-    let err = a.authenticate(&headers("x-api-key", "nope"), None).expect_err("bad");
+    let err = a
+        .authenticate(&headers("x-api-key", "nope"), None)
+        .expect_err("bad");
     let problem = err.to_problem();
-    assert_eq!((problem.status().as_u16(), problem.code()), (401, "invalid_credentials"));
+    assert_eq!(
+        (problem.status().as_u16(), problem.code()),
+        (401, "invalid_credentials")
+    );
     // Registered with msp-core: the shared error layer knows it.
     assert_eq!(problem_for(&err).status(), 401);
 
     let res = err.into_response::<http_body_util::Empty<bytes::Bytes>>();
     assert_eq!(res.status(), 401);
-    assert_eq!(res.headers()["www-authenticate"], r#"ApiKey realm="keys", header="x-api-key""#);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        r#"ApiKey realm="keys", header="x-api-key""#
+    );
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     let body = res.into_body().collect().await.expect("body").to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
@@ -101,14 +135,17 @@ async fn errors_are_401_problems_with_www_authenticate() {
 #[test]
 fn keys_never_show_in_errors_or_debug() {
     let a = auth();
-    let err = a.authenticate(&headers("x-api-key", "leaky-secret"), None).expect_err("bad");
+    let err = a
+        .authenticate(&headers("x-api-key", "leaky-secret"), None)
+        .expect_err("bad");
     assert!(!format!("{err} {err:?}").contains("leaky-secret"));
     assert!(!format!("{a:?}").contains(&hash_api_key("web-key")));
 }
 
 #[test]
 fn plain_text_keys_in_the_config_are_refused() {
-    let err = ApiKeyAuth::new("k", &ApiKeyConfig::new().consumer("c", "not-a-digest")).expect_err("plain");
+    let err = ApiKeyAuth::new("k", &ApiKeyConfig::new().consumer("c", "not-a-digest"))
+        .expect_err("plain");
     assert_eq!(err, InvalidApiKeyConfig::Digest("c".into()));
     assert!(ApiKeyAuth::new("k", &ApiKeyConfig::new().header("bad header")).is_err());
 }
@@ -124,5 +161,10 @@ fn the_gateway_config_provider_builds_an_authenticator() {
         panic!("api key provider");
     };
     let a = ApiKeyAuth::new("keys", k).expect("valid");
-    assert_eq!(a.authenticate(&headers("x-api-key", "web-key"), None).expect("ok").name(), "web");
+    assert_eq!(
+        a.authenticate(&headers("x-api-key", "web-key"), None)
+            .expect("ok")
+            .name(),
+        "web"
+    );
 }

@@ -51,7 +51,10 @@ auth:
     )
 }
 
-fn problems(yaml: &str) -> Vec<(ProblemKind, Option<usize>, String, Option<u32>, String)> {
+/// kind, route index, field, line, message.
+type Found = (ProblemKind, Option<usize>, String, Option<u32>, String);
+
+fn problems(yaml: &str) -> Vec<Found> {
     let err = GatewayConfig::from_yaml(yaml, "test.yaml").expect_err("must be rejected");
     err.problems()
         .iter()
@@ -175,7 +178,7 @@ routes:
     assert_eq!(r.id(), "users");
     assert_eq!(r.split.len(), 2);
     assert_eq!(r.timeout, Some(Duration::from_secs(2)));
-    assert_eq!(r.retry.as_ref().map(|r| r.max_attempts), Some(2));
+    assert_eq!(r.retry.as_ref().map(|r| r.max_attempts()), Some(2));
     assert_eq!(r.bulkhead.as_ref().map(|b| b.max_concurrent()), Some(20));
     assert_eq!(r.breaker.as_ref().map(|b| b.failure_rate()), Some(25.0));
     assert_eq!(r.mirror.as_ref().map(|m| m.percent), Some(5.0));

@@ -221,13 +221,12 @@ impl ApiKeyAuth {
             index = u32::conditional_select(&index, &u32::try_from(i).unwrap_or(u32::MAX), eq);
             found |= eq;
         }
-        if bool::from(found) {
-            if let Some(c) = usize::try_from(index)
+        if bool::from(found)
+            && let Some(c) = usize::try_from(index)
                 .ok()
                 .and_then(|i| self.inner.consumers.get(i))
-            {
-                return Ok(c.clone());
-            }
+        {
+            return Ok(c.clone());
         }
         Err(self.error(AuthErrorKind::Invalid))
     }

@@ -20,14 +20,14 @@ pub(crate) fn validate(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
         let mut p = |kind, field: &str, msg: String| {
             out.push(ConfigProblem::new(kind, field, msg).route(at.clone()));
         };
-        if let Some(name) = &r.name {
-            if let Some(j) = names.insert(name, i) {
-                p(
-                    ProblemKind::Conflict,
-                    "name",
-                    format!("route #{j} has the same name {name:?}"),
-                );
-            }
+        if let Some(name) = &r.name
+            && let Some(j) = names.insert(name, i)
+        {
+            p(
+                ProblemKind::Conflict,
+                "name",
+                format!("route #{j} has the same name {name:?}"),
+            );
         }
         check_route(b, r, &mut p);
         if let Ok(pattern) = Pattern::parse(&r.path) {
@@ -129,14 +129,14 @@ fn check_route(
         ),
         _ => {}
     }
-    if let Some(s) = &r.service {
-        if !known(s) {
-            p(
-                ProblemKind::UnknownService,
-                "service",
-                format!("unknown service {s:?} ({})", listed()),
-            );
-        }
+    if let Some(s) = &r.service
+        && !known(s)
+    {
+        p(
+            ProblemKind::UnknownService,
+            "service",
+            format!("unknown service {s:?} ({})", listed()),
+        );
     }
     for (j, t) in r.split.iter().enumerate() {
         if !known(&t.service) {
@@ -245,10 +245,10 @@ fn check_route(
                 }
             }
         }
-        if let Some(t) = &r.rewrite {
-            if let Err(e) = Template::parse(t, pattern) {
-                p(ProblemKind::Invalid, "rewrite", e);
-            }
+        if let Some(t) = &r.rewrite
+            && let Err(e) = Template::parse(t, pattern)
+        {
+            p(ProblemKind::Invalid, "rewrite", e);
         }
     }
 
@@ -309,23 +309,24 @@ fn check_route(
 
 fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
     let mut p = |kind, field: String, msg: String| out.push(ConfigProblem::new(kind, field, msg));
-    if let Some(admin) = &b.admin {
-        if admin.listen == b.listen && admin.listen.port() != 0 {
-            p(
-                ProblemKind::Invalid,
-                "admin.listen".to_owned(),
-                "the admin listener needs its own address".to_owned(),
-            );
-        }
+    if let Some(admin) = &b.admin
+        && admin.listen == b.listen
+        && admin.listen.port() != 0
+    {
+        p(
+            ProblemKind::Invalid,
+            "admin.listen".to_owned(),
+            "the admin listener needs its own address".to_owned(),
+        );
     }
-    if let super::RegistryConfig::Etcd { endpoints, .. } = &b.registry {
-        if endpoints.is_empty() {
-            p(
-                ProblemKind::Invalid,
-                "registry.etcd.endpoints".to_owned(),
-                "at least one etcd endpoint".to_owned(),
-            );
-        }
+    if let super::RegistryConfig::Etcd { endpoints, .. } = &b.registry
+        && endpoints.is_empty()
+    {
+        p(
+            ProblemKind::Invalid,
+            "registry.etcd.endpoints".to_owned(),
+            "at least one etcd endpoint".to_owned(),
+        );
     }
     for (name, s) in &b.services {
         if let Some(h) = &s.health_check {
@@ -359,14 +360,14 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
             "limits must be at least 1".to_owned(),
         );
     }
-    if let Some(d) = &b.auth.default_provider {
-        if !b.auth.providers.contains_key(d) {
-            p(
-                ProblemKind::Auth,
-                "auth.default_provider".to_owned(),
-                format!("unknown auth provider {d:?}"),
-            );
-        }
+    if let Some(d) = &b.auth.default_provider
+        && !b.auth.providers.contains_key(d)
+    {
+        p(
+            ProblemKind::Auth,
+            "auth.default_provider".to_owned(),
+            format!("unknown auth provider {d:?}"),
+        );
     }
     for (name, provider) in &b.auth.providers {
         match provider {

@@ -92,7 +92,7 @@ impl Route {
         } else if let Some(prefix) = &self.strip {
             let prefix = prefix.trim_end_matches('/');
             match norm.strip_prefix(prefix) {
-                Some(rest) if rest.is_empty() => out.push('/'),
+                Some("") => out.push('/'),
                 Some(rest) if rest.starts_with('/') => out.push_str(rest),
                 // Matched this route, so the prefix is there; be safe anyway.
                 _ => out.push_str(&norm),

@@ -102,22 +102,36 @@ pub struct Matched<'a> {
 #[derive(Debug, Clone)]
 pub struct Params<'a> {
     path: Cow<'a, str>,
-    len: usize,
-    slots: [(&'a str, usize, usize); MAX_PARAMS],
+    /// matchit key → name, of the matched route.
+    names: &'a [(String, String)],
+    len: u8,
+    /// (index into `names`, start, end) of each value in `path`.
+    slots: [(u8, u32, u32); MAX_PARAMS],
 }
 
 impl<'a> Params<'a> {
-    fn new(path: Cow<'a, str>, slots: &[(&'a str, usize, usize)]) -> Self {
-        let mut out = Params {
+    fn new(path: Cow<'a, str>, names: &'a [(String, String)]) -> Self {
+        Params {
             path,
+            names,
             len: 0,
-            slots: [("", 0, 0); MAX_PARAMS],
-        };
-        for s in slots.iter().take(MAX_PARAMS) {
-            out.slots[out.len] = *s;
-            out.len += 1;
+            slots: [(0, 0, 0); MAX_PARAMS],
         }
-        out
+    }
+
+    /// Records the value at `start..end` of the path for the name at
+    /// `name` in `names` (beyond [`MAX_PARAMS`], ignored: the config
+    /// refuses such paths).
+    fn push(&mut self, name: usize, start: usize, end: usize) {
+        let (Ok(name), Ok(start), Ok(end)) =
+            (u8::try_from(name), u32::try_from(start), u32::try_from(end))
+        else {
+            return;
+        };
+        if let Some(slot) = self.slots.get_mut(usize::from(self.len)) {
+            *slot = (name, start, end);
+            self.len += 1;
+        }
     }
 
     /// The parameter `name`.
@@ -127,14 +141,21 @@ impl<'a> Params<'a> {
 
     /// Every parameter as `(name, value)`, in path order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.slots[..self.len]
+        self.slots[..usize::from(self.len)]
             .iter()
-            .map(|(n, s, e)| (*n, self.path.get(*s..*e).unwrap_or("")))
+            .map(|&(n, s, e)| {
+                let name = self
+                    .names
+                    .get(usize::from(n))
+                    .map_or("", |(_, name)| name.as_str());
+                let value = self.path.get(s as usize..e as usize).unwrap_or("");
+                (name, value)
+            })
     }
 
     /// How many parameters there are.
     pub fn len(&self) -> usize {
-        self.len
+        usize::from(self.len)
     }
 
     /// Whether there are none.

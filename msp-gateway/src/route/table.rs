@@ -241,26 +241,30 @@ impl RouteTable {
                 if !group.predicates_hold(headers, query) {
                     continue;
                 }
-                if let Some(router) = group.router(method) {
-                    if let Some(m) = router.at(&path) {
-                        let index = *m.value;
-                        let route = &self.routes[index];
-                        let mut slots = [("", 0, 0); MAX_PARAMS];
-                        let mut n = 0;
-                        for (k, v) in m.params.iter() {
-                            let name = route.keys.iter().find(|(key, _)| key == k);
-                            if let (Some((_, name)), Some(slot)) = (name, slots.get_mut(n)) {
-                                let start = v.as_ptr() as usize - path.as_ptr() as usize;
-                                *slot = (name.as_str(), start, start + v.len());
-                                n += 1;
-                            }
+                if let Some(router) = group.router(method)
+                    && let Some(m) = router.at(&path)
+                {
+                    let index = *m.value;
+                    let route = &self.routes[index];
+                    let mut found = [(0, 0, 0); MAX_PARAMS];
+                    let mut n = 0;
+                    for (k, v) in m.params.iter() {
+                        let name = route.keys.iter().position(|(key, _)| key == k);
+                        if let (Some(name), Some(slot)) = (name, found.get_mut(n)) {
+                            let start = v.as_ptr() as usize - path.as_ptr() as usize;
+                            *slot = (name, start, start + v.len());
+                            n += 1;
                         }
-                        return RouteMatch::Found(Matched {
-                            index,
-                            route,
-                            params: Params::new(path, &slots[..n]),
-                        });
                     }
+                    let mut params = Params::new(path, &route.keys);
+                    for &(name, start, end) in &found[..n] {
+                        params.push(name, start, end);
+                    }
+                    return RouteMatch::Found(Matched {
+                        index,
+                        route,
+                        params,
+                    });
                 }
                 if let Some(m) = group.allow.at(&path) {
                     let set = &group.allow_sets[*m.value];
@@ -415,8 +419,7 @@ fn build_group(
         }
         any.then_some(router)
     };
-    let standard: [Option<Layers>; 9] =
-        std::array::from_fn(|i| build(Some(&STANDARD[i])));
+    let standard: [Option<Layers>; 9] = std::array::from_fn(|i| build(Some(&STANDARD[i])));
     let extension = extensions
         .iter()
         .filter_map(|m| Some((m.clone(), build(Some(m))?)))
@@ -425,9 +428,13 @@ fn build_group(
 
     let mut shapes: Vec<(String, bool, MethodSet)> = Vec::new();
     for e in &entries {
-        let paths = std::iter::once((&e.explicit, e.wildcard)).chain(e.bare.iter().map(|b| (b, true)));
+        let paths =
+            std::iter::once((&e.explicit, e.wildcard)).chain(e.bare.iter().map(|b| (b, true)));
         for (path, wildcard) in paths {
-            match shapes.iter_mut().find(|(p, w, _)| p == path && *w == wildcard) {
+            match shapes
+                .iter_mut()
+                .find(|(p, w, _)| p == path && *w == wildcard)
+            {
                 Some((_, _, set)) => set.add(e.methods),
                 None => {
                     let mut set = MethodSet::default();

@@ -165,3 +165,27 @@ fn invalid_policies_are_typed_errors() {
         Some(ms(7))
     );
 }
+
+#[test]
+fn periodic_jitter_stays_within_the_fraction_and_spreads() {
+    use msp_core::backoff::jitter;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    let mut rng = SmallRng::seed_from_u64(42);
+    let base = Duration::from_secs(10);
+    let (lo, hi) = (Duration::from_secs(8), Duration::from_secs(12));
+    let draws: Vec<_> = (0..1_000).map(|_| jitter(base, 0.2, &mut rng)).collect();
+    assert!(draws.iter().all(|d| (lo..=hi).contains(d)), "in [8 s, 12 s]");
+    // Both halves of the range are used: replicas drift apart both ways.
+    assert!(draws.iter().any(|d| *d < Duration::from_secs(9)));
+    assert!(draws.iter().any(|d| *d > Duration::from_secs(11)));
+
+    // Out-of-range fractions are clamped, never a panic.
+    assert_eq!(jitter(base, 0.0, &mut rng), base);
+    assert_eq!(jitter(base, -1.0, &mut rng), base);
+    assert_eq!(jitter(base, f64::NAN, &mut rng), base);
+    assert!(jitter(base, 5.0, &mut rng) <= Duration::from_secs(20));
+    let _ = jitter(Duration::MAX, 1.0, &mut rng);
+    assert_eq!(jitter(Duration::ZERO, 0.5, &mut rng), Duration::ZERO);
+}

@@ -109,7 +109,9 @@ pub mod chaos;
 pub mod circuit_breaker;
 pub mod fallback;
 pub mod hedge;
-pub mod http;
+/// msp-core's HTTP contracts ([`msp_core::http`]), re-exported: its one
+/// `HttpErrorLayer` answers this crate's errors, which register themselves.
+pub use msp_core::http;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;

@@ -1,4 +1,6 @@
-//! The HTTP adapter inside a real axum Router on loopback.
+//! msp-resilience's rejections behind msp-core's one `HttpErrorLayer`,
+//! inside a real axum Router on loopback: each error type registered
+//! itself, so the layer needs no mapping.
 
 use axum::Router;
 use axum::body::Body;
@@ -8,9 +10,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use msp_core::http::{HttpErrorLayer, Problem};
 use msp_resilience::bulkhead::error::BulkheadFull;
 use msp_resilience::circuit_breaker::error::CircuitOpen;
-use msp_resilience::http::{ErrorResponse, HttpErrorLayer};
 use msp_resilience::rate_limit::error::RateLimited;
 use msp_resilience::retry::BudgetExhausted;
 use msp_resilience::timeout::{Elapsed, TimeoutLayer};
@@ -72,8 +74,8 @@ fn route(
     Future = impl Send,
 > + Clone {
     ServiceBuilder::new()
-        .layer(HttpErrorLayer::new().map(|e: &UnknownTenant| {
-            ErrorResponse::new(StatusCode::NOT_FOUND, "unknown_tenant", e.to_string())
+        .layer(HttpErrorLayer::new().map(|_: &UnknownTenant| {
+            Problem::new(StatusCode::NOT_FOUND, "unknown_tenant", "no such tenant")
         }))
         .service(failing(make))
 }
@@ -108,12 +110,15 @@ async fn typed_errors_become_status_codes_in_an_axum_router() {
 
     let (status, _, body) = fetch(addr, "/timeout").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(body, r#"{"error":"timeout","message":"request timed out"}"#);
+    assert_eq!(
+        body,
+        r#"{"type":"about:blank","title":"Gateway Timeout","status":504,"detail":"request timed out","code":"timeout"}"#
+    );
 
     let (status, retry_after, body) = fetch(addr, "/open").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry_after.as_deref(), Some("3"), "2.5 s rounds up");
-    assert!(body.contains("circuit_open"), "{body}");
+    assert!(body.contains(r#""code":"circuit_open""#), "{body}");
 
     let (status, retry_after, _) = fetch(addr, "/open-forced").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -121,27 +126,31 @@ async fn typed_errors_become_status_codes_in_an_axum_router() {
 
     let (status, _, body) = fetch(addr, "/budget").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.contains("retry_budget_exhausted"), "{body}");
+    assert!(
+        body.contains(r#""code":"retry_budget_exhausted""#),
+        "{body}"
+    );
 
     let (status, retry_after, body) = fetch(addr, "/limited").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(retry_after.as_deref(), Some("2"), "1.2 s rounds up");
-    assert!(body.contains("rate_limited"), "{body}");
+    assert!(body.contains(r#""code":"rate_limited""#), "{body}");
 
     let (status, _, body) = fetch(addr, "/full").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.contains("bulkhead_full"), "{body}");
+    assert!(body.contains(r#""code":"bulkhead_full""#), "{body}");
 
     let (status, _, body) = fetch(addr, "/tenant").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(body.contains("unknown_tenant"), "{body}");
+    assert!(body.contains(r#""code":"unknown_tenant""#), "{body}");
 
     let (status, _, body) = fetch(addr, "/internal").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
-        !body.contains("hunter2"),
+        !body.contains("hunter2") && !body.contains("password"),
         "unknown error text must not leak: {body}"
     );
+    assert!(body.contains(r#""code":"internal""#), "{body}");
 
     let (status, _, _) = fetch(addr, "/wrapped").await;
     assert_eq!(
@@ -184,7 +193,7 @@ async fn unknown_status_is_configurable() {
         .await
         .expect("infallible");
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
 //! Error types of the bulkhead.
 
+use http::StatusCode;
+use msp_core::http::{Problem, ToProblem};
 use std::fmt;
+use std::sync::Once;
 
 /// The call was rejected by a full bulkhead: every slot was taken and the
 /// queue was full, or the call waited `max_wait` in the queue.
@@ -12,6 +15,11 @@ use std::fmt;
 ///     assert!(!full.waited());
 /// }
 /// ```
+///
+/// Behind [`HttpErrorLayer`](msp_core::http::HttpErrorLayer) it is a
+/// `503 Service Unavailable` problem with code `bulkhead_full` (the type
+/// registers itself with [`msp_core::http::register`] when first
+/// constructed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BulkheadFull {
     waited: bool,
@@ -20,12 +28,18 @@ pub struct BulkheadFull {
 impl BulkheadFull {
     /// Rejected at once: no slot and no room in the queue.
     pub fn queue_full() -> Self {
-        BulkheadFull { waited: false }
+        Self::registered(false)
     }
 
     /// Rejected after waiting `max_wait` in the queue.
     pub fn wait_elapsed() -> Self {
-        BulkheadFull { waited: true }
+        Self::registered(true)
+    }
+
+    fn registered(waited: bool) -> Self {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(msp_core::http::register::<BulkheadFull>);
+        BulkheadFull { waited }
     }
 
     /// `true` when the call waited in the queue until `max_wait` passed.
@@ -45,3 +59,13 @@ impl fmt::Display for BulkheadFull {
 }
 
 impl std::error::Error for BulkheadFull {}
+
+impl ToProblem for BulkheadFull {
+    fn to_problem(&self) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bulkhead_full",
+            "too many concurrent requests",
+        )
+    }
+}

@@ -1,6 +1,9 @@
 //! Error types of the circuit breaker.
 
+use http::StatusCode;
+use msp_core::http::{Problem, ToProblem};
 use std::fmt;
+use std::sync::Once;
 use std::time::Duration;
 
 /// The call was rejected because the breaker is open (or half-open with
@@ -17,6 +20,11 @@ use std::time::Duration;
 /// }
 /// ```
 ///
+/// Behind [`HttpErrorLayer`](msp_core::http::HttpErrorLayer) it is a
+/// `503 Service Unavailable` problem with code `circuit_open` and a
+/// `Retry-After` when the open time left is known (the type registers
+/// itself with [`msp_core::http::register`] when first constructed).
+///
 /// [`CircuitBreaker`]: super::CircuitBreaker
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CircuitOpen {
@@ -26,6 +34,8 @@ pub struct CircuitOpen {
 impl CircuitOpen {
     /// A rejection; `retry_after` is the open time left, if known.
     pub fn new(retry_after: Option<Duration>) -> Self {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(msp_core::http::register::<CircuitOpen>);
         CircuitOpen { retry_after }
     }
 
@@ -46,6 +56,17 @@ impl fmt::Display for CircuitOpen {
 }
 
 impl std::error::Error for CircuitOpen {}
+
+impl ToProblem for CircuitOpen {
+    fn to_problem(&self) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            "circuit breaker is open",
+        )
+        .with_retry_after(self.retry_after)
+    }
+}
 
 /// The error of [`Breaker::call`](super::Breaker::call): rejected, or the
 /// call's own error.

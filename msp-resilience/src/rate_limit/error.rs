@@ -1,6 +1,9 @@
 //! Error types of the rate limiter.
 
+use http::StatusCode;
+use msp_core::http::{Problem, ToProblem};
 use std::fmt;
+use std::sync::Once;
 use std::time::Duration;
 
 /// The request was over the rate limit; it was rejected, not delayed.
@@ -15,6 +18,11 @@ use std::time::Duration;
 ///     assert_eq!(limited.retry_after().as_secs(), 2);
 /// }
 /// ```
+///
+/// Behind [`HttpErrorLayer`](msp_core::http::HttpErrorLayer) it is a
+/// `429 Too Many Requests` problem with code `rate_limited` and
+/// `Retry-After` (the type registers itself with
+/// [`msp_core::http::register`] when first constructed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimited {
     retry_after: Duration,
@@ -26,6 +34,8 @@ impl RateLimited {
     /// A rejection: try again after `retry_after`; the limit admits `limit`
     /// at once and is fully available again after `reset`.
     pub fn new(retry_after: Duration, limit: u32, reset: Duration) -> Self {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(msp_core::http::register::<RateLimited>);
         RateLimited {
             retry_after,
             limit,
@@ -56,3 +66,14 @@ impl fmt::Display for RateLimited {
 }
 
 impl std::error::Error for RateLimited {}
+
+impl ToProblem for RateLimited {
+    fn to_problem(&self) -> Problem {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests",
+        )
+        .with_retry_after(Some(self.retry_after))
+    }
+}

@@ -2,18 +2,21 @@
 //! and gRPC's `grpc-timeout`.
 
 use http::HeaderValue;
-use http::header::{CONTENT_TYPE, HeaderName};
+use http::header::CONTENT_TYPE;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The header carrying the remaining time budget of a request, in whole
-/// milliseconds, to the next service downstream.
-pub static DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-msp-deadline-ms");
+/// milliseconds, to the next service downstream (msp-core's
+/// [`DEADLINE_MS`](msp_core::http::header::DEADLINE_MS)).
+pub use msp_core::http::header::DEADLINE_MS as DEADLINE_HEADER;
 
-/// gRPC's deadline header (`grpc-timeout`, e.g. `250m`).
-pub static GRPC_TIMEOUT_HEADER: HeaderName = HeaderName::from_static("grpc-timeout");
+/// gRPC's deadline header, `grpc-timeout` (msp-core's
+/// [`GRPC_TIMEOUT`](msp_core::http::header::GRPC_TIMEOUT)).
+pub use msp_core::http::header::GRPC_TIMEOUT as GRPC_TIMEOUT_HEADER;
 
-/// The absolute deadline of a request, as a request extension.
+/// The absolute deadline of a request, as a request extension (msp-core's
+/// [`Deadline`](msp_core::time::Deadline), shared by every crate).
 ///
 /// Insert it to cap every [`Timeout`](super::Timeout) and
 /// [`Retry`](crate::retry::Retry) the request passes through: the effective
@@ -21,20 +24,7 @@ pub static GRPC_TIMEOUT_HEADER: HeaderName = HeaderName::from_static("grpc-timeo
 /// one. [`Timeout`](super::Timeout) inserts it (when propagation is on) so
 /// inner layers and handlers can read the overall deadline and pass it on to
 /// the requests they make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Deadline(pub Instant);
-
-impl Deadline {
-    /// The deadline `timeout` from now.
-    pub fn after(timeout: Duration) -> Self {
-        Deadline(Instant::now() + timeout)
-    }
-
-    /// The time left until the deadline (zero once it passed).
-    pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
-    }
-}
+pub use msp_core::time::Deadline;
 
 /// Replaces the configured timeout of the next [`Timeout`](super::Timeout)
 /// layer for this one request (longer or shorter), as a request extension.
@@ -132,9 +122,9 @@ impl<B> DeadlineRequest for http::Request<B> {
             .get(CONTENT_TYPE)
             .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
         let headers = self.headers_mut();
-        headers.insert(DEADLINE_HEADER.clone(), HeaderValue::from(millis));
+        headers.insert(DEADLINE_HEADER, HeaderValue::from(millis));
         if grpc {
-            headers.insert(GRPC_TIMEOUT_HEADER.clone(), format_grpc_timeout(remaining));
+            headers.insert(GRPC_TIMEOUT_HEADER, format_grpc_timeout(remaining));
         }
         self.extensions_mut().insert(Deadline(deadline));
     }

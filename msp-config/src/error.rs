@@ -8,7 +8,7 @@
 //! # Example
 //!
 //! ```
-//! use msp_config::{Loader, Error};
+//! use msp_config::{ConfigError, Loader};
 //! use std::collections::HashMap;
 //!
 //! #[derive(Debug, serde::Deserialize)]
@@ -16,7 +16,7 @@
 //!
 //! let env = HashMap::from([("SHOP__PORT".to_owned(), "eighty".to_owned())]);
 //! let err = Loader::new("shop").no_files().env_map(env).load_sync::<Cfg>().unwrap_err();
-//! assert!(matches!(err, Error::InvalidValue { .. }));
+//! assert!(matches!(err, ConfigError::InvalidValue { .. }));
 //! assert_eq!(
 //!     err.to_string(),
 //!     "invalid value for `port`: expected an integer, found string \"eighty\" (from env var SHOP__PORT)"
@@ -125,7 +125,7 @@ impl Origin {
 /// configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ConfigError {
     /// A value has the wrong type or shape for the target field.
     #[error("invalid value for `{key}`: expected {expected}, found {found} (from {origin})")]
     InvalidValue {

@@ -64,7 +64,7 @@
 //! - [`secret`]: `${VAR}` interpolation, `{cipher}` values, redaction,
 //!   [`Secret<T>`].
 //! - [`audit`]: audit records and sinks.
-//! - [`error`]: [`Error`] and [`Origin`] (which file and line, env var,
+//! - [`error`]: [`ConfigError`] and [`Origin`] (which file and line, env var,
 //!   remote key or flag supplied a value).
 //! - [`flags`]: feature flags with stable percentage rollout.
 //! - [`server`]: a Spring-Cloud-Config-compatible config server (tower
@@ -90,7 +90,7 @@ pub mod server;
 pub mod watched;
 
 pub use audit::{AuditRecord, AuditSink, JsonLinesSink, KeyChange, TracingSink, Trigger};
-pub use error::{Error, Origin};
+pub use error::{ConfigError, Origin};
 pub use flags::{FeatureFlag, FeatureFlags};
 pub use loader::{Layer, Loader};
 pub use secret::Secret;

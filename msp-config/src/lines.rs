@@ -52,15 +52,15 @@ fn yaml(text: &str, segments: &[&str]) -> Option<usize> {
         if indent != lvl {
             continue;
         }
-        if let Some((k, _)) = content.split_once(':') {
-            if unquote(k.trim()) == segments[seg] {
-                seg += 1;
-                if seg == segments.len() {
-                    return Some(i + 1);
-                }
-                parent_indent = Some(indent);
-                level = None;
+        if let Some((k, _)) = content.split_once(':')
+            && unquote(k.trim()) == segments[seg]
+        {
+            seg += 1;
+            if seg == segments.len() {
+                return Some(i + 1);
             }
+            parent_indent = Some(indent);
+            level = None;
         }
     }
     None

@@ -45,7 +45,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use serde::{Deserialize, Deserializer};
 
-use crate::Error;
+use crate::ConfigError;
 
 /// The text shown in place of a secret value.
 pub const REDACTED: &str = "[REDACTED]";
@@ -273,20 +273,20 @@ impl fmt::Debug for CipherKey {
 
 impl CipherKey {
     /// Resolves the key. `env` is the environment the loader reads.
-    pub(crate) fn resolve(&self, env: &HashMap<String, String>) -> Result<Cipher, Error> {
+    pub(crate) fn resolve(&self, env: &HashMap<String, String>) -> Result<Cipher, ConfigError> {
         match self {
             CipherKey::Bytes(b) => Ok(Cipher::new(*b)),
             CipherKey::Env(var) => {
                 let text = env.get(var).ok_or_else(|| {
-                    Error::CipherKey(format!("environment variable {var} is not set"))
+                    ConfigError::CipherKey(format!("environment variable {var} is not set"))
                 })?;
-                Cipher::from_text(text).map_err(|e| Error::CipherKey(format!("{var}: {e}")))
+                Cipher::from_text(text).map_err(|e| ConfigError::CipherKey(format!("{var}: {e}")))
             }
             CipherKey::File(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::CipherKey(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| ConfigError::CipherKey(format!("{}: {e}", path.display())))?;
                 Cipher::from_text(&text)
-                    .map_err(|e| Error::CipherKey(format!("{}: {e}", path.display())))
+                    .map_err(|e| ConfigError::CipherKey(format!("{}: {e}", path.display())))
             }
         }
     }
@@ -388,7 +388,7 @@ pub(crate) fn interpolate(
     input: &str,
     env: &HashMap<String, String>,
     redactor: &Redactor,
-) -> Result<Interpolated, Error> {
+) -> Result<Interpolated, ConfigError> {
     if !input.contains("${") {
         return Ok(Interpolated {
             value: input.to_owned(),
@@ -408,9 +408,11 @@ pub(crate) fn interpolate(
         }
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 2..];
-        let end = after.find('}').ok_or_else(|| Error::BadInterpolation {
-            key: key.to_owned(),
-        })?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| ConfigError::BadInterpolation {
+                key: key.to_owned(),
+            })?;
         let expr = &after[..end];
         let (var, default) = match expr.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
@@ -429,7 +431,7 @@ pub(crate) fn interpolate(
             }
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
-                return Err(Error::UnsetVariable {
+                return Err(ConfigError::UnsetVariable {
                     key: key.to_owned(),
                     var: var.to_owned(),
                 });
@@ -485,7 +487,7 @@ mod tests {
         );
         assert!(matches!(
             interpolate("k", "${OPEN", &env(), &r),
-            Err(Error::BadInterpolation { .. })
+            Err(ConfigError::BadInterpolation { .. })
         ));
     }
 

@@ -157,13 +157,13 @@ impl ConfigServer {
     ///
     /// # Errors
     ///
-    /// [`ServerError`] for a bad name, a missing label or an unreadable file.
+    /// [`ConfigServerError`] for a bad name, a missing label or an unreadable file.
     pub fn environment(
         &self,
         application: &str,
         profiles: &str,
         label: Option<&str>,
-    ) -> Result<Environment, ServerError> {
+    ) -> Result<Environment, ConfigServerError> {
         self.inner.environment(application, profiles, label)
     }
 }
@@ -171,7 +171,7 @@ impl ConfigServer {
 /// Why the server could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServerError {
+pub enum ConfigServerError {
     /// A path segment is empty, `.`/`..` or has characters outside
     /// `[A-Za-z0-9._-]` (answered with 400).
     #[error("invalid name {0:?}")]
@@ -187,17 +187,19 @@ pub enum ServerError {
     File(String),
 }
 
-impl ServerError {
+impl ConfigServerError {
     fn status(&self) -> StatusCode {
         match self {
-            ServerError::BadName(_) => StatusCode::BAD_REQUEST,
-            ServerError::NoSuchLabel(_) | ServerError::NotFound => StatusCode::NOT_FOUND,
-            ServerError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ConfigServerError::BadName(_) => StatusCode::BAD_REQUEST,
+            ConfigServerError::NoSuchLabel(_) | ConfigServerError::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ConfigServerError::File(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
-fn check_name(s: &str) -> Result<&str, ServerError> {
+fn check_name(s: &str) -> Result<&str, ConfigServerError> {
     let ok = !s.is_empty()
         && s != "."
         && s != ".."
@@ -207,7 +209,7 @@ fn check_name(s: &str) -> Result<&str, ServerError> {
     if ok {
         Ok(s)
     } else {
-        Err(ServerError::BadName(s.to_owned()))
+        Err(ConfigServerError::BadName(s.to_owned()))
     }
 }
 
@@ -217,7 +219,7 @@ impl Inner {
         app: &str,
         profiles: &str,
         label: Option<&str>,
-    ) -> Result<Environment, ServerError> {
+    ) -> Result<Environment, ConfigServerError> {
         check_name(app)?;
         let profiles: Vec<&str> = profiles
             .split(',')
@@ -238,7 +240,7 @@ impl Inner {
                 }
                 let base = self.dir.join(&rel);
                 if !base.is_dir() {
-                    return Err(ServerError::NoSuchLabel(l.clone()));
+                    return Err(ConfigServerError::NoSuchLabel(l.clone()));
                 }
                 (base, rel)
             }
@@ -266,14 +268,14 @@ impl Inner {
                     Ok(t) => t,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => {
-                        return Err(ServerError::File(format!(
+                        return Err(ConfigServerError::File(format!(
                             "{}: {e}",
                             rel.join(&file).display()
                         )));
                     }
                 };
                 let map = format.parse(None, &text).map_err(|e| {
-                    ServerError::File(format!("{}: {e}", rel.join(&file).display()))
+                    ConfigServerError::File(format!("{}: {e}", rel.join(&file).display()))
                 })?;
                 let mut source = serde_json::Map::new();
                 let mut entries: Vec<_> = map.into_iter().collect();
@@ -371,7 +373,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     resp
 }
 
-fn error_response(e: &ServerError, path: &str) -> Response<Full<Bytes>> {
+fn error_response(e: &ConfigServerError, path: &str) -> Response<Full<Bytes>> {
     let status = e.status();
     let body = serde_json::json!({
         "status": status.as_u16(),
@@ -414,14 +416,14 @@ where
             let result = tokio::task::spawn_blocking(move || match segments.as_slice() {
                 [app, profiles] => inner.environment(app, profiles, None),
                 [app, profiles, label] => inner.environment(app, profiles, Some(label)),
-                _ => Err(ServerError::NotFound),
+                _ => Err(ConfigServerError::NotFound),
             })
             .await
-            .unwrap_or_else(|e| Err(ServerError::File(format!("worker failed: {e}"))));
+            .unwrap_or_else(|e| Err(ConfigServerError::File(format!("worker failed: {e}"))));
             Ok(match result {
                 Ok(env) => match serde_json::to_vec(&env) {
                     Ok(body) => json_response(StatusCode::OK, body),
-                    Err(e) => error_response(&ServerError::File(e.to_string()), &p),
+                    Err(e) => error_response(&ConfigServerError::File(e.to_string()), &p),
                 },
                 Err(e) => {
                     tracing::debug!(path = %p, error = %e, "config server request rejected");

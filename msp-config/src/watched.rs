@@ -73,7 +73,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::audit::{AuditRecord, AuditSink, Trigger};
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::loader::{FlatEntry, Loader};
 use crate::remote::{Remote, RemoteData};
 
@@ -94,7 +94,7 @@ pub enum ConfigEvent<T> {
         /// What caused the reload.
         trigger: Trigger,
         /// Why it was rejected.
-        error: Arc<Error>,
+        error: Arc<ConfigError>,
     },
 }
 
@@ -240,7 +240,7 @@ where
     ///
     /// The reason the new configuration was rejected (also sent as
     /// [`ConfigEvent::Rejected`]); the current value is unchanged.
-    pub async fn reload(&self) -> Result<ReloadOutcome, Arc<Error>> {
+    pub async fn reload(&self) -> Result<ReloadOutcome, Arc<ConfigError>> {
         self.shared.apply(Trigger::Manual, Update::Refetch).await
     }
 }
@@ -323,9 +323,9 @@ where
     ///
     /// # Errors
     ///
-    /// Any [`Error`] of the initial load or validation, or
-    /// [`Error::Watch`] when a directory cannot be watched.
-    pub async fn start(self) -> Result<Watched<T>, Error> {
+    /// Any [`ConfigError`] of the initial load or validation, or
+    /// [`ConfigError::Watch`] when a directory cannot be watched.
+    pub async fn start(self) -> Result<Watched<T>, ConfigError> {
         let mut remote = Vec::with_capacity(self.loader.remotes.len());
         for r in &self.loader.remotes {
             remote.push(Some(Arc::new(r.initial_fetch().await?)));
@@ -333,7 +333,7 @@ where
         let snapshot = self.loader.snapshot(&remote)?;
         let value: T = snapshot.extract()?;
         for v in &self.validators {
-            v(&value).map_err(Error::Validation)?;
+            v(&value).map_err(ConfigError::Validation)?;
         }
         let record = AuditRecord::diff(
             self.loader.app(),
@@ -359,13 +359,13 @@ where
             loader: self.loader,
         });
         let mut tasks = Vec::new();
-        if self.watch_files {
-            if let Some((watcher, task)) = watch_dirs(&shared, self.debounce)? {
-                if let Ok(mut w) = shared.watcher.lock() {
-                    *w = Some(watcher);
-                }
-                tasks.push(task);
+        if self.watch_files
+            && let Some((watcher, task)) = watch_dirs(&shared, self.debounce)?
+        {
+            if let Ok(mut w) = shared.watcher.lock() {
+                *w = Some(watcher);
             }
+            tasks.push(task);
         }
         if self.watch_remotes {
             for (i, r) in shared.loader.remotes.iter().enumerate() {
@@ -394,7 +394,11 @@ impl<T> Shared<T>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    async fn apply(&self, trigger: Trigger, update: Update) -> Result<ReloadOutcome, Arc<Error>> {
+    async fn apply(
+        &self,
+        trigger: Trigger,
+        update: Update,
+    ) -> Result<ReloadOutcome, Arc<ConfigError>> {
         let mut state = self.state.lock().await;
         match update {
             Update::Keep => {}
@@ -421,7 +425,7 @@ where
         let built = self.loader.snapshot(&state.remote).and_then(|snap| {
             let value: T = snap.extract()?;
             for v in &self.validators {
-                v(&value).map_err(Error::Validation)?;
+                v(&value).map_err(ConfigError::Validation)?;
             }
             Ok((snap, value))
         });
@@ -477,7 +481,7 @@ fn relevant(kind: &EventKind) -> bool {
 fn watch_dirs<T>(
     shared: &Arc<Shared<T>>,
     debounce: Duration,
-) -> Result<Option<(notify::RecommendedWatcher, AbortHandle)>, Error>
+) -> Result<Option<(notify::RecommendedWatcher, AbortHandle)>, ConfigError>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
@@ -515,14 +519,14 @@ where
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "config file watch error"),
         })
-        .map_err(|e| Error::Watch {
+        .map_err(|e| ConfigError::Watch {
             path: dirs[0].clone(),
             message: e.to_string(),
         })?;
     for d in &dirs {
         watcher
             .watch(d, RecursiveMode::NonRecursive)
-            .map_err(|e| Error::Watch {
+            .map_err(|e| ConfigError::Watch {
                 path: d.clone(),
                 message: e.to_string(),
             })?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::wait_for;
 use etcd_client::Client;
 use msp_config::remote::{EtcdSource, Remote, Startup};
-use msp_config::{ConfigEvent, Error, Loader, ReloadOutcome, Trigger, Watched};
+use msp_config::{ConfigError, ConfigEvent, Loader, ReloadOutcome, Trigger, Watched};
 use msp_core::backoff::{Backoff, Jitter};
 use msp_core::testing::{Backend, PrivateEtcd, backend};
 use serde::Deserialize;
@@ -184,7 +184,7 @@ async fn keeps_the_last_value_while_etcd_is_down_and_recovers() {
         .load::<Cfg>()
         .await
         .expect_err("must fail");
-    assert!(matches!(err, Error::Remote { .. }), "{err:?}");
+    assert!(matches!(err, ConfigError::Remote { .. }), "{err:?}");
     let cached: Cfg = loader(etcd.endpoint(), Startup::UseCache)
         .load()
         .await

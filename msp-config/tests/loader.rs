@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use common::{Fixed, env};
 use msp_config::secret::{Cipher, CipherKey};
-use msp_config::{Error, Layer, Loader, Origin, Secret};
+use msp_config::{ConfigError, Layer, Loader, Origin, Secret};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -231,11 +231,11 @@ fn cli_set_overrides_env_and_rejects_malformed() {
     assert_eq!(got.name, "cli");
     assert!(matches!(
         Loader::new("app").args(["--set", "novalue"]),
-        Err(Error::Argument(_))
+        Err(ConfigError::Argument(_))
     ));
     assert!(matches!(
         Loader::new("app").args(["--set"]),
-        Err(Error::Argument(_))
+        Err(ConfigError::Argument(_))
     ));
 }
 
@@ -286,7 +286,7 @@ fn wrong_type_error_names_key_type_file_and_line() {
             .expect_err("must fail");
         let path = sub.join(file);
         match &err {
-            Error::InvalidValue {
+            ConfigError::InvalidValue {
                 key,
                 expected,
                 found,
@@ -326,7 +326,7 @@ fn wrong_type_error_names_env_var_and_cli_flag() {
         .load_sync::<Typed>()
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::InvalidValue { key, origin: Origin::Env { var }, .. } if key == "db.pool.max_size" && var == "APP__DB__POOL__MAX_SIZE"),
+        matches!(&err, ConfigError::InvalidValue { key, origin: Origin::Env { var }, .. } if key == "db.pool.max_size" && var == "APP__DB__POOL__MAX_SIZE"),
         "{err:?}"
     );
     let err = Loader::new("app")
@@ -354,7 +354,7 @@ async fn wrong_type_error_names_remote_key() {
         .await
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::InvalidValue { origin: Origin::Remote { source, key }, .. } if source == "fixed" && key == "/fixed/db.pool.max_size"),
+        matches!(&err, ConfigError::InvalidValue { origin: Origin::Remote { source, key }, .. } if source == "fixed" && key == "/fixed/db.pool.max_size"),
         "{err:?}"
     );
 }
@@ -367,7 +367,7 @@ fn missing_field_error_names_the_key() {
         .load_sync::<Typed>()
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::Invalid { key, .. } if key == "db.pool"),
+        matches!(&err, ConfigError::Invalid { key, .. } if key == "db.pool"),
         "{err:?}"
     );
     assert_eq!(
@@ -454,7 +454,7 @@ fn interpolation_and_cipher_round_trip() {
         .load_sync::<WithSecrets>()
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::Decrypt { key, reason } if key == "db.password" && reason.contains("SEC_CONFIG_KEY")),
+        matches!(&err, ConfigError::Decrypt { key, reason } if key == "db.password" && reason.contains("SEC_CONFIG_KEY")),
         "{err}"
     );
     // An unset variable without default names key and variable.
@@ -466,7 +466,7 @@ fn interpolation_and_cipher_round_trip() {
         .load_sync::<WithSecrets>()
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::UnsetVariable { key, var } if key == "api_token" && var == "TOKEN"),
+        matches!(&err, ConfigError::UnsetVariable { key, var } if key == "api_token" && var == "TOKEN"),
         "{err}"
     );
 }
@@ -520,7 +520,7 @@ fn a_bad_file_is_a_parse_error_naming_the_file() {
         .load_sync::<HashMap<String, String>>()
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::Parse { path, .. } if path.ends_with("p.yaml")),
+        matches!(&err, ConfigError::Parse { path, .. } if path.ends_with("p.yaml")),
         "{err:?}"
     );
 }
@@ -569,7 +569,7 @@ fn parse_errors_do_not_echo_the_offending_line() {
     let text = format!("{err} {err:?}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(
-        matches!(&err, Error::Parse { path, message } if path.ends_with("tp.toml") && message.contains("line 2")),
+        matches!(&err, ConfigError::Parse { path, message } if path.ends_with("tp.toml") && message.contains("line 2")),
         "{text}"
     );
 }

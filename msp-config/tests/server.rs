@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use msp_config::remote::{HttpSource, Remote, Startup};
 use msp_config::server::ConfigServer;
-use msp_config::{ConfigEvent, Error, Loader, ReloadOutcome, Trigger, Watched};
+use msp_config::{ConfigError, ConfigEvent, Loader, ReloadOutcome, Trigger, Watched};
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
@@ -311,7 +311,7 @@ async fn startup_with_the_server_down_fails_fast_or_uses_the_cache() {
         .await
         .expect_err("must fail");
     assert!(
-        matches!(&err, Error::Remote { source_name, .. } if source_name.contains("config server")),
+        matches!(&err, ConfigError::Remote { source_name, .. } if source_name.contains("config server")),
         "{err:?}"
     );
 
@@ -326,5 +326,5 @@ async fn startup_with_the_server_down_fails_fast_or_uses_the_cache() {
         .load::<Shop>()
         .await
         .expect_err("must fail");
-    assert!(matches!(&err, Error::NoCache { .. }), "{err:?}");
+    assert!(matches!(&err, ConfigError::NoCache { .. }), "{err:?}");
 }

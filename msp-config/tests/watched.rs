@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{env, wait_for};
 use msp_config::secret::Cipher;
 use msp_config::{
-    ConfigEvent, Error, JsonLinesSink, Loader, ReloadOutcome, Secret, Trigger, Watched,
+    ConfigError, ConfigEvent, JsonLinesSink, Loader, ReloadOutcome, Secret, Trigger, Watched,
 };
 use serde::Deserialize;
 
@@ -177,7 +177,7 @@ async fn invalid_edit_keeps_the_last_good_value_and_reports_the_error() {
 
     // A syntax error: rejected too.
     write(&file, "level: [unclosed\n");
-    let ev = wait_for(&mut rx, "parse rejection", |e| matches!(e, ConfigEvent::Rejected { error, .. } if matches!(**error, Error::Parse { .. }))).await;
+    let ev = wait_for(&mut rx, "parse rejection", |e| matches!(e, ConfigEvent::Rejected { error, .. } if matches!(**error, ConfigError::Parse { .. }))).await;
     assert!(matches!(ev, ConfigEvent::Rejected { .. }));
     assert_eq!(cfg.get().workers, 3);
 
@@ -222,7 +222,7 @@ async fn initial_load_runs_validation() {
     .start()
     .await
     .expect_err("must fail");
-    assert!(matches!(err, Error::Validation(_)), "{err:?}");
+    assert!(matches!(err, ConfigError::Validation(_)), "{err:?}");
 }
 
 #[derive(Debug, Deserialize)]

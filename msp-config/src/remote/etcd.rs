@@ -24,7 +24,7 @@ use super::{RemoteData, RemoteSource};
 ///
 /// # #[derive(serde::Deserialize)] struct Cfg {}
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), msp_config::Error> {
+/// # async fn main() -> Result<(), msp_config::ConfigError> {
 /// let etcd = EtcdSource::new(["http://127.0.0.1:2379"], "/config/shop/");
 /// let loader = Loader::new("shop")
 ///     .remote(Remote::new(etcd).startup(Startup::UseCache).cache_file("shop-etcd.json"));

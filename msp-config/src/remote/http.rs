@@ -33,7 +33,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 ///
 /// # #[derive(serde::Deserialize)] struct Cfg {}
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), msp_config::Error> {
+/// # async fn main() -> Result<(), msp_config::ConfigError> {
 /// let source = HttpSource::new("http://127.0.0.1:8888", "shop", "prod")
 ///     .label("main")
 ///     .poll_interval(Duration::from_secs(30));

@@ -47,7 +47,7 @@
 //! struct Cfg { db: Db }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), msp_config::Error> {
+//! # async fn main() -> Result<(), msp_config::ConfigError> {
 //! let cfg: Cfg = Loader::new("shop")
 //!     .no_files()
 //!     .remote(Remote::new(Fixed).startup(Startup::FailFast))
@@ -68,7 +68,7 @@ use msp_core::backoff::{Backoff, Jitter};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::error::{Error, Origin};
+use crate::error::{ConfigError, Origin};
 
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -274,16 +274,16 @@ impl Remote {
     /// Fetches once and refreshes the cache on success.
     pub(crate) async fn fetch(&self) -> Result<RemoteData, BoxError> {
         let data = self.source.fetch().await?;
-        if let Some(path) = &self.cache {
-            if let Err(e) = write_cache(path, &data).await {
-                tracing::warn!(source = %self.source.name(), cache = %path.display(), error = %e, "cannot write config cache");
-            }
+        if let Some(path) = &self.cache
+            && let Err(e) = write_cache(path, &data).await
+        {
+            tracing::warn!(source = %self.source.name(), cache = %path.display(), error = %e, "cannot write config cache");
         }
         Ok(data)
     }
 
     /// The start-up fetch: retries, then the [`Startup`] policy.
-    pub(crate) async fn initial_fetch(&self) -> Result<RemoteData, Error> {
+    pub(crate) async fn initial_fetch(&self) -> Result<RemoteData, ConfigError> {
         let mut delays = self.startup_retry.as_ref().map(|b| b.iter());
         let err = loop {
             match self.fetch().await {
@@ -298,11 +298,11 @@ impl Remote {
             }
         };
         match (self.startup, &self.cache) {
-            (Startup::FailFast, _) => Err(Error::Remote {
+            (Startup::FailFast, _) => Err(ConfigError::Remote {
                 source_name: self.source.name(),
                 error: err,
             }),
-            (Startup::UseCache, None) => Err(Error::NoCache {
+            (Startup::UseCache, None) => Err(ConfigError::NoCache {
                 source_name: self.source.name(),
                 error: err,
                 cache: PathBuf::new(),
@@ -313,7 +313,7 @@ impl Remote {
                     tracing::warn!(source = %self.source.name(), error = %err, cache = %path.display(), "config source unreachable, starting from the cached copy");
                     Ok(data)
                 }
-                Err(cache_error) => Err(Error::NoCache {
+                Err(cache_error) => Err(ConfigError::NoCache {
                     source_name: self.source.name(),
                     error: err,
                     cache: path.clone(),

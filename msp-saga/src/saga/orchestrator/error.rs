@@ -50,7 +50,7 @@ pub enum SagaError {
     Aborted(Uuid),
 }
 
-/// Why an [`OrchestratorBuilder`] rejected its settings.
+/// Why an [`OrchestratorBuilder`](super::OrchestratorBuilder) rejected its settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidOrchestrator {

@@ -184,7 +184,7 @@ impl<S: SagaStore> Orchestrator<S> {
     /// Like [`start`](Orchestrator::start) with a caller-chosen id (for
     /// example derived from an order id), so a retried request cannot start
     /// the saga twice: the second call fails with
-    /// [`StoreError::Duplicate`].
+    /// [`StoreError::Duplicate`](crate::saga::store::StoreError::Duplicate).
     pub async fn start_with_id<D>(
         &self,
         saga: &Saga<D>,

@@ -109,6 +109,7 @@ impl Gateway {
     /// (the config's own problems are already caught by its loader).
     pub async fn from_config(config: GatewayConfig) -> Result<Gateway, BuildError> {
         log::describe();
+        msp_core::http::register::<crate::upstream::NoInstance>();
         let snapshot = Snapshot::build(config, 1, None).await?;
         snapshot.ready(Duration::from_secs(5)).await;
         metrics::gauge!("msp_gateway_config_version").set(1.0);

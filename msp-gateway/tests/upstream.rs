@@ -1,0 +1,119 @@
+//! Upstream resilience: one breaker per upstream service, retries on
+//! another instance, outlier ejection.
+
+mod common_gw;
+
+use common_gw::{Http, backend, failing_backend, gateway};
+use http::StatusCode;
+use msp_resilience::circuit_breaker::State;
+
+#[tokio::test]
+async fn one_upstream_breaker_opening_leaves_the_others_untouched() {
+    let a = failing_backend("a").await;
+    let b = backend("b").await;
+    let yaml = format!(
+        r#"
+routes:
+  - path: "/a/*"
+    service: a
+    breaker:
+      consecutive_failures: 3
+      open_duration: 60s
+  - path: "/also-a/*"
+    service: a
+  - path: "/b/*"
+    service: b
+services:
+  a:
+    instances: ["{}"]
+  b:
+    instances: ["{}"]
+"#,
+        a.addr, b.addr
+    );
+    let (gw, addr) = gateway(&yaml).await;
+    let http = Http::new(addr);
+
+    for _ in 0..3 {
+        assert_eq!(
+            http.get("/a/x").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    assert_eq!(gw.breaker("a").expect("a").state(), State::Open);
+
+    // Open: answered at the gateway, on every route to service a.
+    let res = http.get("/a/x").await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers["content-type"], "application/problem+json");
+    let res = http.get("/also-a/x").await;
+    assert_eq!(
+        res.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the breaker is the service's"
+    );
+    assert_eq!(a.hits(), 3);
+
+    // Service b is untouched.
+    for _ in 0..5 {
+        assert_eq!(http.get("/b/x").await.body, "b GET /b/x");
+    }
+    assert_eq!(gw.breaker("b").expect("b").state(), State::Closed);
+}
+
+#[tokio::test]
+async fn a_killed_instance_gets_the_get_retried_on_another_and_is_ejected() {
+    let mut x = backend("x").await;
+    let y = backend("y").await;
+    let yaml = format!(
+        r#"
+routes:
+  - path: "/s/*"
+    service: s
+    retry:
+      max_attempts: 3
+      backoff:
+        initial: 5ms
+        max_delay: 20ms
+services:
+  s:
+    instances: ["{}", "{}"]
+    balancer: round_robin
+    outlier:
+      consecutive_failures: 1
+"#,
+        x.addr, y.addr
+    );
+    let (gw, addr) = gateway(&yaml).await;
+    let http = Http::new(addr);
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        served.push(http.get("/s/warm").await.body);
+    }
+    served.sort();
+    assert_eq!(
+        served,
+        ["x GET /s/warm", "y GET /s/warm"],
+        "both instances serve"
+    );
+
+    x.kill().await;
+    for i in 0..4 {
+        let res = http.get("/s/after").await;
+        assert_eq!(res.status, StatusCode::OK, "request {i} was retried on y");
+        assert_eq!(res.body, "y GET /s/after");
+    }
+    let endpoints = gw.endpoints("s").expect("service s").snapshot();
+    let dead = endpoints
+        .endpoints()
+        .iter()
+        .find(|e| e.addr() == x.addr)
+        .expect("x is still registered");
+    assert!(dead.is_ejected(), "the killed instance is ejected");
+    assert_eq!(endpoints.ejected(), 1);
+
+    // The admin view says the same.
+    let up = gw.upstreams();
+    let s = up.iter().find(|u| u.service == "s").expect("s");
+    assert!(s.instances.iter().any(|i| i.ejected));
+}

@@ -12,7 +12,15 @@
 //!   `span_id` and `parent_id`.
 //! - [`PropagateTraceContextLayer`] (client side) injects `traceparent` and
 //!   `tracestate` into outgoing requests, from the request's extension or the
-//!   [`current`] context, with a fresh span id for every outgoing call.
+//!   [`current`] context, with a fresh span id for every outgoing call (the
+//!   id of a `trace_context_client` span around the call).
+//! - [`spawn_in_context`] / [`InCurrentTrace`] carry the context into
+//!   `tokio::spawn`ed tasks.
+//!
+//! [`TraceState`] documents the `tracestate` rules (the key grammar of the
+//! editors' draft, duplicates, limits and trimming); the crate's
+//! `tests/trace_context.rs` checks each rule, and the official W3C test
+//! suite passes against `examples/w3c_test_service.rs` (see the README).
 //!
 //! # Example
 //!
@@ -286,8 +294,10 @@ impl TraceContext {
     }
 
     /// Extracts the context from request headers: `traceparent` (exactly one
-    /// valid header) plus `tracestate` (all header lines joined; dropped when
-    /// malformed). `None` when there is no valid `traceparent`.
+    /// valid header) plus `tracestate` (all header lines joined in order,
+    /// then parsed by [`TraceState::parse`]: discarded when malformed).
+    /// `None` when there is no valid `traceparent` — the `tracestate` is then
+    /// discarded too, as the specification requires.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let mut parents = headers.get_all(TRACEPARENT).iter();
         let parent = parents.next()?;

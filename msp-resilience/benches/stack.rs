@@ -31,17 +31,17 @@ const CONCURRENCY: usize = 64;
 
 fn msp_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + 'static {
     ServiceBuilder::new()
-        .timeout_with(TimeoutLayer::new(TIMEOUT))
-        .retry_with(
+        .msp_timeout(TimeoutLayer::new(TIMEOUT))
+        .msp_retry(
             RetryLayer::new(is_err as fn(&u64, Result<&u64, &BoxError>) -> bool)
                 .max_attempts(3)
                 .backoff(Backoff::constant(Duration::from_millis(10)).expect("backoff")),
         )
-        .circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-        .rate_limit_with(RateLimitLayer::new(RateLimiter::new(
+        .msp_circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+        .msp_rate_limit(RateLimitLayer::new(RateLimiter::new(
             Quota::per_second(RATE).expect("quota"),
         )))
-        .bulkhead(BulkheadLayer::new(
+        .msp_bulkhead(BulkheadLayer::new(
             BulkheadConfig::builder()
                 .max_concurrent(CONCURRENCY as u32)
                 .build()

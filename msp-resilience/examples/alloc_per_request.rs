@@ -57,7 +57,7 @@ fn route() -> Router {
 }
 
 fn breaker() -> CircuitBreakerLayer<msp_core::classify::HttpClassifier> {
-    CircuitBreakerLayer::http(CircuitBreakerConfig::default())
+    CircuitBreakerLayer::new(CircuitBreakerConfig::default()).classify_http_status()
 }
 
 /// Never exhausted by this loop, with realistic header values.
@@ -93,48 +93,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let router = per_request(route()).await?;
     let base = per_request(route().layer(adapter())).await?;
-    let rows = [
-        (
-            "breaker",
-            per_request(route().layer(adapter().layer(breaker()))).await?,
-        ),
-        (
-            "rate limit (one limit, 429 mode)",
-            per_request(route().layer(adapter().layer(limiter()?.http()))).await?,
-        ),
-        (
-            "rate limit (per peer IP, 429 mode)",
-            per_request(route().layer(adapter().layer(keyed_limiter()?.http()))).await?,
-        ),
-        (
-            "bulkhead (slot until body end)",
-            per_request(route().layer(adapter().layer(bulkhead()?.http()))).await?,
-        ),
-        (
-            "breaker + limiter + bulkhead",
-            per_request(
-                route().layer(
-                    adapter()
-                        .layer(bulkhead()?.http())
-                        .layer(limiter()?.http())
-                        .layer(breaker()),
-                ),
-            )
-            .await?,
-        ),
-        (
-            "breaker + per-IP limiter + bulkhead",
-            per_request(
-                route().layer(
-                    adapter()
-                        .layer(bulkhead()?.http())
-                        .layer(keyed_limiter()?.http())
-                        .layer(breaker()),
-                ),
-            )
-            .await?,
-        ),
-    ];
+    let rows =
+        [
+            (
+                "breaker",
+                per_request(route().layer(adapter().layer(breaker()))).await?,
+            ),
+            (
+                "rate limit (one limit, 429 mode)",
+                per_request(route().layer(adapter().layer(limiter()?.answer_429()))).await?,
+            ),
+            (
+                "rate limit (per peer IP, 429 mode)",
+                per_request(route().layer(adapter().layer(keyed_limiter()?.answer_429()))).await?,
+            ),
+            (
+                "bulkhead (slot until body end)",
+                per_request(route().layer(
+                    adapter().layer(bulkhead()?.release_on_body_end().classify_http_status()),
+                ))
+                .await?,
+            ),
+            (
+                "breaker + limiter + bulkhead",
+                per_request(
+                    route().layer(
+                        adapter()
+                            .layer(bulkhead()?.release_on_body_end().classify_http_status())
+                            .layer(limiter()?.answer_429())
+                            .layer(breaker()),
+                    ),
+                )
+                .await?,
+            ),
+            (
+                "breaker + per-IP limiter + bulkhead",
+                per_request(
+                    route().layer(
+                        adapter()
+                            .layer(bulkhead()?.release_on_body_end().classify_http_status())
+                            .layer(keyed_limiter()?.answer_429())
+                            .layer(breaker()),
+                    ),
+                )
+                .await?,
+            ),
+        ];
 
     println!("allocations per request, {N} requests through Router::oneshot");
     println!("{:<40} {:>8} {:>10}", "stack", "allocs", "added");

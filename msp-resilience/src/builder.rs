@@ -1,21 +1,24 @@
 //! Shortcuts on [`tower::ServiceBuilder`] for every msp-resilience layer.
 //!
 //! Bring [`ResilienceBuilderExt`] into scope and a stack reads top to
-//! bottom, outermost first, like any `ServiceBuilder` chain. A usual order
-//! for a client:
+//! bottom, outermost first, like any `ServiceBuilder` chain. Every method
+//! is the layer's module name with an `msp_` prefix, so none can be
+//! mistaken for (or shadowed by) tower's own `timeout`, `retry` or
+//! `rate_limit`. A usual order for a client:
 //!
-//! 1. [`http_errors`](ResilienceBuilderExt::http_errors) (HTTP servers:
-//!    typed errors become responses),
-//! 2. [`fallback`](ResilienceBuilderExt::fallback),
-//! 3. [`timeout_with`](ResilienceBuilderExt::timeout_with) — the overall
+//! 1. [`msp_http_errors`](ResilienceBuilderExt::msp_http_errors) (HTTP
+//!    servers: typed errors become responses),
+//! 2. [`msp_fallback`](ResilienceBuilderExt::msp_fallback),
+//! 3. [`msp_timeout`](ResilienceBuilderExt::msp_timeout) — the overall
 //!    deadline,
-//! 4. [`retry_with`](ResilienceBuilderExt::retry_with) (or
-//!    [`hedge`](ResilienceBuilderExt::hedge)),
-//! 5. [`circuit_breaker`](ResilienceBuilderExt::circuit_breaker) — inside
-//!    the retry, so each attempt counts and an open circuit stops retries
-//!    quickly,
-//! 6. [`rate_limit_with`](ResilienceBuilderExt::rate_limit_with) and
-//!    [`bulkhead`](ResilienceBuilderExt::bulkhead) — closest to the call.
+//! 4. [`msp_retry`](ResilienceBuilderExt::msp_retry) (or
+//!    [`msp_hedge`](ResilienceBuilderExt::msp_hedge)),
+//! 5. [`msp_circuit_breaker`](ResilienceBuilderExt::msp_circuit_breaker) —
+//!    inside the retry, so each attempt counts and an open circuit stops
+//!    retries quickly,
+//! 6. [`msp_rate_limit`](ResilienceBuilderExt::msp_rate_limit) and
+//!    [`msp_bulkhead`](ResilienceBuilderExt::msp_bulkhead) — closest to the
+//!    call.
 //!
 //! # Example
 //!
@@ -32,14 +35,14 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
 //! let svc = ServiceBuilder::new()
-//!     .timeout_with(Duration::from_secs(2))
-//!     .retry_with(
+//!     .msp_timeout(Duration::from_secs(2))
+//!     .msp_retry(
 //!         RetryLayer::new(|_: &u32, res: Result<&u32, &BoxError>| res.is_err())
 //!             .backoff(Backoff::constant(Duration::from_millis(10))?),
 //!     )
-//!     .circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-//!     .rate_limit_with(RateLimitLayer::new(RateLimiter::new(Quota::per_second(1000)?)))
-//!     .bulkhead(BulkheadLayer::new(BulkheadConfig::builder().max_concurrent(64).build()?))
+//!     .msp_circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+//!     .msp_rate_limit(RateLimitLayer::new(RateLimiter::new(Quota::per_second(1000)?)))
+//!     .msp_bulkhead(BulkheadLayer::new(BulkheadConfig::builder().max_concurrent(64).build()?))
 //!     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n * 2) }));
 //!
 //! assert_eq!(svc.oneshot(21).await?, 42);
@@ -76,116 +79,121 @@ impl From<&TimeoutConfig> for TimeoutLayer {
 /// [module docs](self).
 pub trait ResilienceBuilderExt<L>: sealed::Sealed {
     /// A deadline: a `Duration`, a [`TimeoutConfig`] or a [`TimeoutLayer`].
-    fn timeout_with(
+    fn msp_timeout(
         self,
         timeout: impl Into<TimeoutLayer>,
     ) -> ServiceBuilder<Stack<TimeoutLayer, L>>;
 
     /// Retries, with a [`RetryLayer`].
-    fn retry_with<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>>;
+    fn msp_retry<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>>;
 
     /// A [`CircuitBreakerLayer`].
-    fn circuit_breaker<C>(
+    fn msp_circuit_breaker<C>(
         self,
         layer: CircuitBreakerLayer<C>,
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>>;
 
-    /// A [`RateLimitLayer`] (rejects with an error).
-    fn rate_limit_with<Lim>(
-        self,
-        layer: RateLimitLayer<Lim>,
-    ) -> ServiceBuilder<Stack<RateLimitLayer<Lim>, L>>;
-
-    /// An [`HttpRateLimitLayer`] (answers `429` itself).
-    fn http_rate_limit<Lim>(
-        self,
-        layer: HttpRateLimitLayer<Lim>,
-    ) -> ServiceBuilder<Stack<HttpRateLimitLayer<Lim>, L>>;
+    /// A rate limit: a [`RateLimitLayer`] (rejects with an error), the
+    /// [`HttpRateLimitLayer`] its
+    /// [`answer_429`](RateLimitLayer::answer_429) makes, or (feature
+    /// `redis`) their Redis counterparts.
+    fn msp_rate_limit<R: AnyRateLimitLayer>(self, layer: R) -> ServiceBuilder<Stack<R, L>>;
 
     /// A [`BulkheadLayer`].
-    fn bulkhead<C, M>(
+    fn msp_bulkhead<C, M>(
         self,
         layer: BulkheadLayer<C, M>,
     ) -> ServiceBuilder<Stack<BulkheadLayer<C, M>, L>>;
 
     /// Hedged requests, with a [`HedgeLayer`].
-    fn hedge<P>(self, layer: HedgeLayer<P>) -> ServiceBuilder<Stack<HedgeLayer<P>, L>>;
+    fn msp_hedge<P>(self, layer: HedgeLayer<P>) -> ServiceBuilder<Stack<HedgeLayer<P>, L>>;
 
     /// A [`FallbackLayer`].
-    fn fallback<H, W>(
+    fn msp_fallback<H, W>(
         self,
         layer: FallbackLayer<H, W>,
     ) -> ServiceBuilder<Stack<FallbackLayer<H, W>, L>>;
 
     /// Fault injection, with a [`ChaosLayer`].
-    fn chaos(self, layer: ChaosLayer) -> ServiceBuilder<Stack<ChaosLayer, L>>;
+    fn msp_chaos(self, layer: ChaosLayer) -> ServiceBuilder<Stack<ChaosLayer, L>>;
 
     /// Typed errors to HTTP responses with the default
     /// [`HttpErrorLayer`].
-    fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>>;
+    fn msp_http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>>;
 }
+
+/// The rate-limit layers [`msp_rate_limit`](ResilienceBuilderExt::msp_rate_limit)
+/// accepts: [`RateLimitLayer`], [`HttpRateLimitLayer`] and, with the
+/// `redis` feature, `RedisRateLimitLayer` and `HttpRedisRateLimitLayer`.
+/// Sealed.
+pub trait AnyRateLimitLayer: sealed::RateLimit {}
+
+impl<Lim> AnyRateLimitLayer for RateLimitLayer<Lim> {}
+impl<Lim> AnyRateLimitLayer for HttpRateLimitLayer<Lim> {}
+#[cfg(feature = "redis")]
+impl<X> AnyRateLimitLayer for crate::rate_limit::RedisRateLimitLayer<X> {}
+#[cfg(feature = "redis")]
+impl<X> AnyRateLimitLayer for crate::rate_limit::HttpRedisRateLimitLayer<X> {}
 
 mod sealed {
     pub trait Sealed {}
     impl<L> Sealed for tower::ServiceBuilder<L> {}
+
+    pub trait RateLimit {}
+    impl<Lim> RateLimit for crate::rate_limit::RateLimitLayer<Lim> {}
+    impl<Lim> RateLimit for crate::rate_limit::HttpRateLimitLayer<Lim> {}
+    #[cfg(feature = "redis")]
+    impl<X> RateLimit for crate::rate_limit::RedisRateLimitLayer<X> {}
+    #[cfg(feature = "redis")]
+    impl<X> RateLimit for crate::rate_limit::HttpRedisRateLimitLayer<X> {}
 }
 
 impl<L> ResilienceBuilderExt<L> for ServiceBuilder<L> {
-    fn timeout_with(
+    fn msp_timeout(
         self,
         timeout: impl Into<TimeoutLayer>,
     ) -> ServiceBuilder<Stack<TimeoutLayer, L>> {
         self.layer(timeout.into())
     }
 
-    fn retry_with<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>> {
+    fn msp_retry<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>> {
         self.layer(layer)
     }
 
-    fn circuit_breaker<C>(
+    fn msp_circuit_breaker<C>(
         self,
         layer: CircuitBreakerLayer<C>,
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C>, L>> {
         self.layer(layer)
     }
 
-    fn rate_limit_with<Lim>(
-        self,
-        layer: RateLimitLayer<Lim>,
-    ) -> ServiceBuilder<Stack<RateLimitLayer<Lim>, L>> {
+    fn msp_rate_limit<R: AnyRateLimitLayer>(self, layer: R) -> ServiceBuilder<Stack<R, L>> {
         self.layer(layer)
     }
 
-    fn http_rate_limit<Lim>(
-        self,
-        layer: HttpRateLimitLayer<Lim>,
-    ) -> ServiceBuilder<Stack<HttpRateLimitLayer<Lim>, L>> {
-        self.layer(layer)
-    }
-
-    fn bulkhead<C, M>(
+    fn msp_bulkhead<C, M>(
         self,
         layer: BulkheadLayer<C, M>,
     ) -> ServiceBuilder<Stack<BulkheadLayer<C, M>, L>> {
         self.layer(layer)
     }
 
-    fn hedge<P>(self, layer: HedgeLayer<P>) -> ServiceBuilder<Stack<HedgeLayer<P>, L>> {
+    fn msp_hedge<P>(self, layer: HedgeLayer<P>) -> ServiceBuilder<Stack<HedgeLayer<P>, L>> {
         self.layer(layer)
     }
 
-    fn fallback<H, W>(
+    fn msp_fallback<H, W>(
         self,
         layer: FallbackLayer<H, W>,
     ) -> ServiceBuilder<Stack<FallbackLayer<H, W>, L>> {
         self.layer(layer)
     }
 
-    fn chaos(self, layer: ChaosLayer) -> ServiceBuilder<Stack<ChaosLayer, L>> {
+    fn msp_chaos(self, layer: ChaosLayer) -> ServiceBuilder<Stack<ChaosLayer, L>> {
         self.layer(layer)
     }
 
-    fn http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>> {
+    fn msp_http_errors(self) -> ServiceBuilder<Stack<HttpErrorLayer, L>> {
         self.layer(HttpErrorLayer::new())
     }
 }

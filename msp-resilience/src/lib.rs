@@ -50,13 +50,13 @@
 //! # async fn main() -> Result<(), BoxError> {
 //! // The client side: deadline, retries, breaker around a dependency.
 //! let inventory = ServiceBuilder::new()
-//!     .timeout_with(Duration::from_millis(800))
-//!     .retry_with(
+//!     .msp_timeout(Duration::from_millis(800))
+//!     .msp_retry(
 //!         RetryLayer::new(is_error)
 //!             .max_attempts(3)
 //!             .backoff(Backoff::constant(Duration::from_millis(20))?),
 //!     )
-//!     .circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+//!     .msp_circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
 //!     .service(service_fn(|sku: String| async move { Ok::<_, std::io::Error>(sku.len() as u32) }));
 //!
 //! // The server side: every route gets a deadline; errors become responses.
@@ -75,8 +75,8 @@
 //!     )
 //!     .layer(
 //!         ServiceBuilder::new()
-//!             .http_errors()
-//!             .timeout_with(Duration::from_secs(2)),
+//!             .msp_http_errors()
+//!             .msp_timeout(Duration::from_secs(2)),
 //!     );
 //!
 //! let res = app
@@ -86,6 +86,26 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Names
+//!
+//! No method is called just `http`: each HTTP-specific method names the
+//! one thing it changes, and the same word means the same thing on every
+//! layer.
+//!
+//! | method | on | what it does |
+//! |---|---|---|
+//! | `idempotent_http(..)` | [`RetryLayer`], [`HedgeLayer`] (constructors) | sends HTTP requests again only when that is safe: idempotent methods or an `Idempotency-Key`, replayable bodies ([`HttpPolicy`](retry::HttpPolicy)) |
+//! | `classify_http_status()` | [`CircuitBreakerLayer`], [`BulkheadLayer`] | counts errors and `5xx` as failures, `4xx` as successes (short for `.classify(HttpClassifier::new())`) |
+//! | `release_on_body_end()` | [`BulkheadLayer`] | holds the slot until the response body ends, not just the head |
+//! | `answer_429()` | [`RateLimitLayer`], `RedisRateLimitLayer` | answers over-limit requests with a `429` response instead of failing them with [`RateLimited`] |
+//! | `from_config(&…Config)` | every layer with a config | the layer from validated settings; the config's builder (`…Config::builder()`, `…ConfigBuilder::build()`) returns a `…ConfigError` |
+//!
+//! The [`ResilienceBuilderExt`] shortcuts are the module names with an
+//! `msp_` prefix (`msp_timeout`, `msp_retry`, `msp_circuit_breaker`,
+//! `msp_rate_limit`, `msp_bulkhead`, `msp_hedge`, `msp_fallback`,
+//! `msp_chaos`, `msp_http_errors`), so tower's own `timeout`, `retry` and
+//! `rate_limit` never shadow them.
 //!
 //! # Metrics
 //!

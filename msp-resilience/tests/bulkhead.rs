@@ -177,7 +177,9 @@ impl Body for TestBody {
 
 #[tokio::test(start_paused = true)]
 async fn http_mode_holds_the_slot_until_the_body_ends() {
-    let layer = BulkheadLayer::new(config(1, 0).build().expect("config")).http();
+    let layer = BulkheadLayer::new(config(1, 0).build().expect("config"))
+        .release_on_body_end()
+        .classify_http_status();
     let c = layer.compartment().clone();
     let (tx, rx) = mpsc::channel::<mpsc::Receiver<Bytes>>(4);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));

@@ -226,7 +226,7 @@ fn http_backend(
 async fn http_hedges_get_but_not_post() {
     let calls = Arc::new(AtomicU32::new(0));
     let svc = ServiceBuilder::new()
-        .layer(HedgeLayer::http(Duration::from_millis(100)).no_budget())
+        .layer(HedgeLayer::idempotent_http(Duration::from_millis(100)).no_budget())
         .service(http_backend(calls.clone()));
 
     svc.clone()
@@ -248,7 +248,7 @@ async fn http_bodies_of_unknown_or_large_size_are_not_hedged() {
     let c = calls.clone();
     let svc = ServiceBuilder::new()
         .layer(
-            HedgeLayer::http(Duration::from_millis(100))
+            HedgeLayer::idempotent_http(Duration::from_millis(100))
                 .no_budget()
                 .max_body(8),
         )
@@ -267,5 +267,35 @@ async fn http_bodies_of_unknown_or_large_size_are_not_hedged() {
         calls.load(Ordering::SeqCst),
         1,
         "unknown length: not hedged"
+    );
+}
+
+#[test]
+fn config_is_validated_when_parsed_or_built() {
+    use msp_resilience::hedge::{HedgeConfig, HedgeConfigError, HedgeDelay};
+    for bad in [
+        r#"{"delay": {"percentile": {"percentile": 0.0}}}"#,
+        r#"{"delay": {"fixed": "10ms"}, "budget": {"percent": 10.0, "ttl": "1h"}}"#,
+        r#"{"delay": {"fixed": "10ms"}, "max_bdy": 10}"#,
+        r#"{"budget": null}"#,
+    ] {
+        assert!(serde_json::from_str::<HedgeConfig>(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        HedgeConfig::builder(HedgeDelay::percentile(120.0)).build(),
+        Err(HedgeConfigError::Percentile(120.0))
+    );
+    let cfg = HedgeConfig::builder(HedgeDelay::Fixed(Duration::from_millis(20)))
+        .max_body(1024)
+        .build()
+        .expect("valid");
+    let json = serde_json::to_string(&cfg).expect("serialize");
+    assert_eq!(
+        serde_json::from_str::<HedgeConfig>(&json).expect("parse"),
+        cfg
+    );
+    assert_eq!(
+        HedgeLayer::from_config(&cfg).current_delay(),
+        Some(Duration::from_millis(20))
     );
 }

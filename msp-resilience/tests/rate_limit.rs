@@ -161,7 +161,7 @@ async fn serve(app: Router) -> SocketAddr {
 async fn limit_holds_across_100_clones_behind_axum_over_http() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .layer(RateLimitLayer::new(RateLimiter::new(q("25/hour"))).http());
+        .layer(RateLimitLayer::new(RateLimiter::new(q("25/hour"))).answer_429());
     let addr = serve(app).await;
     let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut tasks = tokio::task::JoinSet::new();
@@ -210,7 +210,7 @@ async fn keyed_by_peer_ip_over_http() {
     let peer = PeerAddr::with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .layer(RateLimitLayer::keyed(limiter.clone(), peer).http());
+        .layer(RateLimitLayer::keyed(limiter.clone(), peer).answer_429());
     let addr = serve(app).await;
     let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut ok = 0;

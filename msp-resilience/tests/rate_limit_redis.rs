@@ -97,7 +97,7 @@ async fn http_layer_over_redis() {
             limiter,
             KeyFn(|r: &Request<Body>| r.headers().get("x-user").cloned()),
         )
-        .http(),
+        .answer_429(),
     );
     let req = || {
         Request::get("/")

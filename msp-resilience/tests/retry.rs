@@ -7,7 +7,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use msp_core::backoff::{Backoff, Jitter};
-use msp_resilience::retry::{BudgetExhausted, ReplayBody, RetryBudget, RetryConfig, RetryLayer};
+use msp_resilience::retry::{
+    BudgetExhausted, ReplayBody, RetryBudget, RetryConfig, RetryConfigError, RetryLayer,
+};
 use msp_resilience::timeout::{Deadline, Elapsed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,7 +99,11 @@ fn get(body: &'static str) -> Request<Full<Bytes>> {
 async fn retries_a_failing_get_until_it_succeeds() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().max_attempts(3).backoff(fast_backoff()))
+        .layer(
+            RetryLayer::idempotent_http()
+                .max_attempts(3)
+                .backoff(fast_backoff()),
+        )
         .service(make_service(backend.seen.clone(), fail_then_ok(2)));
     let res = svc.oneshot(get("")).await.expect("ok");
     assert_eq!(res.status(), StatusCode::OK);
@@ -109,7 +115,7 @@ async fn stops_at_max_attempts_and_returns_the_last_response() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .max_attempts(3)
                 .backoff(fast_backoff())
                 .no_budget(),
@@ -128,7 +134,7 @@ async fn budget_bounds_retries_when_the_downstream_always_fails() {
     let backend = Backend::default();
     // 20 % of recent requests, no per-second floor.
     let budget = RetryBudget::new(20.0, 0, Duration::from_secs(10)).expect("budget");
-    let layer = RetryLayer::http()
+    let layer = RetryLayer::idempotent_http()
         .max_attempts(4)
         .backoff(fast_backoff())
         .budget(budget.clone());
@@ -157,7 +163,7 @@ async fn exhausted_budget_can_surface_as_a_typed_error() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .budget(RetryBudget::new(0.0, 0, Duration::from_secs(10)).expect("budget"))
                 .budget_exhausted_error(true),
@@ -175,7 +181,7 @@ async fn exhausted_budget_can_surface_as_a_typed_error() {
 async fn non_idempotent_requests_are_not_retried() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(fast_backoff()))
+        .layer(RetryLayer::idempotent_http().backoff(fast_backoff()))
         .service(make_service(
             backend.seen.clone(),
             always(StatusCode::SERVICE_UNAVAILABLE),
@@ -201,7 +207,7 @@ async fn non_idempotent_requests_are_not_retried() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .retry_non_idempotent(true),
         )
@@ -220,7 +226,7 @@ async fn small_bodies_are_replayed_with_identical_bytes() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .max_replay_body(16),
         )
@@ -239,7 +245,7 @@ async fn streamed_bodies_under_the_limit_are_replayed() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .max_replay_body(16),
         )
@@ -256,7 +262,7 @@ async fn bodies_over_the_replay_limit_are_sent_once() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .max_replay_body(16),
         )
@@ -278,7 +284,7 @@ async fn bodies_over_the_replay_limit_are_sent_once() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .max_replay_body(16),
         )
@@ -310,7 +316,7 @@ async fn retry_after_is_respected() {
         }
     });
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http().backoff(fast_backoff()))
+        .layer(RetryLayer::idempotent_http().backoff(fast_backoff()))
         .service(make_service(backend.seen.clone(), script));
     let start = Instant::now();
     let res = svc.oneshot(get("")).await.expect("ok");
@@ -330,7 +336,7 @@ async fn retry_after_beyond_the_maximum_returns_the_response() {
         Arc::new(|_| (StatusCode::SERVICE_UNAVAILABLE, Some("120"), Duration::ZERO));
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .max_retry_after(Duration::from_secs(30)),
         )
@@ -355,7 +361,7 @@ async fn per_try_timeout_retries_a_hanging_attempt() {
     });
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .backoff(fast_backoff())
                 .per_try_timeout(Duration::from_millis(100)),
         )
@@ -373,7 +379,7 @@ async fn per_try_timeout_error_is_elapsed_when_attempts_run_out() {
     let script: Script = Arc::new(|_| (StatusCode::OK, None, Duration::from_secs(60)));
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .max_attempts(2)
                 .backoff(fast_backoff())
                 .per_try_timeout(Duration::from_millis(100)),
@@ -395,7 +401,7 @@ async fn backoff_delays_are_waited() {
         .expect("backoff");
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .max_attempts(4)
                 .backoff(backoff)
                 .no_budget(),
@@ -416,7 +422,7 @@ async fn no_retry_starts_after_the_request_deadline() {
     let backend = Backend::default();
     let svc = ServiceBuilder::new()
         .layer(
-            RetryLayer::http()
+            RetryLayer::idempotent_http()
                 .max_attempts(10)
                 .backoff(Backoff::constant(Duration::from_millis(100)).expect("backoff"))
                 .no_budget(),
@@ -442,7 +448,7 @@ async fn client_errors_and_501_are_not_retried() {
     ] {
         let backend = Backend::default();
         let svc = ServiceBuilder::new()
-            .layer(RetryLayer::http().backoff(fast_backoff()))
+            .layer(RetryLayer::idempotent_http().backoff(fast_backoff()))
             .service(make_service(backend.seen.clone(), always(status)));
         assert_eq!(
             svc.oneshot(get("")).await.expect("a response").status(),
@@ -511,25 +517,52 @@ async fn waits_for_readiness_before_retrying() {
 }
 
 #[test]
-fn config_is_validated() {
-    let cfg: RetryConfig = serde_json::from_str(r#"{"max_attempts": 0}"#).expect("parses");
-    assert!(RetryLayer::from_config(&cfg).is_err());
-    let cfg: RetryConfig =
-        serde_json::from_str(r#"{"budget": {"percent": 20.0, "ttl": "100ms"}}"#).expect("parses");
-    assert!(RetryLayer::from_config(&cfg).is_err());
-    let cfg: RetryConfig = serde_json::from_str(r#"{"retry_statuses": [42]}"#).expect("parses");
-    assert!(RetryLayer::from_config(&cfg).is_err());
-    assert!(serde_json::from_str::<RetryConfig>(r#"{"max_atempts": 3}"#).is_err());
+fn config_is_validated_when_parsed_or_built() {
+    for bad in [
+        r#"{"max_attempts": 0}"#,
+        r#"{"budget": {"percent": 20.0, "ttl": "100ms"}}"#,
+        r#"{"retry_statuses": [42]}"#,
+        r#"{"max_atempts": 3}"#,
+    ] {
+        assert!(serde_json::from_str::<RetryConfig>(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        RetryConfig::builder().max_attempts(0).build(),
+        Err(RetryConfigError::ZeroAttempts)
+    );
+    assert_eq!(
+        RetryConfig::builder().never_retry_statuses([1000]).build(),
+        Err(RetryConfigError::Status(1000))
+    );
     let cfg: RetryConfig = serde_json::from_str(r#"{"budget": null}"#).expect("parses");
-    let layer = RetryLayer::from_config(&cfg).expect("valid");
+    assert_eq!(
+        cfg,
+        RetryConfig::builder().budget(None).build().expect("valid")
+    );
+    let layer = RetryLayer::from_config(&cfg);
     assert!(layer.retry_budget().is_none());
+}
+
+#[test]
+fn config_round_trips_through_serde() {
+    let cfg = RetryConfig::builder()
+        .max_attempts(5)
+        .per_try_timeout(std::time::Duration::from_millis(250))
+        .retry_statuses([409])
+        .build()
+        .expect("valid");
+    let json = serde_json::to_string(&cfg).expect("serialize");
+    assert_eq!(
+        serde_json::from_str::<RetryConfig>(&json).expect("parse"),
+        cfg
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn inner_request_type_is_a_replay_body() {
     // The inner service sees `Request<ReplayBody<B>>`; this compiles only if so.
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::http())
+        .layer(RetryLayer::idempotent_http())
         .service(service_fn(
             |req: Request<ReplayBody<Full<Bytes>>>| async move {
                 let body = req.into_body().collect().await?.to_bytes();

@@ -31,13 +31,13 @@ fn backoff(ms: u64) -> Backoff {
 #[tokio::test(start_paused = true)]
 async fn five_layers_from_the_builder_shortcuts() {
     let svc = ServiceBuilder::new()
-        .timeout_with(Duration::from_secs(1))
-        .retry_with(RetryLayer::new(is_error).backoff(backoff(1)))
-        .circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-        .rate_limit_with(RateLimitLayer::new(RateLimiter::new(
+        .msp_timeout(Duration::from_secs(1))
+        .msp_retry(RetryLayer::new(is_error).backoff(backoff(1)))
+        .msp_circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+        .msp_rate_limit(RateLimitLayer::new(RateLimiter::new(
             Quota::per_second(100).expect("quota"),
         )))
-        .bulkhead(BulkheadLayer::new(
+        .msp_bulkhead(BulkheadLayer::new(
             BulkheadConfig::builder()
                 .max_concurrent(4)
                 .build()
@@ -56,8 +56,8 @@ async fn the_overall_deadline_bounds_all_attempts() {
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
     let svc = ServiceBuilder::new()
-        .timeout_with(Duration::from_millis(200))
-        .retry_with(
+        .msp_timeout(Duration::from_millis(200))
+        .msp_retry(
             RetryLayer::new(is_error)
                 .max_attempts(10)
                 .backoff(backoff(50))
@@ -90,14 +90,14 @@ async fn an_open_circuit_stops_retries_and_answers_503() {
         .build()
         .expect("config");
     let svc = ServiceBuilder::new()
-        .http_errors()
-        .retry_with(
-            RetryLayer::http()
+        .msp_http_errors()
+        .msp_retry(
+            RetryLayer::idempotent_http()
                 .max_attempts(5)
                 .backoff(backoff(1))
                 .no_budget(),
         )
-        .circuit_breaker(CircuitBreakerLayer::http(breaker))
+        .msp_circuit_breaker(CircuitBreakerLayer::new(breaker).classify_http_status())
         .service(service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
             counter.fetch_add(1, Ordering::SeqCst);
             async {
@@ -135,13 +135,13 @@ async fn a_rejection_surfaces_through_the_closure_policy_unchanged() {
         .build()
         .expect("config");
     let svc = ServiceBuilder::new()
-        .retry_with(
+        .msp_retry(
             RetryLayer::new(is_error)
                 .max_attempts(2)
                 .backoff(backoff(1))
                 .no_budget(),
         )
-        .circuit_breaker(CircuitBreakerLayer::new(breaker))
+        .msp_circuit_breaker(CircuitBreakerLayer::new(breaker))
         .service(service_fn(|_: u32| async {
             Err::<u32, _>(std::io::Error::other("down"))
         }));
@@ -156,9 +156,9 @@ async fn a_rejection_surfaces_through_the_closure_policy_unchanged() {
 async fn stacks_are_usable_from_axum_handlers() {
     // Compiles only if the stack's future is `Send` inside a handler.
     let client = ServiceBuilder::new()
-        .timeout_with(Duration::from_secs(1))
-        .retry_with(RetryLayer::new(is_error).backoff(backoff(1)))
-        .circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+        .msp_timeout(Duration::from_secs(1))
+        .msp_retry(RetryLayer::new(is_error).backoff(backoff(1)))
+        .msp_circuit_breaker(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
         .service(service_fn(|n: u32| async move {
             Ok::<_, std::io::Error>(n * 2)
         }));
@@ -178,8 +178,8 @@ async fn stacks_are_usable_from_axum_handlers() {
         )
         .layer(
             ServiceBuilder::new()
-                .http_errors()
-                .timeout_with(Duration::from_secs(2)),
+                .msp_http_errors()
+                .msp_timeout(Duration::from_secs(2)),
         );
     let res = app
         .oneshot(Request::get("/").body(Body::empty()).expect("request"))

@@ -3,8 +3,8 @@
 use http::{Request, Response};
 use msp_core::classify::{ErrorKind, error_kind};
 use msp_resilience::timeout::{
-    DEADLINE_HEADER, Deadline, Elapsed, GRPC_TIMEOUT_HEADER, TimeoutConfig, TimeoutLayer,
-    TimeoutOverride,
+    DEADLINE_HEADER, Deadline, Elapsed, GRPC_TIMEOUT_HEADER, TimeoutConfig, TimeoutConfigError,
+    TimeoutLayer, TimeoutOverride,
 };
 use std::time::Duration;
 use tokio::time::Instant;
@@ -183,12 +183,36 @@ async fn grpc_timeout_is_read_and_written() {
 }
 
 #[test]
-fn config_rejects_unknown_fields() {
+fn config_rejects_unknown_fields_and_a_zero_timeout() {
     let ok: TimeoutConfig = serde_json::from_str(r#"{"timeout":"2s"}"#).expect("valid");
-    assert_eq!(ok.timeout, Duration::from_secs(2));
-    assert!(ok.propagate && ok.read_headers);
+    assert_eq!(ok.timeout(), Duration::from_secs(2));
+    assert!(ok.propagate() && ok.read_headers());
+    assert_eq!(
+        ok,
+        TimeoutConfig::builder(Duration::from_secs(2))
+            .build()
+            .expect("valid")
+    );
     assert!(serde_json::from_str::<TimeoutConfig>(r#"{"timeout":"2s","tmeout":"1s"}"#).is_err());
     assert!(serde_json::from_str::<TimeoutConfig>(r#"{"timeout":"soon"}"#).is_err());
+    assert!(serde_json::from_str::<TimeoutConfig>(r#"{"timeout":"0s"}"#).is_err());
+    assert_eq!(
+        TimeoutConfig::builder(Duration::ZERO).build(),
+        Err(TimeoutConfigError::Zero)
+    );
+}
+
+#[test]
+fn config_round_trips_through_serde() {
+    let cfg = TimeoutConfig::builder(Duration::from_millis(1500))
+        .read_headers(false)
+        .build()
+        .expect("valid");
+    let json = serde_json::to_string(&cfg).expect("serialize");
+    assert_eq!(
+        serde_json::from_str::<TimeoutConfig>(&json).expect("parse"),
+        cfg
+    );
 }
 
 #[tokio::test(start_paused = true)]

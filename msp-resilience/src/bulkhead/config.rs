@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Why a bulkhead configuration was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum InvalidConfig {
+pub enum BulkheadConfigError {
     /// `max_concurrent` was zero.
     #[error("bulkhead max_concurrent must be at least 1")]
     ZeroConcurrency,
@@ -174,20 +174,20 @@ impl BulkheadConfigBuilder {
     }
 
     /// Validates the settings.
-    pub fn build(self) -> Result<BulkheadConfig, InvalidConfig> {
+    pub fn build(self) -> Result<BulkheadConfig, BulkheadConfigError> {
         if self.max_concurrent == 0 {
-            return Err(InvalidConfig::ZeroConcurrency);
+            return Err(BulkheadConfigError::ZeroConcurrency);
         }
         if let Some(a) = self.adaptive {
             if a.min == 0 || a.min > self.max_concurrent || self.max_concurrent > a.max {
-                return Err(InvalidConfig::AdaptiveBounds {
+                return Err(BulkheadConfigError::AdaptiveBounds {
                     min: a.min,
                     initial: self.max_concurrent,
                     max: a.max,
                 });
             }
             if !(0.1..1.0).contains(&a.decrease_factor) {
-                return Err(InvalidConfig::DecreaseFactor(a.decrease_factor));
+                return Err(BulkheadConfigError::DecreaseFactor(a.decrease_factor));
             }
         }
         Ok(BulkheadConfig { b: self })
@@ -195,7 +195,7 @@ impl BulkheadConfigBuilder {
 }
 
 impl TryFrom<BulkheadConfigBuilder> for BulkheadConfig {
-    type Error = InvalidConfig;
+    type Error = BulkheadConfigError;
     fn try_from(b: BulkheadConfigBuilder) -> Result<Self, Self::Error> {
         b.build()
     }

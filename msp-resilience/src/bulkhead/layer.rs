@@ -9,7 +9,8 @@ use tower_layer::Layer;
 /// clone) shares one [`Compartment`].
 ///
 /// `M` says when a call's slot is returned: [`OnResponse`] (when the
-/// response future completes) or, after [`http`](BulkheadLayer::http),
+/// response future completes) or, after
+/// [`release_on_body_end`](BulkheadLayer::release_on_body_end),
 /// [`OnBodyEnd`] (when the HTTP response body ends). `C` classifies
 /// outcomes for the adaptive limit.
 pub struct BulkheadLayer<C = AnyError, M = OnResponse> {
@@ -65,13 +66,21 @@ impl<C, M> BulkheadLayer<C, M> {
         }
     }
 
-    /// HTTP mode: hold each slot until the response body ends, and
-    /// classify with [`HttpClassifier`] (`5xx` are failures).
+    /// Classifies outcomes (for the adaptive limit) by HTTP status: errors
+    /// and `5xx` are failures. Short for `.classify(HttpClassifier::new())`.
     #[must_use]
-    pub fn http(self) -> BulkheadLayer<HttpClassifier, OnBodyEnd> {
+    pub fn classify_http_status(self) -> BulkheadLayer<HttpClassifier, M> {
+        self.classify(HttpClassifier::new())
+    }
+
+    /// Holds each call's slot until its HTTP response body ends
+    /// ([`PermitBody`](super::PermitBody)) rather than until the response
+    /// head arrives, so streamed bodies count against the limit.
+    #[must_use]
+    pub fn release_on_body_end(self) -> BulkheadLayer<C, OnBodyEnd> {
         BulkheadLayer {
             compartment: self.compartment,
-            classifier: HttpClassifier::new(),
+            classifier: self.classifier,
             _mode: PhantomData,
         }
     }

@@ -5,7 +5,7 @@
 //! all slots are taken, up to `max_queue` calls wait (for at most
 //! `max_wait`); any other call fails at once with
 //! [`BulkheadFull`](error::BulkheadFull), which never queues unboundedly as
-//! tower's `ConcurrencyLimit` does. In [HTTP mode](BulkheadLayer::http) a
+//! tower's `ConcurrencyLimit` does. After [`release_on_body_end`](BulkheadLayer::release_on_body_end) a
 //! call keeps its slot until the response **body** ends ([`PermitBody`]),
 //! not just the headers. An optional [adaptive](Adaptive) limit (AIMD)
 //! grows while calls succeed fast and shrinks on failures or slow calls,
@@ -58,6 +58,6 @@ mod service;
 
 pub use self::body::{OnBodyEnd, OnResponse, PermitBody, Release};
 pub use self::compartment::{BulkheadPermit, Compartment};
-pub use self::config::{Adaptive, BulkheadConfig, BulkheadConfigBuilder, InvalidConfig};
+pub use self::config::{Adaptive, BulkheadConfig, BulkheadConfigBuilder, BulkheadConfigError};
 pub use self::layer::BulkheadLayer;
 pub use self::service::Bulkhead;

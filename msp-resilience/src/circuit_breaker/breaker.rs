@@ -339,9 +339,7 @@ impl Breaker {
     pub fn new(config: CircuitBreakerConfig) -> Self {
         let window = match config.window() {
             SlidingWindow::Count { size } => Window::count(size),
-            SlidingWindow::Time { duration } => {
-                Window::time(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
-            }
+            SlidingWindow::Time { duration } => Window::time(msp_core::time::ceil_secs(duration)),
         };
         let mode = config.mode();
         let state = if mode == Mode::ForceOpen {

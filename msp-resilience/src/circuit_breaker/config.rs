@@ -72,7 +72,7 @@ impl Mode {
 /// Why a circuit-breaker configuration was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum InvalidConfig {
+pub enum CircuitBreakerConfigError {
     /// A count window of zero calls.
     #[error("circuit breaker count window size must be at least 1")]
     ZeroWindow,
@@ -357,13 +357,13 @@ impl CircuitBreakerConfigBuilder {
     }
 
     /// Validates the settings.
-    pub fn build(self) -> Result<CircuitBreakerConfig, InvalidConfig> {
+    pub fn build(self) -> Result<CircuitBreakerConfig, CircuitBreakerConfigError> {
         match self.window {
-            SlidingWindow::Count { size: 0 } => return Err(InvalidConfig::ZeroWindow),
+            SlidingWindow::Count { size: 0 } => return Err(CircuitBreakerConfigError::ZeroWindow),
             SlidingWindow::Time { duration }
                 if duration < Duration::from_secs(1) || duration > Duration::from_secs(3600) =>
             {
-                return Err(InvalidConfig::TimeWindow(duration));
+                return Err(CircuitBreakerConfigError::TimeWindow(duration));
             }
             _ => {}
         }
@@ -372,17 +372,17 @@ impl CircuitBreakerConfigBuilder {
             ("slow_call_rate", self.slow_call_rate),
         ] {
             if !(value > 0.0 && value <= 100.0) {
-                return Err(InvalidConfig::Rate { name, value });
+                return Err(CircuitBreakerConfigError::Rate { name, value });
             }
         }
         if self.minimum_calls == 0 {
-            return Err(InvalidConfig::Zero("minimum_calls"));
+            return Err(CircuitBreakerConfigError::Zero("minimum_calls"));
         }
         if self.half_open_permits == 0 {
-            return Err(InvalidConfig::Zero("half_open_permits"));
+            return Err(CircuitBreakerConfigError::Zero("half_open_permits"));
         }
         if self.consecutive_failures == Some(0) {
-            return Err(InvalidConfig::Zero("consecutive_failures"));
+            return Err(CircuitBreakerConfigError::Zero("consecutive_failures"));
         }
         let open_backoff = self.open_backoff()?;
         Ok(CircuitBreakerConfig {
@@ -393,7 +393,7 @@ impl CircuitBreakerConfigBuilder {
 }
 
 impl TryFrom<CircuitBreakerConfigBuilder> for CircuitBreakerConfig {
-    type Error = InvalidConfig;
+    type Error = CircuitBreakerConfigError;
     fn try_from(b: CircuitBreakerConfigBuilder) -> Result<Self, Self::Error> {
         b.build()
     }

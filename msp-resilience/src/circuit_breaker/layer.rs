@@ -30,13 +30,6 @@ impl CircuitBreakerLayer {
     }
 }
 
-impl CircuitBreakerLayer<HttpClassifier> {
-    /// A layer for HTTP clients: errors and `5xx` responses are failures.
-    pub fn http(config: CircuitBreakerConfig) -> Self {
-        CircuitBreakerLayer::new(config).classify(HttpClassifier::new())
-    }
-}
-
 impl<C> CircuitBreakerLayer<C> {
     /// Uses `classifier` to tell successes from failures.
     #[must_use]
@@ -45,6 +38,14 @@ impl<C> CircuitBreakerLayer<C> {
             breaker: self.breaker,
             classifier,
         }
+    }
+
+    /// Classifies HTTP responses by status: errors and `5xx` are failures,
+    /// everything else (`4xx` included) a success. Short for
+    /// `.classify(HttpClassifier::new())`.
+    #[must_use]
+    pub fn classify_http_status(self) -> CircuitBreakerLayer<HttpClassifier> {
+        self.classify(HttpClassifier::new())
     }
 
     /// The shared breaker (for events, snapshots and modes).

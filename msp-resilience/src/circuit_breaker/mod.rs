@@ -85,7 +85,8 @@ mod window;
 
 pub use self::breaker::{Breaker, OwnedPermit, Permit, Reason, Snapshot, State, StateChange};
 pub use self::config::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, InvalidConfig, Mode, SlidingWindow,
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerConfigError, Mode,
+    SlidingWindow,
 };
 pub use self::layer::CircuitBreakerLayer;
 pub use self::service::CircuitBreaker;

@@ -124,11 +124,11 @@ where
             }};
         }
 
-        if let SlotProj::Running { fut } = this.primary.as_mut().project() {
-            if let Poll::Ready(result) = fut.poll(cx) {
-                this.primary.set(Slot::Done);
-                settle!(result);
-            }
+        if let SlotProj::Running { fut } = this.primary.as_mut().project()
+            && let Poll::Ready(result) = fut.poll(cx)
+        {
+            this.primary.set(Slot::Done);
+            settle!(result);
         }
 
         loop {

@@ -111,7 +111,7 @@ impl Histogram {
         let w = &self.windows[self.current.load(Ordering::Relaxed) & 1];
         w.counts[bucket_of(micros).min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         let n = w.total.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % REFRESH_EVERY == 0 || n == self.min_samples {
+        if n.is_multiple_of(REFRESH_EVERY) || n == self.min_samples {
             self.refresh();
         }
     }

@@ -1,79 +1,11 @@
-use super::error::InvalidHedge;
+use super::config::{HedgeConfig, HedgeConfigError, HedgeDelay, default_budget, default_window};
 use super::latency::Histogram;
 use super::service::Hedge;
-use crate::retry::{BudgetConfig, FnPolicy, HttpPolicy, RetryBudget};
-use serde::{Deserialize, Serialize};
+use crate::retry::{FnPolicy, HttpPolicy, RetryBudget};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
-
-/// When the hedge is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum HedgeDelay {
-    /// A fixed delay after the first request.
-    Fixed(#[serde(with = "humantime_serde")] Duration),
-    /// The given percentile (e.g. `95.0`) of recent latencies; no hedge
-    /// until `min_samples` latencies were seen.
-    Percentile {
-        /// The percentile, between 0 and 100.
-        percentile: f64,
-        /// Latencies needed before hedging starts (default 20).
-        #[serde(default = "default_min_samples")]
-        min_samples: u64,
-        /// How long a latency counts (between one and two windows; default
-        /// 30 s).
-        #[serde(with = "humantime_serde", default = "default_window")]
-        window: Duration,
-    },
-}
-
-fn default_min_samples() -> u64 {
-    20
-}
-
-fn default_window() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// Settings of a [`HedgeLayer`], as read from a config file.
-///
-/// ```
-/// use msp_resilience::hedge::{HedgeConfig, HedgeLayer};
-///
-/// let cfg: HedgeConfig = serde_json::from_str(
-///     r#"{"delay": {"percentile": {"percentile": 95.0}}, "budget": {"percent": 10.0, "min_per_second": 0}}"#,
-/// )?;
-/// let layer = HedgeLayer::from_config(&cfg)?;
-/// # drop(layer);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HedgeConfig {
-    /// When to send the hedge.
-    pub delay: HedgeDelay,
-    /// Caps hedges to a share of requests; `null` for no cap. Default:
-    /// 10 % of the last 10 s, no per-second floor.
-    #[serde(default = "default_budget")]
-    pub budget: Option<BudgetConfig>,
-    /// Largest request body hedged (HTTP), default 64 KiB.
-    #[serde(default = "default_body")]
-    pub max_body: usize,
-}
-
-fn default_budget() -> Option<BudgetConfig> {
-    Some(BudgetConfig {
-        percent: 10.0,
-        min_per_second: 0,
-        ttl: Duration::from_secs(10),
-    })
-}
-
-fn default_body() -> usize {
-    crate::retry::DEFAULT_MAX_REPLAY_BODY
-}
 
 pub(crate) enum Delay {
     Fixed(Duration),
@@ -130,7 +62,7 @@ pub struct HedgeLayer<P> {
 }
 
 fn default_shared(delay: Delay) -> Arc<Shared> {
-    let budget = default_budget().and_then(|b| RetryBudget::from_config(b).ok());
+    let budget = default_budget().map(RetryBudget::build);
     Arc::new(Shared { delay, budget })
 }
 
@@ -138,9 +70,9 @@ fn percentile_delay(
     percentile: f64,
     min_samples: u64,
     window: Duration,
-) -> Result<Delay, InvalidHedge> {
+) -> Result<Delay, HedgeConfigError> {
     if !(percentile > 0.0 && percentile < 100.0) {
-        return Err(InvalidHedge::Percentile(percentile));
+        return Err(HedgeConfigError::Percentile(percentile));
     }
     Ok(Delay::Percentile(Histogram::new(
         percentile,
@@ -164,30 +96,36 @@ impl<F> HedgeLayer<FnPolicy<F>> {
 impl HedgeLayer<HttpPolicy> {
     /// Hedges idempotent HTTP requests with a known body size up to 64 KiB
     /// after a fixed `delay`; errors and `5xx` are failures.
-    pub fn http(delay: Duration) -> Self {
+    pub fn idempotent_http(delay: Duration) -> Self {
         HedgeLayer {
             policy: HttpPolicy::new().bounded_bodies_only(true),
             shared: default_shared(Delay::Fixed(delay)),
         }
     }
 
-    /// An HTTP hedge layer from its config.
-    pub fn from_config(config: &HedgeConfig) -> Result<Self, InvalidHedge> {
-        let delay = match config.delay {
+    /// An HTTP hedge layer from its (validated) config.
+    pub fn from_config(config: &HedgeConfig) -> Self {
+        let delay = match config.delay() {
             HedgeDelay::Fixed(d) => Delay::Fixed(d),
             HedgeDelay::Percentile {
                 percentile,
                 min_samples,
                 window,
-            } => percentile_delay(percentile, min_samples, window)?,
+            } => Delay::Percentile(Histogram::new(
+                percentile,
+                min_samples,
+                window.max(Duration::from_millis(1)),
+            )),
         };
-        let budget = config.budget.map(RetryBudget::from_config).transpose()?;
-        Ok(HedgeLayer {
+        HedgeLayer {
             policy: HttpPolicy::new()
                 .bounded_bodies_only(true)
-                .max_replay_body(config.max_body),
-            shared: Arc::new(Shared { delay, budget }),
-        })
+                .max_replay_body(config.max_body()),
+            shared: Arc::new(Shared {
+                delay,
+                budget: config.budget().map(RetryBudget::build),
+            }),
+        }
     }
 }
 
@@ -201,7 +139,11 @@ impl<P> HedgeLayer<P> {
     /// Hedges after the `percentile` (e.g. `95.0`) of recent latencies,
     /// once `min_samples` were seen. A `percentile` outside `0 < p < 100`
     /// is an error.
-    pub fn percentile(mut self, percentile: f64, min_samples: u64) -> Result<Self, InvalidHedge> {
+    pub fn percentile(
+        mut self,
+        percentile: f64,
+        min_samples: u64,
+    ) -> Result<Self, HedgeConfigError> {
         self.shared().delay = percentile_delay(percentile, min_samples, default_window())?;
         Ok(self)
     }

@@ -3,7 +3,7 @@
 //!
 //! A request still unanswered after the hedge delay is sent again; the
 //! first *successful* answer wins and the other copy is dropped
-//! (cancelled). The delay is fixed ([`HedgeLayer::http`],
+//! (cancelled). The delay is fixed ([`HedgeLayer::idempotent_http`],
 //! [`HedgeLayer::new`]) or a percentile of recent latencies
 //! ([`HedgeLayer::percentile`]), kept in a small rolling histogram shared by
 //! every clone. Only requests that can safely run twice are hedged: for
@@ -55,12 +55,13 @@
 //! # }
 //! ```
 
+mod config;
 pub mod error;
 pub mod future;
 mod latency;
 mod layer;
 mod service;
 
-pub use self::error::InvalidHedge;
-pub use self::layer::{HedgeConfig, HedgeDelay, HedgeLayer};
+pub use self::config::{HedgeConfig, HedgeConfigBuilder, HedgeConfigError, HedgeDelay};
+pub use self::layer::HedgeLayer;
 pub use self::service::Hedge;

@@ -35,9 +35,10 @@ impl<L> RateLimitLayer<L> {
         RateLimitLayer { limit }
     }
 
-    /// HTTP mode: answer over-limit requests with `429 Too Many Requests`
-    /// (and `Retry-After`, `RateLimit-*` headers) instead of an error.
-    pub fn http(self) -> HttpRateLimitLayer<L> {
+    /// Answers over-limit requests with `429 Too Many Requests` (and
+    /// `Retry-After`, `RateLimit-*` headers) instead of failing them with
+    /// an error; admitted responses get the `RateLimit-*` headers.
+    pub fn answer_429(self) -> HttpRateLimitLayer<L> {
         HttpRateLimitLayer { limit: self.limit }
     }
 }
@@ -50,15 +51,16 @@ impl<S, L: Clone> Layer<S> for RateLimitLayer<L> {
     }
 }
 
-/// The HTTP mode of [`RateLimitLayer`]: over-limit requests get a `429`
-/// response, admitted ones the `RateLimit-*` headers.
+/// A [`RateLimitLayer`] after [`answer_429`](RateLimitLayer::answer_429):
+/// over-limit requests get a `429` response, admitted ones the
+/// `RateLimit-*` headers.
 #[derive(Debug, Clone)]
 pub struct HttpRateLimitLayer<L> {
     limit: L,
 }
 
 impl<L> HttpRateLimitLayer<L> {
-    /// HTTP mode over any [`Limit`](super::Limit).
+    /// Answers `429` over any [`Limit`](super::Limit).
     pub fn new(limit: L) -> Self {
         HttpRateLimitLayer { limit }
     }

@@ -10,7 +10,7 @@
 //!   and can be changed at run time (`set_quota`) for every clone at once.
 //! - [`RateLimitLayer`] rejects over-limit requests with
 //!   [`RateLimited`](error::RateLimited) (carrying `retry_after`); its
-//!   [`http`](RateLimitLayer::http) mode answers `429 Too Many Requests`
+//!   [`answer_429`](RateLimitLayer::answer_429) answers `429 Too Many Requests`
 //!   with `Retry-After` and the IETF draft `RateLimit-Limit`,
 //!   `RateLimit-Remaining`, `RateLimit-Reset` headers instead.
 //! - With the `redis` feature, `RedisRateLimiter` enforces one limit
@@ -40,7 +40,7 @@
 //!     .build();
 //! let app = Router::new()
 //!     .route("/", get(|| async { "hello" }))
-//!     .layer(RateLimitLayer::keyed(limiter, PeerAddr::new()).http());
+//!     .layer(RateLimitLayer::keyed(limiter, PeerAddr::new()).answer_429());
 //!
 //! let from = |ip: [u8; 4]| {
 //!     let mut req = Request::new(Body::empty());

@@ -366,7 +366,7 @@ where
 
 /// Applies a [`RedisRateLimiter`] to a service, keyed by `X`; over-limit
 /// requests fail with [`RateLimited`] (or, after
-/// [`http`](RedisRateLimitLayer::http), get a `429`).
+/// [`answer_429`](RedisRateLimitLayer::answer_429), get a `429`).
 ///
 /// The check is a network round trip, so the response future is boxed.
 ///
@@ -377,7 +377,7 @@ where
 /// let limiter = RedisRateLimiter::new(RedisRateLimitConfig::new("redis://127.0.0.1:6379", "10/s".parse()?))?;
 /// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "ok" }))
-///     .layer(RedisRateLimitLayer::new(limiter, PeerAddr::new()).http());
+///     .layer(RedisRateLimitLayer::new(limiter, PeerAddr::new()).answer_429());
 /// # let _ = app;
 /// # Ok(())
 /// # }
@@ -394,8 +394,9 @@ impl<X> RedisRateLimitLayer<X> {
         RedisRateLimitLayer { limiter, extractor }
     }
 
-    /// HTTP mode: `429` with `Retry-After` and `RateLimit-*` headers.
-    pub fn http(self) -> HttpRedisRateLimitLayer<X> {
+    /// Answers over-limit requests with `429 Too Many Requests`,
+    /// `Retry-After` and `RateLimit-*` headers instead of an error.
+    pub fn answer_429(self) -> HttpRedisRateLimitLayer<X> {
         HttpRedisRateLimitLayer { layer: self }
     }
 }
@@ -412,7 +413,8 @@ impl<S, X: Clone> Layer<S> for RedisRateLimitLayer<X> {
     }
 }
 
-/// The HTTP mode of [`RedisRateLimitLayer`].
+/// A [`RedisRateLimitLayer`] after
+/// [`answer_429`](RedisRateLimitLayer::answer_429).
 #[derive(Debug, Clone)]
 pub struct HttpRedisRateLimitLayer<X> {
     layer: RedisRateLimitLayer<X>,

@@ -4,9 +4,9 @@ use super::future::{HttpResponseFuture, ResponseFuture};
 use super::key::Limit;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use msp_core::BoxError;
+use msp_core::time::ceil_secs;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tower_service::Service;
 
 /// A service whose requests are checked against a rate limit; over-limit
@@ -129,11 +129,6 @@ where
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-
-/// Whole seconds, rounded up (headers carry delta-seconds).
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
 
 /// Header values below this come from a table built once, so adding the
 /// `RateLimit-*` headers to a response allocates nothing (a

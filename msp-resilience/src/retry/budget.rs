@@ -35,6 +35,19 @@ pub struct BudgetConfig {
     pub ttl: Duration,
 }
 
+impl BudgetConfig {
+    /// Checks the ranges [`RetryBudget::from_config`] accepts.
+    pub(crate) fn validate(&self) -> Result<(), InvalidBudget> {
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.ttl) {
+            return Err(InvalidBudget::Ttl(self.ttl));
+        }
+        if !(0.0..=1000.0).contains(&self.percent) {
+            return Err(InvalidBudget::Percent(self.percent));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
@@ -143,16 +156,12 @@ impl RetryBudget {
 
     /// A budget from its config.
     pub fn from_config(config: BudgetConfig) -> Result<Self, InvalidBudget> {
-        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&config.ttl) {
-            return Err(InvalidBudget::Ttl(config.ttl));
-        }
-        if !(0.0..=1000.0).contains(&config.percent) {
-            return Err(InvalidBudget::Percent(config.percent));
-        }
+        config.validate()?;
         Ok(Self::build(config))
     }
 
-    fn build(config: BudgetConfig) -> Self {
+    /// A budget from a config that passed [`BudgetConfig::validate`].
+    pub(crate) fn build(config: BudgetConfig) -> Self {
         let slot_nanos = (config.ttl.as_nanos() / SLOTS as u128).max(1) as u64;
         // `percent` % of WITHDRAW per request: 20 % deposits 200 units, five
         // requests pay for one retry.

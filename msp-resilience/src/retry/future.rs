@@ -174,16 +174,16 @@ where
                     let Some(next) = this.policy.replay(replay) else {
                         return Poll::Ready(result);
                     };
-                    if let Some(budget) = &settings.budget {
-                        if !budget.withdraw() {
-                            metrics::counter!("msp_resilience_retry_budget_exhausted_total")
-                                .increment(1);
-                            tracing::debug!("retry budget exhausted");
-                            if settings.budget_error {
-                                return Poll::Ready(Err(BudgetExhausted::new().into()));
-                            }
-                            return Poll::Ready(result);
+                    if let Some(budget) = &settings.budget
+                        && !budget.withdraw()
+                    {
+                        metrics::counter!("msp_resilience_retry_budget_exhausted_total")
+                            .increment(1);
+                        tracing::debug!("retry budget exhausted");
+                        if settings.budget_error {
+                            return Poll::Ready(Err(BudgetExhausted::new().into()));
                         }
+                        return Poll::Ready(result);
                     }
                     metrics::counter!("msp_resilience_retries_total").increment(1);
                     *this.attempts += 1;

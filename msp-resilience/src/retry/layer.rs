@@ -1,10 +1,9 @@
-use super::budget::{BudgetConfig, RetryBudget};
-use super::error::InvalidRetryConfig;
-use super::policy::{DEFAULT_MAX_REPLAY_BODY, DEFAULT_MAX_RETRY_AFTER, FnPolicy, HttpPolicy};
+use super::budget::RetryBudget;
+use super::config::RetryConfig;
+use super::policy::{FnPolicy, HttpPolicy};
 use super::service::{Retry, Settings};
 use http::StatusCode;
 use msp_core::backoff::Backoff;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
@@ -55,41 +54,35 @@ impl<F> RetryLayer<FnPolicy<F>> {
 }
 
 impl RetryLayer<HttpPolicy> {
-    /// Retries HTTP requests with [`HttpPolicy`].
-    pub fn http() -> Self {
+    /// Retries idempotent HTTP requests (and those with an
+    /// `Idempotency-Key`) on errors, `5xx`, `429` and `408`, with
+    /// [`HttpPolicy`].
+    pub fn idempotent_http() -> Self {
         Self::with_policy(HttpPolicy::new())
     }
 
-    /// An HTTP retry layer from its config.
-    pub fn from_config(config: &RetryConfig) -> Result<Self, InvalidRetryConfig> {
-        if config.max_attempts == 0 {
-            return Err(InvalidRetryConfig::ZeroAttempts);
-        }
+    /// An HTTP retry layer from its (validated) config.
+    pub fn from_config(config: &RetryConfig) -> Self {
         let mut policy = HttpPolicy::new()
-            .retry_non_idempotent(config.retry_non_idempotent)
-            .max_replay_body(config.max_replay_body)
-            .max_retry_after(config.max_retry_after);
-        for &code in &config.retry_statuses {
-            let status =
-                StatusCode::from_u16(code).map_err(|_| InvalidRetryConfig::Status(code))?;
+            .retry_non_idempotent(config.retry_non_idempotent())
+            .max_replay_body(config.max_replay_body())
+            .max_retry_after(config.max_retry_after());
+        for &status in config.retry_statuses() {
             policy = policy.retry_status(status);
         }
-        for &code in &config.never_retry_statuses {
-            let status =
-                StatusCode::from_u16(code).map_err(|_| InvalidRetryConfig::Status(code))?;
+        for &status in config.never_retry_statuses() {
             policy = policy.never_retry_status(status);
         }
-        let budget = config.budget.map(RetryBudget::from_config).transpose()?;
-        Ok(RetryLayer {
+        RetryLayer {
             policy,
             settings: Arc::new(Settings {
-                max_attempts: config.max_attempts,
-                backoff: config.backoff.clone(),
-                budget,
-                per_try_timeout: config.per_try_timeout,
-                budget_error: config.budget_exhausted_error,
+                max_attempts: config.max_attempts(),
+                backoff: config.backoff().clone(),
+                budget: config.budget().map(RetryBudget::build),
+                per_try_timeout: config.per_try_timeout(),
+                budget_error: config.budget_exhausted_error(),
             }),
-        })
+        }
     }
 }
 
@@ -206,66 +199,6 @@ impl<S, P: Clone> Layer<S> for RetryLayer<P> {
             inner,
             policy: self.policy.clone(),
             settings: Arc::clone(&self.settings),
-        }
-    }
-}
-
-/// Settings of an HTTP [`RetryLayer`], as read from a config file.
-///
-/// ```
-/// use msp_resilience::retry::{RetryConfig, RetryLayer};
-///
-/// let cfg: RetryConfig = serde_json::from_str(r#"{
-///     "max_attempts": 4,
-///     "backoff": { "initial": "50ms", "max_delay": "1s" },
-///     "budget": { "percent": 10.0, "min_per_second": 5, "ttl": "10s" },
-///     "per_try_timeout": "500ms",
-///     "never_retry_statuses": [501, 505]
-/// }"#)?;
-/// let layer = RetryLayer::from_config(&cfg)?;
-/// # drop(layer);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Attempts per request, the first included (default 3).
-    pub max_attempts: u32,
-    /// Delays between attempts.
-    pub backoff: Backoff,
-    /// The retry budget; `null` disables it.
-    pub budget: Option<BudgetConfig>,
-    /// Timeout of each attempt.
-    #[serde(with = "humantime_serde")]
-    pub per_try_timeout: Option<Duration>,
-    /// Retry non-idempotent methods too (default `false`).
-    pub retry_non_idempotent: bool,
-    /// Largest replayed request body in bytes (default 65536).
-    pub max_replay_body: usize,
-    /// Longest `Retry-After` honoured (default 30 s).
-    #[serde(with = "humantime_serde")]
-    pub max_retry_after: Duration,
-    /// Extra statuses to retry (`429` is retried by default).
-    pub retry_statuses: Vec<u16>,
-    /// Statuses never retried (`501` by default).
-    pub never_retry_statuses: Vec<u16>,
-    /// Return `BudgetExhausted` instead of the last result.
-    pub budget_exhausted_error: bool,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max_attempts: 3,
-            backoff: Backoff::default(),
-            budget: Some(BudgetConfig::default()),
-            per_try_timeout: None,
-            retry_non_idempotent: false,
-            max_replay_body: DEFAULT_MAX_REPLAY_BODY,
-            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
-            retry_statuses: Vec::new(),
-            never_retry_statuses: Vec::new(),
-            budget_exhausted_error: false,
         }
     }
 }

@@ -6,8 +6,9 @@
 //! exponential [`Backoff`](msp_core::backoff::Backoff) between attempts.
 //! What may be retried is the [`Policy`]'s call:
 //!
-//! - [`RetryLayer::http`] uses [`HttpPolicy`]: idempotent methods only
-//!   (unless configured, or the request has an `Idempotency-Key`), failures
+//! - [`RetryLayer::idempotent_http`] uses [`HttpPolicy`]: idempotent methods only
+//!   (unless configured, or the request has an
+//!   [`Idempotency-Key`](msp_core::http::header::IDEMPOTENCY_KEY)), failures
 //!   as classified by msp-core's [`HttpClassifier`](msp_core::classify::HttpClassifier)
 //!   (errors and `5xx`, plus `429`, minus `501`), `Retry-After` honoured on
 //!   `429`/`503`, and request bodies replayed from a buffer of at most
@@ -55,7 +56,7 @@
 //!
 //! let svc = ServiceBuilder::new()
 //!     .layer(
-//!         RetryLayer::http()
+//!         RetryLayer::idempotent_http()
 //!             .max_attempts(3)
 //!             .backoff(Backoff::constant(Duration::from_millis(10))?)
 //!             .per_try_timeout(Duration::from_secs(1)),
@@ -71,6 +72,7 @@
 
 mod body;
 mod budget;
+mod config;
 pub mod error;
 pub mod future;
 mod layer;
@@ -80,11 +82,12 @@ mod service;
 
 pub use self::body::ReplayBody;
 pub use self::budget::{BudgetConfig, RetryBudget};
-pub use self::error::{BudgetExhausted, InvalidRetryConfig};
-pub use self::layer::{RetryConfig, RetryLayer};
+pub use self::config::{RetryConfig, RetryConfigBuilder, RetryConfigError};
+pub use self::error::BudgetExhausted;
+pub use self::layer::RetryLayer;
 pub use self::policy::{
     Action, DEFAULT_MAX_REPLAY_BODY, DEFAULT_MAX_RETRY_AFTER, FnPolicy, HttpPolicy, HttpReplay,
-    IDEMPOTENCY_KEY, Policy, ShouldRetry, is_idempotent,
+    Policy, ShouldRetry, is_idempotent,
 };
 pub use self::retry_after::retry_after;
 pub use self::service::Retry;

@@ -3,10 +3,11 @@
 use super::body::ReplayBody;
 use super::retry_after::retry_after;
 use crate::timeout::Deadline;
-use http::header::{HeaderName, RETRY_AFTER};
+use http::header::RETRY_AFTER;
 use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use msp_core::BoxError;
 use msp_core::classify::{Classify, HttpClassifier, StatusSet};
+use msp_core::http::header::IDEMPOTENCY_KEY;
 use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -115,10 +116,6 @@ where
     }
 }
 
-/// The `Idempotency-Key` header: a request carrying it may be retried
-/// whatever its method.
-pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-
 /// The default body replay limit, 64 KiB (as Envoy).
 pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
 
@@ -200,7 +197,7 @@ impl<C> HttpPolicy<C> {
 
     /// Only replays bodies whose size hint has a known upper bound within
     /// the limit (an empty `GET` body qualifies; a stream of unknown length
-    /// does not). [`HedgeLayer::http`](crate::hedge::HedgeLayer::http) sets
+    /// does not). [`HedgeLayer::idempotent_http`](crate::hedge::HedgeLayer::idempotent_http) sets
     /// it: a hedge is sent while the first copy may still be streaming.
     pub fn bounded_bodies_only(mut self, on: bool) -> Self {
         self.bounded_bodies_only = on;
@@ -242,7 +239,7 @@ impl<C> HttpPolicy<C> {
 
     /// Whether a request with this method and headers may be retried.
     pub fn is_retryable_request(&self, method: &Method, headers: &HeaderMap) -> bool {
-        self.retry_non_idempotent || is_idempotent(method) || headers.contains_key(&IDEMPOTENCY_KEY)
+        self.retry_non_idempotent || is_idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY)
     }
 
     /// What to do with a result of an attempt.
@@ -272,18 +269,17 @@ impl<C> HttpPolicy<C> {
         if !self.retry.contains(status) && !self.classifier.classify(result).is_failure() {
             return Action::Return;
         }
-        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-            if let Some(wait) = res
+        if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+            && let Some(wait) = res
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| retry_after(v, std::time::SystemTime::now()))
-            {
-                return if wait > self.max_retry_after {
-                    Action::Return
-                } else {
-                    Action::RetryAfter(wait)
-                };
-            }
+        {
+            return if wait > self.max_retry_after {
+                Action::Return
+            } else {
+                Action::RetryAfter(wait)
+            };
         }
         Action::Retry
     }

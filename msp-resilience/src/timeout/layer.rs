@@ -1,36 +1,6 @@
-use super::Timeout;
-use serde::{Deserialize, Serialize};
+use super::{Timeout, TimeoutConfig};
 use std::time::Duration;
 use tower_layer::Layer;
-
-/// Settings of a [`TimeoutLayer`], as read from a config file.
-///
-/// ```
-/// use msp_resilience::timeout::{TimeoutConfig, TimeoutLayer};
-///
-/// let cfg: TimeoutConfig = serde_json::from_str(r#"{"timeout":"250ms","propagate":false}"#)?;
-/// let layer = TimeoutLayer::from_config(&cfg);
-/// assert_eq!(layer.timeout(), std::time::Duration::from_millis(250));
-/// # Ok::<(), serde_json::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeoutConfig {
-    /// The time a call may take (`"2s"`, `"250ms"`).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Write the effective deadline into the request (default `true`).
-    #[serde(default = "yes")]
-    pub propagate: bool,
-    /// Let a deadline header of the incoming request shorten the deadline
-    /// (default `true`).
-    #[serde(default = "yes")]
-    pub read_headers: bool,
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// Applies a deadline to every request; see the [module docs](super).
 #[derive(Debug, Clone, Copy)]
@@ -55,9 +25,9 @@ impl TimeoutLayer {
     /// A layer from its config.
     pub fn from_config(config: &TimeoutConfig) -> Self {
         TimeoutLayer {
-            timeout: config.timeout,
-            propagate: config.propagate,
-            read_headers: config.read_headers,
+            timeout: config.timeout(),
+            propagate: config.propagate(),
+            read_headers: config.read_headers(),
         }
     }
 

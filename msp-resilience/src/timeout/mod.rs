@@ -57,16 +57,18 @@
 //! # }
 //! ```
 
+mod config;
 mod deadline;
 pub mod error;
 pub mod future;
 mod layer;
 mod service;
 
+pub use self::config::{TimeoutConfig, TimeoutConfigBuilder, TimeoutConfigError};
 pub use self::deadline::{
     DEADLINE_HEADER, Deadline, DeadlineRequest, GRPC_TIMEOUT_HEADER, TimeoutOverride,
     format_grpc_timeout, parse_deadline_ms, parse_grpc_timeout,
 };
 pub use self::error::Elapsed;
-pub use self::layer::{TimeoutConfig, TimeoutLayer};
+pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;

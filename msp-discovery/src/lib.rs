@@ -154,7 +154,7 @@ pub use crate::client::{
     DiscoveryClient, DiscoveryClientBuilder, DiscoveryError, HashKey, ResponseBody, TransportKind,
 };
 pub use crate::discover::ServiceDiscover;
-pub use crate::health::HealthCheck;
+pub use crate::health::{HealthCheck, HealthCheckConfig};
 pub use crate::outlier::OutlierConfig;
 #[cfg(feature = "etcd")]
 pub use crate::registry::EtcdRegistry;

@@ -6,7 +6,7 @@
 use axum::{Router, http::StatusCode, routing::get};
 use msp_core::{BoxError, Instance, InstanceId, ServiceName};
 use msp_discovery::balance::{BalanceConfig, EndpointSet, Strategy};
-use msp_discovery::health::{CheckError, HealthCheck};
+use msp_discovery::health::{CheckError, HealthCheck, HealthCheckConfig, HealthCheckConfigError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -238,4 +238,55 @@ async fn checks_follow_membership() {
     let before = total.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(total.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn a_check_from_a_yaml_file_takes_a_failing_instance_out() {
+    let config: HealthCheckConfig = serde_saphyr::from_str(
+        "
+path: /health
+interval: 20ms
+timeout: 2s
+jitter: 0.0
+healthy_threshold: 1
+unhealthy_threshold: 1
+",
+    )
+    .unwrap();
+    let a_ok = Arc::new(AtomicBool::new(true));
+    let (a, _ta) = server(a_ok.clone()).await;
+    let set = set();
+    set.update([inst("a", a)]);
+    let _checks = HealthCheck::from_config(&config).spawn(set.clone());
+    a_ok.store(false, Ordering::SeqCst);
+    wait(&set, "a", false).await;
+    a_ok.store(true, Ordering::SeqCst);
+    wait(&set, "a", true).await;
+}
+
+#[test]
+fn health_check_config_rejects_what_cannot_work() {
+    assert_eq!(
+        HealthCheckConfig::builder().http("health").build(),
+        Err(HealthCheckConfigError::Path("health".into()))
+    );
+    assert_eq!(
+        HealthCheckConfig::builder()
+            .interval(Duration::ZERO)
+            .build(),
+        Err(HealthCheckConfigError::Zero("interval"))
+    );
+    assert_eq!(
+        HealthCheckConfig::builder().unhealthy_threshold(0).build(),
+        Err(HealthCheckConfigError::Zero("unhealthy_threshold"))
+    );
+    assert_eq!(
+        HealthCheckConfig::builder().jitter(1.5).build(),
+        Err(HealthCheckConfigError::Jitter(1.5))
+    );
+    // No `path`: a TCP check.
+    let tcp: HealthCheckConfig = serde_saphyr::from_str("interval: 5s").unwrap();
+    assert_eq!(tcp.path(), None);
+    let err = serde_saphyr::from_str::<HealthCheckConfig>("timeout: 0s").unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
 }

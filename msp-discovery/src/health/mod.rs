@@ -6,6 +6,8 @@
 //! or [`HealthCheck::custom`] (any async fn) — plus its schedule: interval,
 //! jitter, timeout and the healthy / unhealthy thresholds (consecutive
 //! results needed to flip, like Envoy and Kubernetes probes).
+//! The HTTP and TCP checks can come from a configuration file as a
+//! validated [`HealthCheckConfig`] ([`HealthCheck::from_config`]).
 //! [`HealthCheck::spawn`] runs it on tokio for every member of an
 //! [`EndpointSet`], starting and stopping per-endpoint tasks as membership
 //! changes; verdicts go to [`EndpointSet::set_health`].
@@ -49,6 +51,10 @@
 //! # Ok(())
 //! # }
 //! ```
+
+mod config;
+
+pub use self::config::{HealthCheckConfig, HealthCheckConfigBuilder, HealthCheckConfigError};
 
 use crate::balance::{Endpoint, EndpointSet};
 use bytes::Bytes;
@@ -143,6 +149,21 @@ impl HealthCheck {
     /// A TCP connect to the instance address.
     pub fn tcp() -> Self {
         Self::with(Probe::Tcp)
+    }
+
+    /// The HTTP or TCP check a [`HealthCheckConfig`] (from a file)
+    /// describes, with its schedule.
+    pub fn from_config(config: &HealthCheckConfig) -> Self {
+        let check = match config.path() {
+            Some(path) => Self::http(path),
+            None => Self::tcp(),
+        };
+        check
+            .interval(config.interval())
+            .timeout(config.timeout())
+            .jitter(config.jitter())
+            .healthy_threshold(config.healthy_threshold())
+            .unhealthy_threshold(config.unhealthy_threshold())
     }
 
     /// Any async check; `Ok` is healthy.

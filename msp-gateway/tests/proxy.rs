@@ -223,6 +223,36 @@ fn forwarded_quotes_ipv6_and_client_ip_skips_trusted_hops() {
 }
 
 #[tokio::test]
+async fn host_is_the_upstreams_preserved_or_rewritten_per_policy() {
+    use msp_gateway::proxy::HostPolicy;
+    let (addr, backend) = spawn_backend().await;
+    for (policy, expected) in [
+        (HostPolicy::Upstream, addr.to_string()),
+        (HostPolicy::Preserve, "api.example.com".to_owned()),
+        (
+            HostPolicy::Rewrite(http::HeaderValue::from_static("users.internal")),
+            "users.internal".to_owned(),
+        ),
+    ] {
+        let opts = ProxyOptions {
+            host_policy: policy.clone(),
+            ..ProxyOptions::default()
+        };
+        let proxy = spawn_proxy(addr, opts).await;
+        let req = Request::get(proxy.url("/"))
+            .header("host", "api.example.com")
+            .body(body(""))
+            .expect("request");
+        let res = client().request(req).await.expect("response");
+        assert_eq!(res.status(), StatusCode::OK);
+        let seen = backend.last();
+        assert_eq!(seen.headers["host"], expected.as_str(), "{policy:?}");
+        // The client's host is always in the forwarding headers.
+        assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
+    }
+}
+
+#[tokio::test]
 async fn three_set_cookie_fields_arrive_as_three() {
     let (addr, _backend) = spawn_backend().await;
     let proxy = spawn_proxy(addr, ProxyOptions::default()).await;

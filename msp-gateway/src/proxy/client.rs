@@ -162,8 +162,11 @@ impl ProxyClientBuilder {
         self
     }
 
-    /// Builds the client (no connection is made yet).
+    /// Builds the client (no connection is made yet), and registers
+    /// [`ProxyError`] with [`msp_core::http::register`] so an
+    /// `HttpErrorLayer` anywhere in the stack answers its problem.
     pub fn build(self) -> ProxyClient {
+        msp_core::http::register::<ProxyError>();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);

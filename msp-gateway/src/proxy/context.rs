@@ -203,9 +203,13 @@ impl ForwardContext {
     }
 
     /// Sets the gateway's name in `Via`. Must be a `token` (letters, digits,
-    /// `-`, `.`…); other characters are replaced by `-`.
+    /// `-`, `.`…); other characters are replaced by `-`, and an empty name
+    /// leaves the default.
     #[must_use]
     pub fn with_gateway_name(mut self, name: &str) -> Self {
+        if name.is_empty() {
+            return self;
+        }
         let clean: String = name
             .chars()
             .map(|c| {

@@ -24,6 +24,17 @@
 //! client). `Expect` is not forwarded: the gateway's own server answers it
 //! and hyper's client does not implement it.
 //!
+//! # Upgrades
+//!
+//! An HTTP/1.1 request with `Connection: upgrade` and `Upgrade: websocket`
+//! (or any protocol) is forwarded with both fields kept; when the upstream
+//! answers `101 Switching Protocols`, [`forward`] joins
+//! `hyper::upgrade::on(request)` and `hyper::upgrade::on(response)` with
+//! `tokio::io::copy_bidirectional` in a spawned task, and the client gets
+//! the `101`. The server in front must serve connections with upgrades
+//! (`serve_connection_with_upgrades`). HTTP/2 extended CONNECT (RFC 8441)
+//! is not proxied, nor is an upgrade towards an h2c upstream.
+//!
 //! # Example
 //!
 //! ```

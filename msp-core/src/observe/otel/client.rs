@@ -42,18 +42,31 @@ impl fmt::Debug for ExportClient {
 
 impl ExportClient {
     pub(super) fn new(timeout: Duration) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = rt.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::sync_channel(1);
+        // The runtime is built, run and dropped on its own thread: dropping
+        // one inside an async context would panic.
         std::thread::Builder::new()
             .name("msp-otlp-export".into())
             .spawn(move || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                });
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = started.send(Ok(rt.handle().clone()));
+                        rt.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                    }
+                }
             })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("the OTLP export thread exited"))??;
         let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         Ok(ExportClient {
             handle,

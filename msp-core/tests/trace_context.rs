@@ -519,3 +519,105 @@ async fn in_trace_binds_an_explicit_context() {
         None
     );
 }
+
+// ------------------------------------------------- over loopback, like the suite
+
+/// The shape of the W3C suite over real HTTP: a "harness" records the
+/// headers of the call a service behind `TraceContextLayer` makes through
+/// `PropagateTraceContextLayer` when it receives `sent`.
+async fn forwarded(sent: &[(&'static str, &str)]) -> HeaderMap {
+    use axum::routing::post;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    async fn serve(app: axum::Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        addr
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let harness = serve(axum::Router::new().route(
+        "/callback",
+        post(move |headers: HeaderMap| {
+            let _ = tx.send(headers);
+            std::future::ready("{}")
+        }),
+    ))
+    .await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let propagating = ServiceBuilder::new()
+        .layer(msp_core::observe::PropagateTraceContextLayer::new())
+        .service(client.clone());
+    let service = serve(
+        axum::Router::new()
+            .route(
+                "/test",
+                post(move || {
+                    let call = http::Request::post(format!("http://{harness}/callback"))
+                        .body(Full::new(Bytes::new()))
+                        .expect("valid");
+                    let propagating = propagating.clone();
+                    async move {
+                        let res = propagating.oneshot(call).await.expect("harness answers");
+                        let _ = res.into_body().collect().await;
+                        "{}"
+                    }
+                }),
+            )
+            .layer(TraceContextLayer::new()),
+    )
+    .await;
+    let mut req = http::Request::post(format!("http://{service}/test"))
+        .body(Full::new(Bytes::new()))
+        .expect("valid");
+    for (name, value) in sent {
+        req.headers_mut()
+            .append(*name, HeaderValue::from_str(value).expect("valid"));
+    }
+    let res = client.request(req).await.expect("service answers");
+    assert_eq!(res.status(), 200);
+    rx.recv().await.expect("the service called back")
+}
+
+#[tokio::test]
+async fn the_cases_the_suite_found_failing_pass_over_http() {
+    let tp00 = tp("00", TRACE, PARENT, "00");
+    let cases = [
+        (vec!["foo=1,foo=1"], "foo=1"),
+        (vec!["foo=1", "foo=2"], "foo=1"),
+        (vec!["foo@=1,bar=2"], "foo@=1,bar=2"),
+        (vec!["foo@@bar=1,bar=2"], "foo@@bar=1,bar=2"),
+        (vec!["foo@bar@baz=1,bar=2"], "foo@bar@baz=1,bar=2"),
+        (vec!["@foo=1,bar=2"], ""),
+        (vec!["foo=,bar=3"], ""),
+    ];
+    let long_key = format!("{}@{}", "t".repeat(241), "v".repeat(14));
+    let long = format!("{long_key}=1");
+    let expected_long = format!("foo=1,{long}");
+    let cases = cases
+        .into_iter()
+        .chain([(vec!["foo=1", long.as_str()], expected_long.as_str())]);
+    for (states, expected) in cases {
+        let mut sent = vec![("traceparent", tp00.as_str())];
+        sent.extend(states.iter().map(|s| ("tracestate", *s)));
+        let got = forwarded(&sent).await;
+        let parent = got
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<TraceContext>().ok())
+            .expect("a traceparent forwarded");
+        assert_eq!(parent.trace_id().to_string(), TRACE, "{states:?}");
+        assert_ne!(parent.span_id().to_string(), PARENT, "{states:?}");
+        let state = got
+            .get("tracestate")
+            .map(|v| v.to_str().expect("ASCII").to_owned())
+            .unwrap_or_default();
+        assert_eq!(state, expected, "{states:?}");
+    }
+}

@@ -10,6 +10,8 @@ use msp_saga::saga::store::{NewSaga, SagaStore, StoreError, Transition};
 use msp_saga::saga::{SagaRecord, SagaState};
 use uuid::Uuid;
 
+pub mod journal;
+
 /// Counts the commits (create, append, renew, claim) that reach the store.
 #[derive(Debug, Clone)]
 pub struct CountingStore<S> {

@@ -268,11 +268,11 @@ impl PrivateEtcd {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + ETCD_READY_WITHIN;
         let why = loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    break format!("exited with {status}");
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                break format!("exited with {status}");
             }
             if healthy(self.addr()) {
                 return;

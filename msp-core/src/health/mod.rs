@@ -414,10 +414,10 @@ async fn run_one(reg: &Registered) -> ComponentReport {
         return execute(&reg.check).await;
     };
     let mut cached = reg.cached.lock().await;
-    if let Some((at, report)) = cached.as_ref() {
-        if at.elapsed() <= max_age {
-            return report.clone();
-        }
+    if let Some((at, report)) = cached.as_ref()
+        && at.elapsed() <= max_age
+    {
+        return report.clone();
     }
     let report = execute(&reg.check).await;
     *cached = Some((Instant::now(), report.clone()));

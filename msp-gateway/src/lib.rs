@@ -1,4 +1,111 @@
-//! msp-gateway: the API gateway (crate docs in progress).
+//! An API gateway as a tower `Service` and a standalone binary.
+//!
+//! `msp-gateway` puts the seed's routes —
+//! `path: "/api/users/*"`, `service`, `methods`, `auth_required`,
+//! `rate_limit: 1000/hour` — in front of upstream services found through
+//! service discovery, with RFC 9110/9112-correct proxying, resilience per
+//! upstream service, rate limits, API-key auth, metrics, an access log,
+//! hot reload and an admin listener.
+//!
+//! | module | what it gives you |
+//! |---|---|
+//! | [`config`] | [`GatewayConfig`](config::GatewayConfig) from YAML or a builder; every problem names route, field and line |
+//! | [`route`] | the [`RouteTable`](route::RouteTable): path params and wildcards, methods (405 + `Allow`), host, header and query predicates, most specific first |
+//! | [`proxy`] | the pooled [`ProxyClient`](proxy::ProxyClient), hop-by-hop and forwarding headers, request validation, upgrades |
+//! | [`auth`] | [`ApiKeyAuth`](auth::ApiKeyAuth): consumers by SHA-256 digests of their keys, 401 with `WWW-Authenticate` |
+//! | [`upstream`] | per service: registry view, balancer (p2c peak-EWMA by default), health checks, outlier ejection and **one circuit breaker per upstream service** |
+//! | [`gateway`] | the [`Gateway`] service: an `ArcSwap`'d snapshot of the table and per-route stacks, reload and file hot reload, serving (HTTP/1.1 + h2c) |
+//! | [`admin`] | the admin listener: routes, upstreams, breakers, limiters, config version and last reload error, Prometheus `/metrics` |
+//!
+//! # Where it sits
+//!
+//! msp-gateway is msp's **composition tier**: it depends on msp-core,
+//! msp-resilience, msp-discovery and msp-config, and nothing but examples
+//! and benches depends on it. The pattern crates never depend on each
+//! other or on the gateway; what they share lives in msp-core.
+//!
+//! ```text
+//! tier 3  msp-gateway ──> msp-resilience, msp-discovery, msp-config, msp-core
+//! tier 2  msp-resilience   msp-discovery   msp-config   msp-saga
+//! tier 1  msp-core
+//! ```
+//!
+//! # A request's way through
+//!
+//! ```text
+//! validate (400/413/414/431) → match (404/405) → rate limit (429) → auth (401)
+//!   → path rewrite → timeout (504) → bulkhead (503) → retry (idempotent, ≤ 64 KiB replay)
+//!   → the service's circuit breaker (503) → balancer pick → pooled client (502/503/504)
+//! ```
+//!
+//! Each route gets its own stack built from its config (linkerd's
+//! per-target stacks); upstream state — endpoints, health, ejections,
+//! latency, the breaker — is per service and shared by every route to it.
+//!
+//! # Example
+//!
+//! The gateway as a library: two services behind two routes.
+//!
+//! ```
+//! use http_body_util::{BodyExt, Empty};
+//! use msp_gateway::Gateway;
+//! use msp_gateway::config::GatewayConfig;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! async fn upstream(name: &'static str) -> std::io::Result<std::net::SocketAddr> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let app = axum::Router::new().fallback(move || async move { name });
+//!     tokio::spawn(async move { axum::serve(listener, app).await });
+//!     Ok(addr)
+//! }
+//! let (users, orders) = (upstream("users").await?, upstream("orders").await?);
+//!
+//! let config = GatewayConfig::from_yaml(&format!(r#"
+//! routes:
+//!   - path: "/api/users/*"
+//!     service: user-service
+//!     methods: ["GET"]
+//!   - path: "/api/orders/*"
+//!     service: order-service
+//!     rate_limit: 1/hour
+//! services:
+//!   user-service: {{ instances: ["{users}"] }}
+//!   order-service: {{ instances: ["{orders}"] }}
+//! "#), "inline")?;
+//! let gateway = Gateway::from_config(config).await?;
+//!
+//! let get = |path: &str| http::Request::get(path).header("host", "gw").body(Empty::<bytes::Bytes>::new());
+//! let res = gateway.clone().oneshot(get("/api/users/1")?).await?;
+//! assert_eq!(res.into_body().collect().await?.to_bytes(), "users");
+//! let res = gateway.clone().oneshot(get("/api/orders/1")?).await?;
+//! assert_eq!(res.status(), 200);
+//! let res = gateway.clone().oneshot(get("/api/orders/1")?).await?;
+//! assert_eq!(res.status(), 429);
+//! assert!(res.headers().contains_key("retry-after"));
+//!
+//! // Serve it: `gateway.serve(listener).await`, or as an axum fallback:
+//! let _app: axum::Router = axum::Router::new().fallback_service(gateway);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The standalone binary runs the same from a file, hot-reloading it:
+//! `cargo run -p msp-gateway -- --config gateway.yaml` (see the README).
+//!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `cli` (default) | the `msp-gateway` binary (logging through tracing-subscriber) |
+//! | `etcd` | `registry: {etcd: …}` — upstream instances registered in etcd |
+//! | `redis` | msp-resilience's Redis rate limiter (limits shared across gateway replicas; wired into routes by the edge-policies issue) |
+//!
+//! Without features the registry is in memory (the services' static
+//! instances, plus anything registered at run time) or static: nothing to
+//! install.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

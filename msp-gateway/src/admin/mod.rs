@@ -22,7 +22,7 @@
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), msp_core::BoxError> {
 //! let config = GatewayConfig::builder()
 //!     .service("users", ServiceConfig::new(["127.0.0.1:9001".parse()?]))
 //!     .route(RouteConfig::new("/api/users/*").service("users"))

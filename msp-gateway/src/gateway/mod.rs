@@ -5,7 +5,7 @@
 //! same **snapshot**: the route table and, per route, its stack —
 //! limiter → auth → path rewrite → timeout → bulkhead → retry → the
 //! upstream service's breaker → balancer → pooled client. The snapshot
-//! sits in an [`ArcSwap`](arc_swap::ArcSwap): a request loads it once and
+//! sits in an [`ArcSwap`]: a request loads it once and
 //! keeps it to the end, so [`Gateway::reload`] applies to new requests
 //! while in-flight ones finish on the snapshot they started with.
 //!
@@ -30,7 +30,7 @@
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), msp_core::BoxError> {
 //! // An upstream.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;

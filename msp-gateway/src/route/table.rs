@@ -45,16 +45,22 @@ fn slot(m: &Method) -> Option<usize> {
 ///    without a host;
 /// 2. within those, routes with more header and query predicates first
 ///    (every predicate must hold);
-/// 3. then the most specific path: static segments before `{param}`
-///    before wildcards, longer before shorter (a radix tree, `matchit`);
+/// 3. then the path: exact patterns (static and `{param}` segments, static
+///    beating a parameter segment by segment) before wildcard patterns
+///    (`/*`, `{*rest}`), and among wildcards the longest static prefix;
 /// 4. the method: a route not allowing it is skipped, so a less specific
 ///    route that allows it still matches.
 ///
 /// When a path and its predicates match but no route allows the method,
 /// the answer is [`RouteMatch::MethodNotAllowed`] with the `Allow` value;
 /// otherwise [`RouteMatch::NotFound`]. `GET` routes also answer `HEAD`.
-/// A match costs a few radix-tree lookups (one per host tier and predicate
-/// group, usually one or two), independent of the number of routes.
+///
+/// A match is a few radix-tree lookups (matchit) — one per host tier and
+/// predicate group that applies, usually one or two — so its cost does not
+/// grow with the number of routes. (matchit cannot hold a `{param}` and a
+/// catch-all at the same position in one tree; a pattern that would clash
+/// that way with earlier ones goes into a further tree of its tier, looked
+/// up after them.)
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Route>,
@@ -225,7 +231,10 @@ impl RouteTable {
             Ok(p) => p,
             Err(e) => return RouteMatch::BadPath(e),
         };
-        let host = host.map(host_key);
+        // Host tiers only cost something when some route names a host.
+        let host = host
+            .filter(|_| !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty())
+            .map(host_key);
         let mut allow: Option<MethodSet> = None;
         let tiers = host
             .as_deref()

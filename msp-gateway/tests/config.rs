@@ -400,3 +400,29 @@ fn invalid_yaml_is_a_parse_error_with_a_line() {
     assert_eq!(p[0].0, ProblemKind::Parse);
     assert!(p[0].3.is_some(), "{p:?}");
 }
+
+#[test]
+fn unknown_fields_deep_in_services_and_auth_name_their_path() {
+    let p = problems("services:\n  a:\n    instances: []\n    pool:\n      idle: 5s\n");
+    assert_eq!(
+        (p[0].0, p[0].1, p[0].2.as_str(), p[0].3),
+        (ProblemKind::Parse, None, "services.a.pool.idle", Some(5))
+    );
+    let p = problems("auth:\n  providers:\n    k:\n      jwt: {}\n");
+    assert_eq!(
+        (p[0].1, p[0].2.as_str(), p[0].3),
+        (None, "auth.providers.k.jwt", Some(4))
+    );
+}
+
+#[test]
+fn a_config_serializes_and_loads_back_unchanged() {
+    let config = GatewayConfig::from_yaml(&seed_file(), "seed.yaml").expect("seed loads");
+    let json = serde_json::to_string(&config).expect("serializes");
+    let back: GatewayConfig = serde_json::from_str(&json).expect("loads back");
+    assert_eq!(config, back);
+    // And deserializing runs the same checks.
+    let err = serde_json::from_str::<GatewayConfig>(r#"{"routes":[{"path":"/a","service":"x"}]}"#)
+        .expect_err("unknown service");
+    assert!(err.to_string().contains("unknown service"), "{err}");
+}

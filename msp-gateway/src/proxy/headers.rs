@@ -108,9 +108,8 @@ fn wants_trailers(headers: &HeaderMap) -> bool {
 /// `Proxy-Authenticate`, and `Upgrade` unless `upgrade` is given, in which
 /// case `Upgrade: <upgrade>` and `Connection: upgrade` are what remains.
 ///
-/// Idempotent. Run it on a request as soon as it arrives, before anything
-/// adds headers of its own (identity headers from auth, say): after it,
-/// no `Connection` field is left that could nominate those away later.
+/// Idempotent. For a request, [`strip_request`] finds the upgrade itself;
+/// run it as soon as the request arrives (see there why).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     let trailers = wants_trailers(headers);
     let nominated: Vec<HeaderName> = connection_options(headers)
@@ -129,6 +128,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// [`strip_hop_by_hop`] on a request, keeping a WebSocket-style upgrade
+/// ([`upgrade_protocol`]).
+///
+/// Call it where a request enters, before anything adds headers of its own
+/// (identity headers from auth): [`prepare_request`] strips again, and a
+/// field added in between would otherwise be removable by a client's
+/// `Connection: x-consumer`. After this pass no nominating `Connection`
+/// field is left, so the second pass removes nothing it should not.
+///
+/// # Example
+///
+/// ```
+/// use msp_gateway::proxy::{headers, ForwardContext};
+///
+/// let mut req = http::Request::get("/")
+///     .header("host", "x")
+///     .header("connection", "x-consumer")
+///     .body(())
+///     .unwrap();
+/// headers::strip_request(&mut req);
+/// // Auth runs, then adds the identity it established.
+/// req.headers_mut().insert("x-consumer", "alice".parse().unwrap());
+///
+/// let ctx = ForwardContext::new("127.0.0.1:1".parse().unwrap());
+/// headers::prepare_request(&mut req, "http://10.0.0.1/".parse().unwrap(), &ctx).unwrap();
+/// assert_eq!(req.headers()["x-consumer"], "alice");
+/// ```
+pub fn strip_request<B>(req: &mut Request<B>) {
+    let upgrade = upgrade_protocol(req);
+    strip_hop_by_hop(req.headers_mut(), upgrade);
 }
 
 /// The host the client addressed: the authority of an absolute-form target
@@ -177,10 +208,9 @@ pub fn prepare_request<B>(
         }
     })?;
     let original_host = client_host(req);
-    let upgrade = upgrade_protocol(req);
+    strip_request(req);
     let version = req.version();
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);
     set_forwarding(headers, ctx, original_host.as_ref(), version);
     let host = match &ctx.host_policy {

@@ -288,6 +288,29 @@ async fn the_response_future_is_named_and_never_fails() {
 }
 
 #[test]
+fn a_layer_mapping_overrides_a_registered_answer() {
+    register::<Locked>();
+    let layer = HttpErrorLayer::new()
+        .map(|_: &Locked| Problem::new(StatusCode::CONFLICT, "busy", "try later"));
+    let err = Upstream(Box::new(Locked(4)));
+    assert_eq!(layer.problem_for(&err).status(), StatusCode::CONFLICT);
+    assert_eq!(problem_for(&err).status(), StatusCode::LOCKED);
+    // Clones taken before a mapping was added keep their own answers.
+    let plain = HttpErrorLayer::new();
+    let mapped = plain
+        .clone()
+        .map(|_: &Secret| Problem::new(StatusCode::BAD_GATEWAY, "db_down", "database unavailable"));
+    assert_eq!(
+        plain.problem_for(&Secret).status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        mapped.problem_for(&Secret).status(),
+        StatusCode::BAD_GATEWAY
+    );
+}
+
+#[test]
 fn shared_header_names() {
     assert_eq!(header::IDEMPOTENCY_KEY.as_str(), "idempotency-key");
     assert_eq!(header::DEADLINE_MS.as_str(), "x-msp-deadline-ms");

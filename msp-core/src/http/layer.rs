@@ -74,8 +74,9 @@ impl HttpErrorLayer {
     }
 
     /// Answers errors of type `E` (found anywhere in the source chain) with
-    /// `f`, for a user's own error types. Mappings of the layer are tried
-    /// before the registered types, in the order added.
+    /// `f`, for a user's own error types. Mappings of the layer win over
+    /// registered types (so a user can override a crate's answer); among
+    /// themselves they are tried in the order added.
     ///
     /// ```
     /// use http::StatusCode;
@@ -109,10 +110,10 @@ impl HttpErrorLayer {
         self.map(E::to_problem)
     }
 
-    /// The problem this layer answers `err` with: the layer's own mappings,
-    /// then registered types, for each error of the source chain; then a
-    /// timeout anywhere in the chain (`504`); else the unknown status
-    /// (`500`), whose body reveals nothing.
+    /// The problem this layer answers `err` with: the first error of the
+    /// source chain the layer's own mappings know; else the first one of a
+    /// registered type; else `504` if there is a timeout anywhere in the
+    /// chain; else the unknown status (`500`), whose body reveals nothing.
     ///
     /// Does not log; the service logs unknown errors with `tracing`.
     pub fn problem_for(&self, err: &(dyn Error + 'static)) -> Problem {
@@ -121,13 +122,9 @@ impl HttpErrorLayer {
     }
 
     fn known(&self, err: &(dyn Error + 'static)) -> Option<Problem> {
-        if !self.inner.mappers.is_empty() {
-            let custom = sources(err).find_map(|e| self.inner.mappers.iter().find_map(|m| m(e)));
-            if custom.is_some() {
-                return custom;
-            }
-        }
-        registry::known(err)
+        sources(err)
+            .find_map(|e| self.inner.mappers.iter().find_map(|m| m(e)))
+            .or_else(|| registry::known(err))
     }
 
     /// The response for `err`, logging an unknown error (at `warn`, with

@@ -405,3 +405,27 @@ fn normalize_path_borrows_clean_paths() {
     assert_eq!(normalize_path("/a//b/%7Ec").expect("ok"), "/a/b/~c");
     assert_eq!(normalize_path("/%252e%252e/").expect("ok"), "/%252e%252e/");
 }
+
+#[test]
+fn a_param_and_a_wildcard_at_one_position_still_build_and_route() {
+    // matchit cannot hold `/api/{v}` and `/api/{*rest}` in one tree; the
+    // table keeps them in two, in config order.
+    let t = table([
+        RouteConfig::new("/api/{version}/*").service("a"),
+        RouteConfig::new("/api/*").service("b"),
+        RouteConfig::new("/api/{version}")
+            .service("c")
+            .methods([Method::POST]),
+    ]);
+    let r = get("/api/v1/users/7");
+    let RouteMatch::Found(m) = r.find(&t) else {
+        panic!()
+    };
+    assert_eq!(
+        (m.index, m.params.get("version"), m.params.get("*")),
+        (0, Some("v1"), Some("users/7"))
+    );
+    assert_eq!(get("/api").index(&t), Some(1));
+    assert_eq!(get("/api/v1").method(Method::POST).index(&t), Some(2));
+    assert_eq!(get("/api/v1").index(&t), Some(0));
+}

@@ -106,8 +106,8 @@ pub use self::definition::{
 pub use self::http::{IDEMPOTENCY_KEY, IdempotencyKeyExt};
 pub use self::log::{FailureKind, LogEntry, LogEvent, SagaRecord, SagaState, UnknownState};
 pub use self::orchestrator::{
-    InvalidOrchestrator, Orchestrator, OrchestratorBuilder, RecoveryLoop, SagaError, SagaHandle,
-    SagaNotice,
+    Orchestrator, OrchestratorBuilder, OrchestratorConfigError, RecoveryLoop, SagaError,
+    SagaHandle, SagaNotice,
 };
 #[cfg(feature = "postgres")]
 pub use self::store::PostgresSagaStore;

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use super::{Inner, InvalidOrchestrator, Orchestrator};
+use super::{Inner, Orchestrator, OrchestratorConfigError};
 use crate::saga::definition::{ErasedSaga, Saga};
 use crate::saga::store::SagaStore;
 
@@ -112,21 +112,21 @@ impl<S: SagaStore> OrchestratorBuilder<S> {
     }
 
     /// Validates the settings.
-    pub fn build(self) -> Result<Orchestrator<S>, InvalidOrchestrator> {
+    pub fn build(self) -> Result<Orchestrator<S>, OrchestratorConfigError> {
         if self.lease < Duration::from_millis(3) {
-            return Err(InvalidOrchestrator::LeaseTooShort);
+            return Err(OrchestratorConfigError::LeaseTooShort);
         }
         if self.poll_interval.is_zero() {
-            return Err(InvalidOrchestrator::ZeroPollInterval);
+            return Err(OrchestratorConfigError::ZeroPollInterval);
         }
         if self.claim_batch == 0 || self.max_active == 0 {
-            return Err(InvalidOrchestrator::ZeroClaimBatch);
+            return Err(OrchestratorConfigError::ZeroClaimBatch);
         }
         let mut sagas = HashMap::new();
         for s in self.sagas {
             let name = s.name().to_string();
             if sagas.insert(name.clone(), s).is_some() {
-                return Err(InvalidOrchestrator::DuplicateSaga(name));
+                return Err(OrchestratorConfigError::DuplicateSaga(name));
             }
         }
         let (notices, _) = broadcast::channel(1024);

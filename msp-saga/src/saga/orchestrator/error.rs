@@ -1,5 +1,5 @@
 //! What can go wrong running sagas ([`SagaError`]) and configuring an
-//! orchestrator ([`InvalidOrchestrator`]).
+//! orchestrator ([`OrchestratorConfigError`]).
 
 use uuid::Uuid;
 
@@ -53,7 +53,7 @@ pub enum SagaError {
 /// Why an [`OrchestratorBuilder`](super::OrchestratorBuilder) rejected its settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum InvalidOrchestrator {
+pub enum OrchestratorConfigError {
     /// The lease must be at least 3 ms (it is renewed every third).
     #[error("lease must be at least 3 ms")]
     LeaseTooShort,

@@ -7,7 +7,7 @@
 //! | `mod.rs` | [`Orchestrator`]: starting, recovering, operating and querying sagas |
 //! | `builder.rs` | [`OrchestratorBuilder`]: settings and their validation |
 //! | `handle.rs` | [`SagaHandle`], [`RecoveryLoop`], [`SagaNotice`] |
-//! | `error.rs` | [`SagaError`], [`InvalidOrchestrator`] |
+//! | `error.rs` | [`SagaError`], [`OrchestratorConfigError`] |
 //! | `run.rs` | replaying a saga's log and planning its next step |
 //! | `driver.rs` | driving one saga: start, call, commit, lease renewal |
 //! | `attempt.rs` | one call of a step and the events that record its result |
@@ -35,7 +35,7 @@ mod handle;
 mod run;
 
 pub use self::builder::OrchestratorBuilder;
-pub use self::error::{InvalidOrchestrator, SagaError};
+pub use self::error::{OrchestratorConfigError, SagaError};
 pub use self::handle::{RecoveryLoop, SagaHandle, SagaNotice};
 
 use self::driver::Driver;

@@ -11,8 +11,8 @@
 //! a request: `GET /api/users/42` → `{"service":"user-service","id":"42",…}`.
 //! `GET /api/*/slow` waits 5 s (try a reload while it runs).
 
-use axum::extract::{Path, Request};
 use axum::Router;
+use axum::extract::{Path, Request};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -20,7 +20,10 @@ use std::time::Duration;
 
 /// A JSON answer (axum's `Json` needs a feature this crate's tests do not).
 fn json(value: Value) -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "application/json")], value.to_string())
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
 }
 
 fn service(name: &'static str, collection: &'static str) -> Router {

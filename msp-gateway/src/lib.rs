@@ -99,7 +99,6 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `cli` (default) | the `msp-gateway` binary (logging through tracing-subscriber) |
 //! | `etcd` | `registry: {etcd: …}` — upstream instances registered in etcd |
 //! | `redis` | msp-resilience's Redis rate limiter (limits shared across gateway replicas; wired into routes by the edge-policies issue) |
 //!

@@ -127,3 +127,46 @@ async fn the_seed_rate_limit_answers_429_at_quota_plus_one() {
     // Other routes have their own quota.
     assert_eq!(http.get("/api/products/1").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn trace_context_continues_to_the_upstream_and_the_request_id_is_kept() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        format!("{} {}", get("traceparent"), get("x-request-id"))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let yaml = format!(
+        "routes:\n  - path: \"/t/*\"\n    service: t\nservices:\n  t:\n    instances: [\"{upstream}\"]\n"
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let http = Http::new(addr);
+
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let res = http
+        .send(
+            Method::GET,
+            "/t/x",
+            &[("traceparent", caller), ("x-request-id", "req-1")],
+        )
+        .await;
+    assert_eq!(res.headers["x-request-id"], "req-1");
+    let (traceparent, request_id) = res.body.split_once(' ').expect("two fields");
+    assert_eq!(request_id, "req-1");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the gateway's own span is the parent"
+    );
+}

@@ -104,3 +104,49 @@ async fn an_invalid_file_is_rejected_and_the_last_good_table_stays() {
     until(&gw, |gw| gw.version() == 2).await;
     assert_eq!(http.get("/api/c").await.body, "two GET /api/c");
 }
+
+#[tokio::test]
+async fn the_admin_listener_shows_the_version_and_the_last_reload_error() {
+    use http_body_util::BodyExt;
+    use msp_gateway::admin::Admin;
+    use tower::ServiceExt;
+
+    let one = backend("one").await;
+    let two = backend("two").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gw.yaml");
+    std::fs::write(&file, routing_to("one", one.addr, two.addr)).expect("write");
+    let gw = Gateway::from_file(&file).await.expect("gateway");
+
+    std::fs::write(&file, "routes: [{path: \"/x/*\", service: nowhere}]\n").expect("write");
+    assert!(gw.reload_file(&file).await.is_err());
+
+    let admin = Admin::new(gw.clone());
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let req = http::Request::get(path)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request");
+            let res = admin.oneshot(req).await.expect("infallible");
+            let body = res.into_body().collect().await.expect("body").to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).expect("json")
+        }
+    };
+    let config = get("/config").await;
+    assert_eq!(config["version"], 1);
+    assert_eq!(config["rejected"], 1);
+    assert!(
+        config["last_error"]
+            .as_str()
+            .expect("an error")
+            .contains("nowhere"),
+        "{config}"
+    );
+    let routes = get("/routes").await;
+    assert_eq!(routes[0]["path"], "/api/*");
+    assert_eq!(routes[0]["services"][0][0], "one");
+    let upstreams = get("/upstreams").await;
+    assert_eq!(upstreams.as_array().expect("list").len(), 2);
+    assert_eq!(upstreams[0]["breaker"], "closed");
+}

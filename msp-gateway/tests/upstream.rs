@@ -117,3 +117,44 @@ services:
     let s = up.iter().find(|u| u.service == "s").expect("s");
     assert!(s.instances.iter().any(|i| i.ejected));
 }
+
+/// `registry: etcd`: an instance that registers itself in etcd is routed to
+/// without being listed in the config.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn with_the_etcd_registry_a_self_registered_instance_is_routed_to() {
+    use msp_core::testing::{Backend, backend as etcd_backend};
+    use msp_discovery::{EtcdRegistry, Registry};
+
+    let Some(endpoint) = etcd_backend(Backend::Etcd) else {
+        return;
+    };
+    let prefix = format!("/msp-gateway-test/{}/", std::process::id());
+    let inventory = backend("inventory").await;
+    let registry = EtcdRegistry::connect([endpoint.as_str()])
+        .await
+        .expect("etcd client")
+        .with_prefix(&prefix)
+        .expect("prefix");
+    let me = msp_core::Instance::parse("inventory", &inventory.addr.to_string()).expect("instance");
+    let _registration = registry
+        .register(me, std::time::Duration::from_secs(10))
+        .await
+        .expect("registered");
+
+    let yaml = format!(
+        r#"
+registry:
+  etcd:
+    endpoints: ["{endpoint}"]
+    prefix: "{prefix}"
+routes:
+  - path: "/inventory/*"
+    service: inventory
+"#
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let res = Http::new(addr).get("/inventory/sku-1").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body, "inventory GET /inventory/sku-1");
+}

@@ -176,7 +176,10 @@ fn periodic_jitter_stays_within_the_fraction_and_spreads() {
     let base = Duration::from_secs(10);
     let (lo, hi) = (Duration::from_secs(8), Duration::from_secs(12));
     let draws: Vec<_> = (0..1_000).map(|_| jitter(base, 0.2, &mut rng)).collect();
-    assert!(draws.iter().all(|d| (lo..=hi).contains(d)), "in [8 s, 12 s]");
+    assert!(
+        draws.iter().all(|d| (lo..=hi).contains(d)),
+        "in [8 s, 12 s]"
+    );
     // Both halves of the range are used: replicas drift apart both ways.
     assert!(draws.iter().any(|d| *d < Duration::from_secs(9)));
     assert!(draws.iter().any(|d| *d > Duration::from_secs(11)));

@@ -1,0 +1,206 @@
+//! The demo's story, told over HTTP through the gateway: sign up and log
+//! in, browse and search products, an order refused without a key, an
+//! order that completes, one whose shipment fails and is compensated (the
+//! stock comes back, the payment is refunded), and a rate limit hit.
+//!
+//! [`run`] returns what happened as a [`Story`], so the integration test
+//! checks the same story `cargo run -p ecommerce -- demo` prints.
+
+use crate::System;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use msp_core::BoxError;
+use serde_json::{Value, json};
+
+/// A small JSON-over-HTTP client (hyper-util, pooled).
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Http {
+    /// A client sending paths relative to `base` (`http://127.0.0.1:8080`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: base.into(),
+        }
+    }
+
+    /// Sends `method path` with an optional API key and JSON body; answers
+    /// the status, the `Retry-After` header if any and the body as JSON
+    /// (`Value::Null` when it is not JSON).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        api_key: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), BoxError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(key) = api_key {
+            req = req.header("x-api-key", key);
+        }
+        let req = match body {
+            Some(json) => req
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&json)?)))?,
+            None => req.body(Full::new(Bytes::new()))?,
+        };
+        let res = self.client.request(req).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str, api_key: Option<&str>) -> Result<(StatusCode, Value), BoxError> {
+        self.send(Method::GET, path, api_key, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        api_key: Option<&str>,
+        body: Value,
+    ) -> Result<(StatusCode, Value), BoxError> {
+        self.send(Method::POST, path, api_key, Some(body)).await
+    }
+}
+
+/// What the demo saw.
+#[derive(Debug, Clone, Default)]
+pub struct Story {
+    /// Products listed through the gateway (public route).
+    pub products: usize,
+    /// SKUs found by searching "lamp".
+    pub search_hits: Vec<String>,
+    /// The status of an order sent without an API key (401).
+    pub order_without_key: u16,
+    /// The completed order: `(id, status, history)`.
+    pub completed: (String, String, Vec<String>),
+    /// The order whose shipment failed: `(id, status, history)`.
+    pub compensated: (String, String, Vec<String>),
+    /// Units of the compensated order's SKU available before and after it.
+    pub stock_before_after: (i64, i64),
+    /// The compensated order's charge state (`refunded`).
+    pub charge_state: String,
+    /// How many logins were answered before the first 429.
+    pub requests_before_429: usize,
+    /// Whether the 429 came with `Retry-After`-style problem details.
+    pub rate_limited: bool,
+}
+
+fn say(quiet: bool, line: impl std::fmt::Display) {
+    if !quiet {
+        println!("{line}");
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Places an order and long-polls it until the saga ends.
+async fn order(
+    gw: &Http,
+    key: &str,
+    sku: &str,
+    address: &str,
+) -> Result<(String, String, Vec<String>), BoxError> {
+    let body = json!({"sku": sku, "quantity": 1, "address": address});
+    let (status, placed) = gw.post("/api/orders", Some(key), body).await?;
+    if status != StatusCode::CREATED {
+        return Err(format!("order refused: {status} {placed}").into());
+    }
+    let id = placed["id"].as_str().ok_or("no order id")?.to_owned();
+    for _ in 0..5 {
+        let (_, view) = gw.get(&format!("/api/orders/{id}?wait_ms=5000"), Some(key)).await?;
+        let state = view["status"].as_str().unwrap_or_default().to_owned();
+        if state != "pending" {
+            return Ok((id, state, strings(&view["history"])));
+        }
+    }
+    Err(format!("order {id} still pending after 25 s").into())
+}
+
+/// Tells the story against `system` (printing it unless `quiet`).
+pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
+    let gw = Http::new(system.gateway_url());
+    let behind = |name: &str| {
+        system
+            .service_addr(name)
+            .map(|a| Http::new(format!("http://{a}")))
+            .ok_or_else(|| format!("{name} is not running"))
+    };
+    let (inventory, payment) = (behind("inventory-service")?, behind("payment-service")?);
+    let mut story = Story::default();
+
+    say(quiet, "1. sign up and log in (POST /api/auth/signup, /api/auth/login)");
+    let email = format!("ada+{}@example.com", uuid::Uuid::new_v4().simple());
+    let creds = json!({"email": email, "password": "correct horse"});
+    gw.post("/api/auth/signup", None, creds.clone()).await?;
+    let (status, login) = gw.post("/api/auth/login", None, creds).await?;
+    let key = login["api_key"].as_str().ok_or_else(|| format!("login failed: {status} {login}"))?.to_owned();
+    say(quiet, format!("   api key issued for {email}"));
+
+    say(quiet, "2. browse the catalog (public route)");
+    let (_, products) = gw.get("/api/products", None).await?;
+    story.products = products.as_array().map_or(0, Vec::len);
+    let (_, hits) = gw.get("/api/products/search?q=lamp", None).await?;
+    story.search_hits = hits
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["sku"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    say(quiet, format!("   {} products; search \"lamp\" finds {:?}", story.products, story.search_hits));
+
+    say(quiet, "3. an order without an API key");
+    let (status, _) = gw.post("/api/orders", None, json!({"sku": "book-42", "quantity": 1, "address": "x"})).await?;
+    story.order_without_key = status.as_u16();
+    say(quiet, format!("   {status}"));
+
+    say(quiet, "4. an order that completes: reserve → charge → ship");
+    story.completed = order(&gw, &key, "book-42", "1 Main St, Springfield").await?;
+    say(quiet, format!("   order {} {}", story.completed.0, story.completed.1));
+    for line in &story.completed.2 {
+        say(quiet, format!("     {line}"));
+    }
+
+    say(quiet, "5. an order whose shipment fails (address contains FAIL): compensated in reverse");
+    let stock = |v: Value| v["available"].as_i64().unwrap_or(-1);
+    let before = stock(inventory.get("/stock/lamp-7", None).await?.1);
+    story.compensated = order(&gw, &key, "lamp-7", "FAIL, Sunken Palace, Atlantis").await?;
+    let after = stock(inventory.get("/stock/lamp-7", None).await?.1);
+    story.stock_before_after = (before, after);
+    let charge_key = format!("{}:payment", story.compensated.0);
+    let (_, charge) = payment.get(&format!("/charges/{charge_key}"), None).await?;
+    story.charge_state = charge["state"].as_str().unwrap_or_default().to_owned();
+    say(quiet, format!("   order {} {}", story.compensated.0, story.compensated.1));
+    for line in &story.compensated.2 {
+        say(quiet, format!("     {line}"));
+    }
+    say(quiet, format!("   lamp-7 stock {before} → {after}; charge {}", story.charge_state));
+
+    say(quiet, "6. exceed a rate limit (/api/auth/* allows 20/minute)");
+    let wrong = json!({"email": email, "password": "wrong password"});
+    for n in 0..100 {
+        let (status, body) = gw.post("/api/auth/login", None, wrong.clone()).await?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            story.requests_before_429 = n;
+            story.rate_limited = true;
+            say(quiet, format!("   429 after {n} more logins: {body}"));
+            break;
+        }
+    }
+    Ok(story)
+}

@@ -1,0 +1,87 @@
+//! The gateway in front: `config/gateway.yaml` with the services' instances
+//! filled in, and the [`KeyRing`] through which user-service's logins add
+//! API-key consumers to it.
+//!
+//! msp-gateway builds its own registry from its config (memory with the
+//! static instances, or etcd); it cannot share the services' in-process
+//! [`MemoryRegistry`](msp_discovery::MemoryRegistry). So [`config`] copies
+//! each service's address from the started services into
+//! `services.<name>.instances` before the gateway is built.
+
+use crate::platform::Running;
+use crate::services::user::KeyIssuer;
+use msp_core::BoxError;
+use msp_gateway::Gateway;
+use msp_gateway::config::{AuthProviderConfig, GatewayConfig};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+/// `config/gateway.yaml`, embedded so the binary runs from any directory.
+pub const DEFAULT_YAML: &str = include_str!("../config/gateway.yaml");
+
+/// The API-key provider user-service's logins add consumers to.
+pub const KEY_PROVIDER: &str = "keys";
+
+/// Loads `yaml`, overrides `listen` when given, and points every service the
+/// config names at the started instance of that name.
+pub fn config(
+    yaml: &str,
+    listen: Option<SocketAddr>,
+    services: &[Running],
+) -> Result<GatewayConfig, BoxError> {
+    let loaded = GatewayConfig::from_yaml(yaml, "config/gateway.yaml")?;
+    let mut builder = loaded.to_builder();
+    if let Some(addr) = listen {
+        builder = builder.listen(addr);
+    }
+    for (name, settings) in loaded.services() {
+        let running = services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("gateway.yaml names {name:?}, which this system does not run"))?;
+        let mut settings = settings.clone();
+        settings.instances = vec![running.addr];
+        builder = builder.service(name.clone(), settings);
+    }
+    Ok(builder.build()?)
+}
+
+/// Adds API-key consumers to a running gateway, one reload at a time.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    gateway: Arc<OnceLock<Gateway>>,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl KeyRing {
+    /// Gives the ring its gateway (once; later calls are ignored).
+    pub fn attach(&self, gateway: Gateway) {
+        let _already_attached = self.gateway.set(gateway);
+    }
+
+    /// Adds consumer `name` with the key whose SHA-256 is `key_sha256` to
+    /// the [`KEY_PROVIDER`] provider and reloads the gateway.
+    pub async fn add(&self, name: &str, key_sha256: &str) -> Result<u64, BoxError> {
+        let gateway = self.gateway.get().ok_or("the gateway is not started yet")?;
+        let _serialised = self.one_at_a_time.lock().await;
+        let current = gateway.config();
+        let provider = match current.auth().providers.get(KEY_PROVIDER) {
+            Some(AuthProviderConfig::ApiKey(keys)) => keys.clone().consumer(name, key_sha256),
+            _ => return Err(format!("gateway.yaml has no api_key provider named {KEY_PROVIDER:?}").into()),
+        };
+        let next = current
+            .to_builder()
+            .auth_provider(KEY_PROVIDER, AuthProviderConfig::ApiKey(provider))
+            .build()?;
+        Ok(gateway.reload(next).await?)
+    }
+
+    /// The ring as user-service's [`KeyIssuer`].
+    pub fn issuer(&self) -> KeyIssuer {
+        let ring = self.clone();
+        Arc::new(move |name, digest| {
+            let ring = ring.clone();
+            Box::pin(async move { ring.add(&name, &digest).await.map(drop) })
+        })
+    }
+}

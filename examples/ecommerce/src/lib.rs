@@ -1,0 +1,216 @@
+//! The seed's e-commerce system, first cut: seven services and a gateway in
+//! one process, on embedded defaults (a SQLite file per service, an
+//! in-memory discovery registry, an in-process event bus).
+//!
+//! | service | module | store |
+//! |---|---|---|
+//! | user-service | [`services::user`] | `users.db` |
+//! | product-service | [`services::product`] (FTS5 search) | `products.db` |
+//! | order-service | [`services::order`] (place-order saga, outbox) | `orders.db` |
+//! | inventory-service | [`services::inventory`] | `inventory.db` |
+//! | payment-service | [`services::payment`] | `payments.db` |
+//! | shipping-service | [`services::shipping`] | `shipping.db` |
+//! | notification-service | [`services::notification`] (inbox, SSE) | `notifications.db` |
+//!
+//! Each service is an axum router served on its own port by
+//! [`platform::serve`] (msp-core observe layers, health, graceful shutdown
+//! that deregisters first) and registered in one msp-discovery
+//! [`MemoryRegistry`]; services call each other by name through
+//! [`platform::ServiceClient`]. msp-gateway fronts them with
+//! `config/gateway.yaml` ([`gateway`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! let system = ecommerce::System::start(ecommerce::SystemConfig::default()).await?;
+//! println!("gateway on {}", system.gateway_url());
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod demo;
+pub mod gateway;
+pub mod platform;
+pub mod services;
+
+use msp_core::BoxError;
+use msp_core::shutdown::Shutdown;
+use msp_discovery::MemoryRegistry;
+use msp_gateway::Gateway;
+use msp_saga::outbox::BroadcastPublisher;
+use platform::{Running, ServiceClient, open_db, serve};
+use services::notification::FeedEntry;
+use services::order::{Downstream, OrderService};
+use services::{inventory, notification, payment, product, shipping, user};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::sync::broadcast;
+
+/// How to start the system.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// Where the SQLite files go (default `./target/ecommerce-data`).
+    pub data_dir: PathBuf,
+    /// The gateway's YAML (default: `config/gateway.yaml`, embedded).
+    pub gateway_yaml: String,
+    /// Overrides the YAML's `listen` (tests: `127.0.0.1:0`).
+    pub gateway_listen: Option<SocketAddr>,
+    /// Where the services listen (default `127.0.0.1:0`: ports the OS picks).
+    pub service_bind: SocketAddr,
+    /// Shipping refuses addresses containing this (default `FAIL`).
+    pub shipping_fail_marker: String,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            data_dir: PathBuf::from("target/ecommerce-data"),
+            gateway_yaml: gateway::DEFAULT_YAML.to_owned(),
+            gateway_listen: None,
+            service_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shipping_fail_marker: "FAIL".to_owned(),
+        }
+    }
+}
+
+/// The running system.
+#[derive(Debug)]
+pub struct System {
+    registry: MemoryRegistry,
+    gateway: Gateway,
+    gateway_addr: SocketAddr,
+    gateway_shutdown: Shutdown,
+    gateway_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Started order: the gateway-facing services last, stopped first.
+    services: Vec<Running>,
+    feed: broadcast::Sender<FeedEntry>,
+    bus: BroadcastPublisher,
+    stop_background: Shutdown,
+}
+
+impl System {
+    /// Opens the stores, starts the seven services and the gateway.
+    pub async fn start(config: SystemConfig) -> Result<System, BoxError> {
+        let registry = MemoryRegistry::new();
+        let dir = &config.data_dir;
+        let bind = config.service_bind;
+        let background = Shutdown::new();
+        let mut services = Vec::new();
+
+        let db = open_db(dir, "inventory.db").await?;
+        let stock: Vec<(String, i64)> =
+            product::seed_catalog().into_iter().map(|p| (p.sku, 100)).collect();
+        let stock: Vec<(&str, i64)> = stock.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        inventory::migrate(&db, &stock).await?;
+        services.push(serve("inventory-service", inventory::routes(db.clone()), db, &registry, bind).await?);
+
+        let db = open_db(dir, "payments.db").await?;
+        payment::migrate(&db).await?;
+        services.push(serve("payment-service", payment::routes(db.clone()), db, &registry, bind).await?);
+
+        let db = open_db(dir, "shipping.db").await?;
+        shipping::migrate(&db).await?;
+        let routes = shipping::routes(db.clone(), &config.shipping_fail_marker);
+        services.push(serve("shipping-service", routes, db, &registry, bind).await?);
+
+        let db = open_db(dir, "products.db").await?;
+        product::migrate(&db, &product::seed_catalog()).await?;
+        services.push(serve("product-service", product::routes(db.clone()), db, &registry, bind).await?);
+
+        // The bus and its one consumer exist before the relay starts.
+        let bus = BroadcastPublisher::new(1024);
+        let (feed, _) = broadcast::channel(1024);
+        let db = open_db(dir, "notifications.db").await?;
+        notification::migrate(&db).await?;
+        tokio::spawn(notification::consume(db.clone(), bus.subscribe(), feed.clone()));
+        let routes = notification::routes(db.clone(), feed.clone());
+        services.push(serve("notification-service", routes, db, &registry, bind).await?);
+
+        let db = open_db(dir, "orders.db").await?;
+        let downstream = Downstream {
+            products: ServiceClient::new(&registry, "product-service")?,
+            inventory: ServiceClient::new(&registry, "inventory-service")?,
+            payment: ServiceClient::new(&registry, "payment-service")?,
+            shipping: ServiceClient::new(&registry, "shipping-service")?,
+        };
+        let orders = OrderService::start(db.clone(), downstream, bus.clone(), background.signal()).await?;
+        services.push(serve("order-service", orders.routes(), db, &registry, bind).await?);
+
+        // The gateway, then user-service (its logins reload the gateway).
+        let keys = gateway::KeyRing::default();
+        let user_db = open_db(dir, "users.db").await?;
+        user::migrate(&user_db).await?;
+        let issuer = keys.issuer();
+        let users = serve("user-service", user::routes(user_db.clone(), issuer), user_db, &registry, bind).await?;
+        services.push(users);
+
+        let gw_config = gateway::config(&config.gateway_yaml, config.gateway_listen, &services)?;
+        let listener = tokio::net::TcpListener::bind(gw_config.listen()).await?;
+        let gateway_addr = listener.local_addr()?;
+        let gw = Gateway::from_config(gw_config).await?;
+        keys.attach(gw.clone());
+        let gateway_shutdown = Shutdown::new();
+        let gateway_task = tokio::spawn({
+            let (gw, shutdown) = (gw.clone(), gateway_shutdown.clone());
+            async move { gw.serve_with_shutdown(listener, &shutdown).await }
+        });
+        tracing::info!(%gateway_addr, "gateway started");
+        Ok(System {
+            registry,
+            gateway: gw,
+            gateway_addr,
+            gateway_shutdown,
+            gateway_task,
+            services,
+            feed,
+            bus,
+            stop_background: background,
+        })
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:8080`).
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    /// The gateway.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// The discovery registry every service is registered in.
+    pub fn registry(&self) -> &MemoryRegistry {
+        &self.registry
+    }
+
+    /// Where service `name` listens (`order-service`…).
+    pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.services.iter().find(|s| s.name == name).map(|s| s.addr)
+    }
+
+    /// New notification-feed entries, as notification-service records them.
+    pub fn subscribe_feed(&self) -> broadcast::Receiver<FeedEntry> {
+        self.feed.subscribe()
+    }
+
+    /// The in-process bus order-service's outbox relay publishes to.
+    pub fn bus(&self) -> &BroadcastPublisher {
+        &self.bus
+    }
+
+    /// Stops the gateway, then each service (deregister → drain → stop),
+    /// gateway-facing services first, then the background tasks.
+    pub async fn stop(mut self) -> Result<(), BoxError> {
+        self.gateway_shutdown.trigger();
+        self.gateway_shutdown.run().await;
+        self.gateway_task.await??;
+        while let Some(service) = self.services.pop() {
+            service.stop().await?;
+        }
+        self.stop_background.trigger();
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! `cargo run -p ecommerce`: starts the whole system on embedded defaults
+//! and prints what to curl, until Ctrl-C. `cargo run -p ecommerce -- demo`:
+//! starts it, tells the demo's story, and stops.
+
+use ecommerce::{System, SystemConfig};
+use msp_core::BoxError;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,ecommerce=info".into()),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let demo = match args.as_slice() {
+        [] => false,
+        [cmd] if cmd == "demo" => true,
+        _ => return Err(format!("unexpected arguments {args:?} (usage: ecommerce [demo])").into()),
+    };
+    let mut config = SystemConfig::default();
+    if demo {
+        // The demo's own port, so it runs next to a running system.
+        config.gateway_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    let system = System::start(config).await?;
+    let url = system.gateway_url();
+    if demo {
+        ecommerce::demo::run(&system, false).await?;
+        return system.stop().await;
+    }
+
+    println!("ecommerce: gateway on {url}  (Ctrl-C to stop; data in target/ecommerce-data)");
+    println!("  curl {url}/api/products");
+    println!("  curl '{url}/api/products/search?q=lamp'");
+    println!("  curl -i -X POST {url}/api/orders   # 401: needs an API key");
+    println!(
+        "  curl -X POST {url}/api/auth/signup -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse\"}}'"
+    );
+    println!(
+        "  curl -X POST {url}/api/auth/login  -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse\"}}'"
+    );
+    println!(
+        "  curl -X POST {url}/api/orders -H 'x-api-key: demo-key' -H 'content-type: application/json' -d '{{\"sku\":\"book-42\",\"quantity\":1,\"address\":\"1 Main St\"}}'"
+    );
+    println!("  curl -H 'x-api-key: demo-key' '{url}/api/orders/<id>?wait_ms=5000'");
+    for name in ["notification-service", "inventory-service", "payment-service"] {
+        if let Some(addr) = system.service_addr(name) {
+            println!("  {name} (behind the gateway): http://{addr}");
+        }
+    }
+    tokio::signal::ctrl_c().await?;
+    println!("stopping: gateway, then each service (deregister → drain)");
+    system.stop().await
+}

@@ -1,0 +1,242 @@
+//! What every service shares: its SQLite file, its HTTP host (observe
+//! layers, health, graceful shutdown that deregisters first) and its
+//! clients to other services (discovery + resilience).
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use msp_core::backoff::Backoff;
+use msp_core::health::{Check, HealthRegistry};
+use msp_core::observe::{self, PropagateTraceContextLayer, metrics as red};
+use msp_core::shutdown::{DrainLayer, Shutdown, ShutdownReport};
+use msp_core::{BoxError, Instance};
+use msp_discovery::{DiscoveryClient, MemoryRegistry, Registry};
+use msp_resilience::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use msp_resilience::retry::ReplayBody;
+use msp_resilience::{ResilienceBuilderExt, RetryLayer};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower::util::{BoxCloneSyncService, ServiceExt};
+
+/// Opens (creating if needed) the SQLite file `name` under `dir`, in WAL
+/// mode with a busy timeout, and runs msp-saga's migrations (outbox, inbox
+/// and saga tables) so any service can use them.
+pub async fn open_db(dir: &Path, name: &str) -> Result<SqlitePool, BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join(name))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    msp_saga::migrate_sqlite(&pool).await?;
+    Ok(pool)
+}
+
+/// One service, running: its address, its shutdown coordinator, its
+/// health registry and the server task.
+#[derive(Debug)]
+pub struct Running {
+    /// The service name it is registered under (`order-service`…).
+    pub name: &'static str,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Trigger it to stop the service (deregister → drain → stop).
+    pub shutdown: Shutdown,
+    /// Its `/health/*` registry.
+    pub health: HealthRegistry,
+    task: JoinHandle<std::io::Result<ShutdownReport>>,
+}
+
+impl Running {
+    /// Triggers the shutdown and waits for the sequence to finish.
+    pub async fn stop(self) -> Result<ShutdownReport, BoxError> {
+        self.shutdown.trigger();
+        Ok(self.task.await??)
+    }
+}
+
+/// Serves `routes` as service `name` on `bind`: wrapped in msp-core's
+/// observe layer (request id, W3C trace context, RED metrics labelled by
+/// route template), with `/health/live` and `/health/ready` (a readiness
+/// check on `db`), registered in `registry` with a 10 s lease that is
+/// deregistered before the server drains.
+pub async fn serve(
+    name: &'static str,
+    routes: Router,
+    db: SqlitePool,
+    registry: &MemoryRegistry,
+    bind: SocketAddr,
+) -> Result<Running, BoxError> {
+    let health = HealthRegistry::new();
+    let shutdown = Shutdown::builder()
+        .health(health.clone())
+        .drain_timeout(Duration::from_secs(5))
+        .build();
+    health.register(
+        Check::new("sqlite", move || {
+            let db = db.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&db)
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| "sqlite unreachable")
+            }
+        })
+        .readiness_only()
+        .timeout(Duration::from_secs(1)),
+    );
+    let observe = observe::layer(name).route_fn(|uri, ext| {
+        ext.get::<MatchedPath>()
+            .map_or_else(|| red::collapse_path(uri.path()), |p| p.as_str().to_owned())
+    });
+    let app = routes
+        .layer(observe)
+        .route_service("/health/live", health.service())
+        .route_service("/health/ready", health.service())
+        .layer(DrainLayer::new(&shutdown));
+
+    let listener = TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    registry
+        .register(
+            Instance::parse(name, &addr.to_string())?,
+            Duration::from_secs(10),
+        )
+        .await?
+        .deregister_before_drain(&shutdown, Duration::from_secs(2));
+
+    let signal = shutdown.signal();
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await;
+            shutdown.trigger();
+            served
+        }
+    });
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let report = shutdown.run().await;
+            match tokio::time::timeout(Duration::from_secs(2), server).await {
+                Ok(Ok(served)) => served?,
+                Ok(Err(join)) => return Err(std::io::Error::other(join)),
+                Err(_elapsed) => tracing::warn!(service = name, "connections still open"),
+            }
+            Ok(report)
+        }
+    });
+    tracing::info!(service = name, %addr, "service started");
+    Ok(Running {
+        name,
+        addr,
+        shutdown,
+        health,
+        task,
+    })
+}
+
+type Stack = BoxCloneSyncService<
+    Request<Full<Bytes>>,
+    http::Response<msp_discovery::ResponseBody>,
+    BoxError,
+>;
+
+/// A client to one service, by name (`http://inventory-service/…`):
+/// msp-discovery's [`DiscoveryClient`] under a 2 s timeout, retries of
+/// idempotent calls (safe methods or an `Idempotency-Key`) and a circuit
+/// breaker of its own, with the W3C trace context propagated.
+#[derive(Clone)]
+pub struct ServiceClient {
+    service: &'static str,
+    stack: Stack,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer from another service: its status and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, BoxError> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+impl ServiceClient {
+    /// A client to `service`, resolved through `registry`.
+    pub fn new(registry: &MemoryRegistry, service: &'static str) -> Result<Self, BoxError> {
+        let client = DiscoveryClient::builder(registry.clone()).build::<ReplayBody<Full<Bytes>>>();
+        let retry = RetryLayer::idempotent_http()
+            .max_attempts(3)
+            .backoff(Backoff::constant(Duration::from_millis(50))?);
+        let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).classify_http_status();
+        let stack = ServiceBuilder::new()
+            .msp_timeout(Duration::from_secs(2))
+            .msp_retry(retry)
+            .msp_circuit_breaker(breaker)
+            .layer(PropagateTraceContextLayer::new())
+            .service(client)
+            .map_err(Into::<BoxError>::into);
+        Ok(ServiceClient {
+            service,
+            stack: BoxCloneSyncService::new(stack),
+        })
+    }
+
+    /// Sends `method path` with an optional JSON body and `Idempotency-Key`,
+    /// and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, BoxError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.service));
+        if let Some(key) = idempotency_key {
+            req = req.header(msp_core::http::header::IDEMPOTENCY_KEY, key);
+        }
+        let req = match body {
+            Some(json) => req
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(json)?)))?,
+            None => req.body(Full::new(Bytes::new()))?,
+        };
+        let res = self.stack.clone().oneshot(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, body })
+    }
+}

@@ -158,3 +158,81 @@ routes:
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body, "inventory GET /inventory/sku-1");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_breaker_of_an_unchanged_service() {
+    let a = failing_backend("a").await;
+    let b = backend("b").await;
+    let config = |extra: &str| {
+        format!(
+            r#"
+routes:
+  - path: "/a/*"
+    service: a
+    breaker:
+      consecutive_failures: 2
+      open_duration: 60s
+{extra}
+services:
+  a:
+    instances: ["{}"]
+  b:
+    instances: ["{}"]
+"#,
+            a.addr, b.addr
+        )
+    };
+    let (gw, addr) = gateway(&config("")).await;
+    let http = Http::new(addr);
+    for _ in 0..2 {
+        http.get("/a/x").await;
+    }
+    assert_eq!(gw.breaker("a").expect("a").state(), State::Open);
+
+    let v2 = msp_gateway::config::GatewayConfig::from_yaml(
+        &config("  - path: \"/b/*\"\n    service: b"),
+        "v2",
+    )
+    .expect("v2");
+    gw.reload(v2).await.expect("reload");
+    assert_eq!(
+        gw.breaker("a").expect("a").state(),
+        State::Open,
+        "a reload does not reset the breaker of a service whose settings did not change"
+    );
+    assert_eq!(
+        http.get("/a/x").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(http.get("/b/x").await.body, "b GET /b/x");
+    assert_eq!(a.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_weighted_split_sends_each_service_its_share() {
+    let stable = backend("stable").await;
+    let canary = backend("canary").await;
+    let yaml = format!(
+        r#"
+routes:
+  - path: "/api/*"
+    split:
+      - service: stable
+        weight: 3
+      - service: canary
+        weight: 1
+services:
+  stable:
+    instances: ["{}"]
+  canary:
+    instances: ["{}"]
+"#,
+        stable.addr, canary.addr
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let http = Http::new(addr);
+    for _ in 0..40 {
+        assert_eq!(http.get("/api/x").await.status, StatusCode::OK);
+    }
+    assert_eq!((stable.hits(), canary.hits()), (30, 10));
+}

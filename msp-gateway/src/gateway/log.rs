@@ -29,6 +29,21 @@ pub(crate) struct Exchange {
 /// Route label for requests that matched no route.
 pub(crate) const NO_ROUTE: &str = "-";
 
+/// A label for the method, without allocating for the standard ones.
+fn method_label(method: &Method) -> metrics::SharedString {
+    let known = match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => return metrics::SharedString::from_owned(method.as_str().to_owned()),
+    };
+    metrics::SharedString::const_str(known)
+}
+
 fn status_class(status: StatusCode) -> &'static str {
     match status.as_u16() {
         100..=199 => "1xx",
@@ -45,27 +60,27 @@ impl Exchange {
         let class = status_class(self.status);
         metrics::counter!(
             "msp_gateway_requests_total",
-            "route" => self.route.to_string(),
-            "method" => self.method.to_string(),
+            "route" => self.route.clone(),
+            "method" => method_label(&self.method),
             "status" => class,
         )
         .increment(1);
         if self.status.is_server_error() {
-            metrics::counter!("msp_gateway_request_errors_total", "route" => self.route.to_string())
+            metrics::counter!("msp_gateway_request_errors_total", "route" => self.route.clone())
                 .increment(1);
         }
-        metrics::histogram!("msp_gateway_request_duration_seconds", "route" => self.route.to_string())
+        metrics::histogram!("msp_gateway_request_duration_seconds", "route" => self.route.clone())
             .record(self.head.as_secs_f64());
         if let (Some(service), Some(upstream)) = (&self.service, self.upstream) {
             metrics::counter!(
                 "msp_gateway_upstream_requests_total",
-                "service" => service.to_string(),
+                "service" => service.clone(),
                 "status" => class,
             )
             .increment(1);
             metrics::histogram!(
                 "msp_gateway_upstream_duration_seconds",
-                "service" => service.to_string(),
+                "service" => service.clone(),
             )
             .record(upstream.as_secs_f64());
         }
@@ -75,7 +90,7 @@ impl Exchange {
 impl OnEnd for Exchange {
     fn end(self: Box<Self>, bytes: u64, complete: bool) {
         let total = self.started.elapsed();
-        metrics::counter!("msp_gateway_response_bytes_total", "route" => self.route.to_string())
+        metrics::counter!("msp_gateway_response_bytes_total", "route" => self.route.clone())
             .increment(bytes);
         tracing::info!(
             target: "msp_gateway::access",

@@ -17,6 +17,11 @@
 //! settings did not change are carried over, so a reload resets no
 //! breaker, ejection or quota.
 //!
+//! The client address (for `X-Forwarded-For`, `Forwarded` and per-IP
+//! limits) is the request's `SocketAddr` extension, which
+//! [`Gateway::serve`] sets; in front of an axum fallback, insert it from
+//! axum's `ConnectInfo` with a small `map_request` layer.
+//!
 //! Hot reload from a file: [`Gateway::watch_file`] (through msp-config's
 //! directory watcher, so editor saves and Kubernetes ConfigMap swaps are
 //! seen).

@@ -10,7 +10,7 @@
 //! using msp-resilience has).
 //!
 //! ```text
-//! cargo run --release -p msp-resilience --example alloc_per_request
+//! cargo run --release -p msp-resilience --features axum --example alloc_per_request
 //! ```
 
 use axum::{Router, body::Body, extract::ConnectInfo, routing::get};
@@ -74,11 +74,8 @@ fn keyed_limiter() -> Result<
     Box<dyn std::error::Error>,
 > {
     let limiter = KeyedRateLimiter::builder(quota()?).build();
-    let peer = PeerAddr::with(|ext| {
-        ext.get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip())
-    });
-    Ok(RateLimitLayer::keyed(limiter, peer))
+    // Reads the `ConnectInfo<SocketAddr>` axum inserts (feature `axum`).
+    Ok(RateLimitLayer::keyed(limiter, PeerAddr::new()))
 }
 
 fn bulkhead() -> Result<BulkheadLayer, Box<dyn std::error::Error>> {
@@ -92,6 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let adapter = || ServiceBuilder::new().layer(HttpErrorLayer::new());
 
     let router = per_request(route()).await?;
+    // What any `Router::layer` costs: axum boxes the layered route again.
+    let identity = per_request(route().layer(tower::layer::util::Identity::new())).await?;
     let base = per_request(route().layer(adapter())).await?;
     let rows =
         [
@@ -143,6 +142,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("allocations per request, {N} requests through Router::oneshot");
     println!("{:<40} {:>8} {:>10}", "stack", "allocs", "added");
     println!("{:<40} {:>8.2} {:>10}", "router alone", router, "");
+    println!(
+        "{:<40} {:>8.2} {:>10}",
+        "router + .layer(Identity)", identity, ""
+    );
     println!(
         "{:<40} {:>8.2} {:>10}",
         "router + HttpErrorLayer (baseline)", base, ""

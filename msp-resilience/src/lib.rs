@@ -120,6 +120,9 @@
 //!
 //! - `redis`: one rate limit across many processes, enforced by an atomic
 //!   script in Redis ([`rate_limit`]).
+//! - `axum`: [`PeerAddr`](rate_limit::PeerAddr) also reads axum's
+//!   `ConnectInfo<SocketAddr>`, so a per-IP limit under
+//!   `into_make_service_with_connect_info` needs no reader of yours.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -11,8 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use msp_resilience::rate_limit::error::RateLimited;
 use msp_resilience::rate_limit::{
-    Clock, HeaderKey, InvalidKey, InvalidQuota, KeyFn, KeyedRateLimiter, PeerAddr, Quota,
-    RateLimitConfig, RateLimitLayer, RateLimiter,
+    Clock, HeaderKey, InvalidKey, InvalidQuota, KeyExtractor, KeyFn, KeyedRateLimiter, PeerAddr,
+    Quota, RateLimitConfig, RateLimitLayer, RateLimiter,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -222,6 +222,40 @@ async fn keyed_by_peer_ip_over_http() {
     }
     assert_eq!(ok, 5);
     assert_eq!(limiter.len(), 1, "one key: 127.0.0.1");
+}
+
+/// `PeerAddr::new()` reads axum's `ConnectInfo` itself (feature `axum`):
+/// every request from 127.0.0.1 is one key with that key's own quota.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn peer_addr_reads_axum_connect_info_without_a_reader() {
+    let limiter = KeyedRateLimiter::builder(q("100/hour"))
+        .quota_for(IpAddr::from([127, 0, 0, 1]), q("3/hour"))
+        .build();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::keyed(limiter.clone(), PeerAddr::new()).answer_429());
+    let addr = serve(app).await;
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let uri = format!("http://{addr}/").parse::<http::Uri>().expect("uri");
+        statuses.push(client.get(uri).await.expect("response").status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(limiter.len(), 1, "keyed by 127.0.0.1, not unkeyed");
+}
+
+#[test]
+fn peer_addr_reads_a_socket_addr_extension() {
+    let mut req = Request::new(());
+    req.extensions_mut()
+        .insert(SocketAddr::from(([10, 1, 2, 3], 5000)));
+    assert_eq!(
+        PeerAddr::new().extract(&req),
+        Some(IpAddr::from([10, 1, 2, 3]))
+    );
+    assert_eq!(PeerAddr::new().extract(&Request::new(())), None);
 }
 
 #[tokio::test(start_paused = true)]

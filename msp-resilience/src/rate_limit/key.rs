@@ -36,17 +36,40 @@ pub trait KeyExtractor<Req> {
 
 /// Keys HTTP requests by the client's IP address.
 ///
-/// By default it reads a [`SocketAddr`] from the request extensions (insert
-/// it in your accept loop, or use hyper-util's / tonic's connect info). For
-/// axum's `ConnectInfo<SocketAddr>` (from
-/// `into_make_service_with_connect_info`) pass a reader:
+/// [`PeerAddr::new`] reads, from the request extensions, a [`SocketAddr`]
+/// (insert it in your own accept loop) and, with the `axum` feature,
+/// axum's `ConnectInfo<SocketAddr>` — what
+/// `Router::into_make_service_with_connect_info::<SocketAddr>()` inserts —
+/// so a per-IP limit under `axum::serve` needs no code of yours:
+///
+/// ```
+/// # #[cfg(feature = "axum")] {
+/// use axum::{Router, routing::get};
+/// use msp_resilience::rate_limit::{KeyedRateLimiter, PeerAddr, RateLimitLayer};
+/// use std::net::SocketAddr;
+///
+/// # fn _serve() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = KeyedRateLimiter::new("100/min".parse()?);
+/// let app = Router::new()
+///     .route("/", get(|| async { "ok" }))
+///     .layer(RateLimitLayer::keyed(limiter, PeerAddr::new()).answer_429());
+/// let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+/// // axum::serve(listener, make_service).await?;
+/// # drop(make_service);
+/// # Ok(())
+/// # }
+/// # }
+/// ```
+///
+/// Any other connection type is read with [`PeerAddr::with`]:
 ///
 /// ```
 /// use msp_resilience::rate_limit::PeerAddr;
 /// use std::net::SocketAddr;
-/// # #[derive(Clone)] struct ConnectInfo<T>(T); // stands for axum::extract::ConnectInfo
+/// #[derive(Clone)]
+/// struct MyConnInfo { remote: SocketAddr }
 ///
-/// let peer = PeerAddr::with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+/// let peer = PeerAddr::with(|ext| ext.get::<MyConnInfo>().map(|c| c.remote.ip()));
 /// # let _ = peer;
 /// ```
 ///
@@ -69,11 +92,26 @@ impl Default for PeerAddr {
     }
 }
 
+/// A `SocketAddr` extension, else (feature `axum`) axum's `ConnectInfo`.
+fn connection_peer(ext: &http::Extensions) -> Option<IpAddr> {
+    if let Some(addr) = ext.get::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(addr.ip());
+    }
+    None
+}
+
 impl PeerAddr {
-    /// Reads a `SocketAddr` from the request extensions.
+    /// Reads a `SocketAddr` extension or (feature `axum`) axum's
+    /// `ConnectInfo<SocketAddr>`.
     pub fn new() -> Self {
         PeerAddr {
-            read: |ext| ext.get::<SocketAddr>().map(SocketAddr::ip),
+            read: connection_peer,
         }
     }
 

@@ -171,7 +171,8 @@ impl ErrorKind {
 ///   timeout and connect failures this way (an `io::Error` in the source
 ///   chain of its error), so they are recognised through it.
 /// - [`Elapsed`](crate::Elapsed), the msp timeout marker (what
-///   msp-resilience's `Timeout` returns), and tokio's `Elapsed`.
+///   msp-resilience's `Timeout` returns), tokio's `Elapsed` and tower's
+///   `timeout::error::Elapsed`.
 ///
 /// Another crate's timeout type is recognised once that crate returns or
 /// wraps one of these; errors whose only sign of a timeout is their message
@@ -213,7 +214,10 @@ fn kind_of(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
             _ => None,
         };
     }
-    if e.is::<crate::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
+    if e.is::<crate::Elapsed>()
+        || e.is::<tokio::time::error::Elapsed>()
+        || e.is::<tower::timeout::error::Elapsed>()
+    {
         return Some(ErrorKind::Timeout);
     }
     None

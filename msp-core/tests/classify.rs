@@ -126,7 +126,6 @@ fn an_error_is_classified_by_its_type_not_its_text() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "needs tower's `timeout` feature in msp-core's [dependencies] to downcast tower's Elapsed"]
 async fn towers_timeout_error_is_a_timeout() {
     // tower's timeout error, type-erased the way tower returns it.
     use tower::{ServiceBuilder, ServiceExt};

@@ -57,11 +57,18 @@ impl Http {
         let res = self.client.request(req).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// `GET path`.
-    pub async fn get(&self, path: &str, api_key: Option<&str>) -> Result<(StatusCode, Value), BoxError> {
+    pub async fn get(
+        &self,
+        path: &str,
+        api_key: Option<&str>,
+    ) -> Result<(StatusCode, Value), BoxError> {
         self.send(Method::GET, path, api_key, None).await
     }
 
@@ -107,7 +114,11 @@ fn say(quiet: bool, line: impl std::fmt::Display) {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -125,7 +136,9 @@ async fn order(
     }
     let id = placed["id"].as_str().ok_or("no order id")?.to_owned();
     for _ in 0..5 {
-        let (_, view) = gw.get(&format!("/api/orders/{id}?wait_ms=5000"), Some(key)).await?;
+        let (_, view) = gw
+            .get(&format!("/api/orders/{id}?wait_ms=5000"), Some(key))
+            .await?;
         let state = view["status"].as_str().unwrap_or_default().to_owned();
         if state != "pending" {
             return Ok((id, state, strings(&view["history"])));
@@ -146,12 +159,18 @@ pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
     let (inventory, payment) = (behind("inventory-service")?, behind("payment-service")?);
     let mut story = Story::default();
 
-    say(quiet, "1. sign up and log in (POST /api/auth/signup, /api/auth/login)");
+    say(
+        quiet,
+        "1. sign up and log in (POST /api/auth/signup, /api/auth/login)",
+    );
     let email = format!("ada+{}@example.com", uuid::Uuid::new_v4().simple());
     let creds = json!({"email": email, "password": "correct horse"});
     gw.post("/api/auth/signup", None, creds.clone()).await?;
     let (status, login) = gw.post("/api/auth/login", None, creds).await?;
-    let key = login["api_key"].as_str().ok_or_else(|| format!("login failed: {status} {login}"))?.to_owned();
+    let key = login["api_key"]
+        .as_str()
+        .ok_or_else(|| format!("login failed: {status} {login}"))?
+        .to_owned();
     say(quiet, format!("   api key issued for {email}"));
 
     say(quiet, "2. browse the catalog (public route)");
@@ -160,23 +179,45 @@ pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
     let (_, hits) = gw.get("/api/products/search?q=lamp", None).await?;
     story.search_hits = hits
         .as_array()
-        .map(|a| a.iter().filter_map(|p| p["sku"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["sku"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
-    say(quiet, format!("   {} products; search \"lamp\" finds {:?}", story.products, story.search_hits));
+    say(
+        quiet,
+        format!(
+            "   {} products; search \"lamp\" finds {:?}",
+            story.products, story.search_hits
+        ),
+    );
 
     say(quiet, "3. an order without an API key");
-    let (status, _) = gw.post("/api/orders", None, json!({"sku": "book-42", "quantity": 1, "address": "x"})).await?;
+    let (status, _) = gw
+        .post(
+            "/api/orders",
+            None,
+            json!({"sku": "book-42", "quantity": 1, "address": "x"}),
+        )
+        .await?;
     story.order_without_key = status.as_u16();
     say(quiet, format!("   {status}"));
 
     say(quiet, "4. an order that completes: reserve → charge → ship");
     story.completed = order(&gw, &key, "book-42", "1 Main St, Springfield").await?;
-    say(quiet, format!("   order {} {}", story.completed.0, story.completed.1));
+    say(
+        quiet,
+        format!("   order {} {}", story.completed.0, story.completed.1),
+    );
     for line in &story.completed.2 {
         say(quiet, format!("     {line}"));
     }
 
-    say(quiet, "5. an order whose shipment fails (address contains FAIL): compensated in reverse");
+    say(
+        quiet,
+        "5. an order whose shipment fails (address contains FAIL): compensated in reverse",
+    );
     let stock = |v: Value| v["available"].as_i64().unwrap_or(-1);
     let before = stock(inventory.get("/stock/lamp-7", None).await?.1);
     story.compensated = order(&gw, &key, "lamp-7", "FAIL, Sunken Palace, Atlantis").await?;
@@ -185,13 +226,25 @@ pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
     let charge_key = format!("{}:payment", story.compensated.0);
     let (_, charge) = payment.get(&format!("/charges/{charge_key}"), None).await?;
     story.charge_state = charge["state"].as_str().unwrap_or_default().to_owned();
-    say(quiet, format!("   order {} {}", story.compensated.0, story.compensated.1));
+    say(
+        quiet,
+        format!("   order {} {}", story.compensated.0, story.compensated.1),
+    );
     for line in &story.compensated.2 {
         say(quiet, format!("     {line}"));
     }
-    say(quiet, format!("   lamp-7 stock {before} → {after}; charge {}", story.charge_state));
+    say(
+        quiet,
+        format!(
+            "   lamp-7 stock {before} → {after}; charge {}",
+            story.charge_state
+        ),
+    );
 
-    say(quiet, "6. exceed a rate limit (/api/auth/* allows 20/minute)");
+    say(
+        quiet,
+        "6. exceed a rate limit (/api/auth/* allows 20/minute)",
+    );
     let wrong = json!({"email": email, "password": "wrong password"});
     for n in 0..100 {
         let (status, body) = gw.post("/api/auth/login", None, wrong.clone()).await?;

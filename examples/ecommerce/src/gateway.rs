@@ -35,10 +35,9 @@ pub fn config(
         builder = builder.listen(addr);
     }
     for (name, settings) in loaded.services() {
-        let running = services
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| format!("gateway.yaml names {name:?}, which this system does not run"))?;
+        let running = services.iter().find(|s| s.name == name).ok_or_else(|| {
+            format!("gateway.yaml names {name:?}, which this system does not run")
+        })?;
         let mut settings = settings.clone();
         settings.instances = vec![running.addr];
         builder = builder.service(name.clone(), settings);
@@ -67,7 +66,11 @@ impl KeyRing {
         let current = gateway.config();
         let provider = match current.auth().providers.get(KEY_PROVIDER) {
             Some(AuthProviderConfig::ApiKey(keys)) => keys.clone().consumer(name, key_sha256),
-            _ => return Err(format!("gateway.yaml has no api_key provider named {KEY_PROVIDER:?}").into()),
+            _ => {
+                return Err(
+                    format!("gateway.yaml has no api_key provider named {KEY_PROVIDER:?}").into(),
+                );
+            }
         };
         let next = current
             .to_builder()

@@ -101,15 +101,35 @@ impl System {
         let mut services = Vec::new();
 
         let db = open_db(dir, "inventory.db").await?;
-        let stock: Vec<(String, i64)> =
-            product::seed_catalog().into_iter().map(|p| (p.sku, 100)).collect();
+        let stock: Vec<(String, i64)> = product::seed_catalog()
+            .into_iter()
+            .map(|p| (p.sku, 100))
+            .collect();
         let stock: Vec<(&str, i64)> = stock.iter().map(|(s, n)| (s.as_str(), *n)).collect();
         inventory::migrate(&db, &stock).await?;
-        services.push(serve("inventory-service", inventory::routes(db.clone()), db, &registry, bind).await?);
+        services.push(
+            serve(
+                "inventory-service",
+                inventory::routes(db.clone()),
+                db,
+                &registry,
+                bind,
+            )
+            .await?,
+        );
 
         let db = open_db(dir, "payments.db").await?;
         payment::migrate(&db).await?;
-        services.push(serve("payment-service", payment::routes(db.clone()), db, &registry, bind).await?);
+        services.push(
+            serve(
+                "payment-service",
+                payment::routes(db.clone()),
+                db,
+                &registry,
+                bind,
+            )
+            .await?,
+        );
 
         let db = open_db(dir, "shipping.db").await?;
         shipping::migrate(&db).await?;
@@ -118,14 +138,27 @@ impl System {
 
         let db = open_db(dir, "products.db").await?;
         product::migrate(&db, &product::seed_catalog()).await?;
-        services.push(serve("product-service", product::routes(db.clone()), db, &registry, bind).await?);
+        services.push(
+            serve(
+                "product-service",
+                product::routes(db.clone()),
+                db,
+                &registry,
+                bind,
+            )
+            .await?,
+        );
 
         // The bus and its one consumer exist before the relay starts.
         let bus = BroadcastPublisher::new(1024);
         let (feed, _) = broadcast::channel(1024);
         let db = open_db(dir, "notifications.db").await?;
         notification::migrate(&db).await?;
-        tokio::spawn(notification::consume(db.clone(), bus.subscribe(), feed.clone()));
+        tokio::spawn(notification::consume(
+            db.clone(),
+            bus.subscribe(),
+            feed.clone(),
+        ));
         let routes = notification::routes(db.clone(), feed.clone());
         services.push(serve("notification-service", routes, db, &registry, bind).await?);
 
@@ -136,7 +169,8 @@ impl System {
             payment: ServiceClient::new(&registry, "payment-service")?,
             shipping: ServiceClient::new(&registry, "shipping-service")?,
         };
-        let orders = OrderService::start(db.clone(), downstream, bus.clone(), background.signal()).await?;
+        let orders =
+            OrderService::start(db.clone(), downstream, bus.clone(), background.signal()).await?;
         services.push(serve("order-service", orders.routes(), db, &registry, bind).await?);
 
         // The gateway, then user-service (its logins reload the gateway).
@@ -144,7 +178,14 @@ impl System {
         let user_db = open_db(dir, "users.db").await?;
         user::migrate(&user_db).await?;
         let issuer = keys.issuer();
-        let users = serve("user-service", user::routes(user_db.clone(), issuer), user_db, &registry, bind).await?;
+        let users = serve(
+            "user-service",
+            user::routes(user_db.clone(), issuer),
+            user_db,
+            &registry,
+            bind,
+        )
+        .await?;
         services.push(users);
 
         let gw_config = gateway::config(&config.gateway_yaml, config.gateway_listen, &services)?;
@@ -188,7 +229,10 @@ impl System {
 
     /// Where service `name` listens (`order-service`…).
     pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.services.iter().find(|s| s.name == name).map(|s| s.addr)
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.addr)
     }
 
     /// New notification-feed entries, as notification-service records them.

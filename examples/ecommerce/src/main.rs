@@ -45,7 +45,11 @@ async fn main() -> Result<(), BoxError> {
         "  curl -X POST {url}/api/orders -H 'x-api-key: demo-key' -H 'content-type: application/json' -d '{{\"sku\":\"book-42\",\"quantity\":1,\"address\":\"1 Main St\"}}'"
     );
     println!("  curl -H 'x-api-key: demo-key' '{url}/api/orders/<id>?wait_ms=5000'");
-    for name in ["notification-service", "inventory-service", "payment-service"] {
+    for name in [
+        "notification-service",
+        "inventory-service",
+        "payment-service",
+    ] {
         if let Some(addr) = system.service_addr(name) {
             println!("  {name} (behind the gateway): http://{addr}");
         }

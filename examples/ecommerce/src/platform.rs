@@ -199,7 +199,8 @@ impl ServiceClient {
         let retry = RetryLayer::idempotent_http()
             .max_attempts(3)
             .backoff(Backoff::constant(Duration::from_millis(50))?);
-        let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).classify_http_status();
+        let breaker =
+            CircuitBreakerLayer::new(CircuitBreakerConfig::default()).classify_http_status();
         let stack = ServiceBuilder::new()
             .msp_timeout(Duration::from_secs(2))
             .msp_retry(retry)

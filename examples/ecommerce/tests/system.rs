@@ -47,9 +47,15 @@ async fn feed_until(
 
 async fn login(gw: &Http) -> String {
     let creds = json!({"email": "ada@example.com", "password": "correct horse"});
-    let (status, _) = gw.post("/api/auth/signup", None, creds.clone()).await.expect("signup");
+    let (status, _) = gw
+        .post("/api/auth/signup", None, creds.clone())
+        .await
+        .expect("signup");
     assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = gw.post("/api/auth/login", None, creds).await.expect("login");
+    let (status, body) = gw
+        .post("/api/auth/login", None, creds)
+        .await
+        .expect("login");
     assert_eq!(status, StatusCode::OK, "{body}");
     body["api_key"].as_str().expect("a key").to_owned()
 }
@@ -73,26 +79,41 @@ async fn orders_complete_or_compensate_through_the_gateway() {
     let (status, products) = gw.get("/api/products", None).await.expect("list");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(products.as_array().map(Vec::len), Some(4), "{products}");
-    let (status, hits) = gw.get("/api/products/search?q=desk%20lamp", None).await.expect("search");
+    let (status, hits) = gw
+        .get("/api/products/search?q=desk%20lamp", None)
+        .await
+        .expect("search");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(hits[0]["sku"], "lamp-7", "{hits}");
 
     // Orders need a key: none → 401 from the gateway, a bad one too.
     let order = json!({"sku": "book-42", "quantity": 2, "address": "1 Main St"});
-    let (status, _) = gw.post("/api/orders", None, order.clone()).await.expect("post");
+    let (status, _) = gw
+        .post("/api/orders", None, order.clone())
+        .await
+        .expect("post");
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = gw.post("/api/orders", Some("not-a-key"), order.clone()).await.expect("post");
+    let (status, _) = gw
+        .post("/api/orders", Some("not-a-key"), order.clone())
+        .await
+        .expect("post");
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // A key from user-service's login works at once.
     let key = login(&gw).await;
-    let (status, placed) = gw.post("/api/orders", Some(&key), order).await.expect("post");
+    let (status, placed) = gw
+        .post("/api/orders", Some(&key), order)
+        .await
+        .expect("post");
     assert_eq!(status, StatusCode::CREATED, "{placed}");
     assert_eq!(placed["status"], "pending");
     assert_eq!(placed["cents"], 2 * 1_999);
     let id = placed["id"].as_str().expect("id").to_owned();
     let events = feed_until(&mut feed, &id, "order.completed").await;
-    let (status, view) = gw.get(&format!("/api/orders/{id}"), Some(&key)).await.expect("get");
+    let (status, view) = gw
+        .get(&format!("/api/orders/{id}"), Some(&key))
+        .await
+        .expect("get");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["status"], "completed", "{view}");
     let history = view["history"].to_string();
@@ -101,8 +122,14 @@ async fn orders_complete_or_compensate_through_the_gateway() {
     }
 
     // The FAIL address: shipping refuses, payment is refunded, stock is back.
-    let inventory = Http::new(format!("http://{}", system.service_addr("inventory-service").expect("runs")));
-    let payment = Http::new(format!("http://{}", system.service_addr("payment-service").expect("runs")));
+    let inventory = Http::new(format!(
+        "http://{}",
+        system.service_addr("inventory-service").expect("runs")
+    ));
+    let payment = Http::new(format!(
+        "http://{}",
+        system.service_addr("payment-service").expect("runs")
+    ));
     let stock = |v: Value| v["available"].as_i64().expect("available");
     let before = stock(inventory.get("/stock/lamp-7", None).await.expect("stock").1);
     let bad = json!({"sku": "lamp-7", "quantity": 3, "address": "FAIL street"});
@@ -110,20 +137,38 @@ async fn orders_complete_or_compensate_through_the_gateway() {
     assert_eq!(status, StatusCode::CREATED, "{placed}");
     let bad_id = placed["id"].as_str().expect("id").to_owned();
     let bad_events = feed_until(&mut feed, &bad_id, "order.compensated").await;
-    let (_, view) = gw.get(&format!("/api/orders/{bad_id}"), Some(&key)).await.expect("get");
+    let (_, view) = gw
+        .get(&format!("/api/orders/{bad_id}"), Some(&key))
+        .await
+        .expect("get");
     assert_eq!(view["status"], "compensated", "{view}");
-    assert_eq!(stock(inventory.get("/stock/lamp-7", None).await.expect("stock").1), before);
-    let (status, charge) = payment.get(&format!("/charges/{bad_id}:payment"), None).await.expect("charge");
+    assert_eq!(
+        stock(inventory.get("/stock/lamp-7", None).await.expect("stock").1),
+        before
+    );
+    let (status, charge) = payment
+        .get(&format!("/charges/{bad_id}:payment"), None)
+        .await
+        .expect("charge");
     assert_eq!(status, StatusCode::OK, "{charge}");
     assert_eq!(charge["state"], "refunded");
     assert_eq!(charge["cents"], 3 * 4_500);
 
     // The feed: each event once, also when the bus delivers it again.
-    let notifications = Http::new(format!("http://{}", system.service_addr("notification-service").expect("runs")));
-    for (order, events, last) in [(&id, &events, "order.completed"), (&bad_id, &bad_events, "order.compensated")] {
+    let notifications = Http::new(format!(
+        "http://{}",
+        system.service_addr("notification-service").expect("runs")
+    ));
+    for (order, events, last) in [
+        (&id, &events, "order.completed"),
+        (&bad_id, &bad_events, "order.compensated"),
+    ] {
         let expected = BTreeMap::from([("order.placed".to_owned(), 1), (last.to_owned(), 1)]);
         assert_eq!(topics(events), expected);
-        let (_, stored) = notifications.get(&format!("/feed?order={order}"), None).await.expect("feed");
+        let (_, stored) = notifications
+            .get(&format!("/feed?order={order}"), None)
+            .await
+            .expect("feed");
         let stored: Vec<FeedEntry> = serde_json::from_value(stored).expect("entries");
         assert_eq!(topics(&stored), expected);
     }
@@ -146,7 +191,13 @@ async fn a_redelivered_event_is_recorded_once() {
     let marker = OutboxMessage::json("order.completed", &json!({"order_id": "o-1"})).expect("json");
     system.bus().publish(&marker).await.expect("published");
     let seen = feed_until(&mut feed, "o-1", "order.completed").await;
-    assert_eq!(topics(&seen), BTreeMap::from([("order.completed".to_owned(), 1), ("order.placed".to_owned(), 1)]));
+    assert_eq!(
+        topics(&seen),
+        BTreeMap::from([
+            ("order.completed".to_owned(), 1),
+            ("order.placed".to_owned(), 1)
+        ])
+    );
     system.stop().await.expect("clean stop");
 }
 
@@ -154,7 +205,9 @@ async fn a_redelivered_event_is_recorded_once() {
 async fn the_demo_story_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let system = start(&dir).await;
-    let story = ecommerce::demo::run(&system, true).await.expect("the demo runs");
+    let story = ecommerce::demo::run(&system, true)
+        .await
+        .expect("the demo runs");
     assert_eq!(story.products, 4);
     assert_eq!(story.search_hits, ["lamp-7"]);
     assert_eq!(story.order_without_key, 401);

@@ -106,12 +106,13 @@ async fn reserve(
     if let Some(existing) = find(&mut tx, &key).await? {
         return Ok((StatusCode::OK, Json(existing)));
     }
-    let taken = sqlx::query("UPDATE stock SET available = available - ? WHERE sku = ? AND available >= ?")
-        .bind(req.quantity)
-        .bind(&req.sku)
-        .bind(req.quantity)
-        .execute(&mut *tx)
-        .await?;
+    let taken =
+        sqlx::query("UPDATE stock SET available = available - ? WHERE sku = ? AND available >= ?")
+            .bind(req.quantity)
+            .bind(&req.sku)
+            .bind(req.quantity)
+            .execute(&mut *tx)
+            .await?;
     if taken.rows_affected() == 0 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -125,13 +126,15 @@ async fn reserve(
         quantity: req.quantity,
         state: "reserved".into(),
     };
-    sqlx::query("INSERT INTO reservations (key, sku, quantity, state, at) VALUES (?, ?, ?, 'reserved', ?)")
-        .bind(&reservation.key)
-        .bind(&reservation.sku)
-        .bind(reservation.quantity)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO reservations (key, sku, quantity, state, at) VALUES (?, ?, ?, 'reserved', ?)",
+    )
+    .bind(&reservation.key)
+    .bind(&reservation.sku)
+    .bind(reservation.quantity)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(reservation)))
 }

@@ -80,7 +80,10 @@ pub async fn consume(
 }
 
 /// Records one message through the inbox; `None` for a duplicate.
-pub async fn handle(db: &SqlitePool, msg: &OutboxMessage) -> Result<Option<FeedEntry>, msp_core::BoxError> {
+pub async fn handle(
+    db: &SqlitePool,
+    msg: &OutboxMessage,
+) -> Result<Option<FeedEntry>, msp_core::BoxError> {
     let payload: serde_json::Value = msg.payload_json()?;
     let entry = FeedEntry {
         message_id: msg.id.to_string(),
@@ -133,13 +136,19 @@ async fn feed(
     Query(q): Query<FeedQuery>,
 ) -> Result<Json<Vec<FeedEntry>>, ApiError> {
     let rows = match q.order {
-        Some(order) => sqlx::query_as("SELECT message_id, topic, order_id, payload FROM feed WHERE order_id = ? ORDER BY seq")
-            .bind(order)
+        Some(order) => sqlx::query_as(
+            "SELECT message_id, topic, order_id, payload FROM feed WHERE order_id = ? ORDER BY seq",
+        )
+        .bind(order)
+        .fetch_all(&ctx.db)
+        .await?,
+        None => {
+            sqlx::query_as(
+                "SELECT message_id, topic, order_id, payload FROM feed ORDER BY seq DESC LIMIT 200",
+            )
             .fetch_all(&ctx.db)
-            .await?,
-        None => sqlx::query_as("SELECT message_id, topic, order_id, payload FROM feed ORDER BY seq DESC LIMIT 200")
-            .fetch_all(&ctx.db)
-            .await?,
+            .await?
+        }
     };
     Ok(Json(rows))
 }

@@ -123,7 +123,10 @@ fn outcome(res: Result<crate::platform::Reply, BoxError>) -> Result<serde_json::
             r.status,
             String::from_utf8_lossy(&r.body)
         ))),
-        Ok(r) => Err(StepError::retryable(format!("upstream answered {}", r.status))),
+        Ok(r) => Err(StepError::retryable(format!(
+            "upstream answered {}",
+            r.status
+        ))),
         Err(e) => Err(StepError::retryable(e)),
     }
 }
@@ -156,7 +159,10 @@ pub fn place_order_saga(d: &Downstream) -> Result<Saga<OrderData>, BoxError> {
             async move {
                 let body = json!({"sku": ctx.data().sku, "quantity": ctx.data().quantity});
                 let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, "/reservations", Some(&key), Some(&body)).await)
+                outcome(
+                    c.send(Method::POST, "/reservations", Some(&key), Some(&body))
+                        .await,
+                )
             }
         })
         .compensate(move |ctx| {
@@ -174,7 +180,10 @@ pub fn place_order_saga(d: &Downstream) -> Result<Saga<OrderData>, BoxError> {
             async move {
                 let body = json!({"order_id": ctx.data().order_id, "cents": ctx.data().cents});
                 let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, "/charges", Some(&key), Some(&body)).await)
+                outcome(
+                    c.send(Method::POST, "/charges", Some(&key), Some(&body))
+                        .await,
+                )
             }
         })
         .compensate(move |ctx| {
@@ -192,7 +201,10 @@ pub fn place_order_saga(d: &Downstream) -> Result<Saga<OrderData>, BoxError> {
             async move {
                 let body = json!({"order_id": ctx.data().order_id, "address": ctx.data().address});
                 let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, "/shipments", Some(&key), Some(&body)).await)
+                outcome(
+                    c.send(Method::POST, "/shipments", Some(&key), Some(&body))
+                        .await,
+                )
             }
         })
         .retry(retry)
@@ -236,7 +248,12 @@ impl OrderService {
         let waker = relay.waker();
         let notices = orchestrator.subscribe();
         let finished = tokio::sync::watch::Sender::new(0);
-        tokio::spawn(follow_sagas(db.clone(), notices, waker.clone(), finished.clone()));
+        tokio::spawn(follow_sagas(
+            db.clone(),
+            notices,
+            waker.clone(),
+            finished.clone(),
+        ));
         let recovery = orchestrator.spawn_recovery();
         tokio::spawn(async move {
             relay.run(stop).await;
@@ -302,8 +319,11 @@ async fn finish(db: &SqlitePool, id: Uuid, status: &str) -> Result<(), BoxError>
         .execute(&mut *tx)
         .await?;
     if changed.rows_affected() == 1 {
-        let msg = OutboxMessage::json(format!("order.{status}"), &json!({"order_id": id, "status": status}))?
-            .with_key(id.to_string());
+        let msg = OutboxMessage::json(
+            format!("order.{status}"),
+            &json!({"order_id": id, "status": status}),
+        )?
+        .with_key(id.to_string());
         Outbox::append(&mut *tx, &msg).await?;
     }
     tx.commit().await?;
@@ -326,12 +346,21 @@ async fn create(
         .products
         .send(Method::GET, &path, None, None)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "catalog_unavailable",
+                e.to_string(),
+            )
+        })?;
     if product.status == StatusCode::NOT_FOUND {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", format!("no product {}", req.sku)));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_product",
+            format!("no product {}", req.sku),
+        ));
     }
-    let product: crate::services::product::Product =
-        product.json().map_err(ApiError::internal)?;
+    let product: crate::services::product::Product = product.json().map_err(ApiError::internal)?;
     let data = OrderData {
         order_id: Uuid::now_v7(),
         sku: req.sku,
@@ -352,7 +381,9 @@ async fn create(
     let placed = OutboxMessage::json("order.placed", &json!({"order_id": data.order_id, "sku": data.sku, "quantity": data.quantity, "cents": data.cents}))
         .map_err(ApiError::internal)?
         .with_key(data.order_id.to_string());
-    Outbox::append(&mut *tx, &placed).await.map_err(ApiError::internal)?;
+    Outbox::append(&mut *tx, &placed)
+        .await
+        .map_err(ApiError::internal)?;
     tx.commit().await?;
     svc.waker.wake();
     // The saga id is the order id: a retried start cannot run it twice.
@@ -418,7 +449,11 @@ async fn load(svc: &OrderService, id: &str) -> Result<OrderView, ApiError> {
             .await?;
     let mut order = found.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?;
     if let Ok(saga_id) = Uuid::parse_str(id)
-        && let Some(record) = svc.orchestrator.get(saga_id).await.map_err(ApiError::internal)?
+        && let Some(record) = svc
+            .orchestrator
+            .get(saga_id)
+            .await
+            .map_err(ApiError::internal)?
     {
         order.history = record.log.iter().map(ToString::to_string).collect();
     }

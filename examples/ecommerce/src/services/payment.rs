@@ -87,13 +87,15 @@ async fn charge(
         cents: req.cents,
         state: "charged".into(),
     };
-    sqlx::query("INSERT INTO charges (key, order_id, cents, state, at) VALUES (?, ?, ?, 'charged', ?)")
-        .bind(&charge.key)
-        .bind(&charge.order_id)
-        .bind(charge.cents)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO charges (key, order_id, cents, state, at) VALUES (?, ?, ?, 'charged', ?)",
+    )
+    .bind(&charge.key)
+    .bind(&charge.order_id)
+    .bind(charge.cents)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(charge)))
 }

@@ -35,10 +35,30 @@ pub fn seed_catalog() -> Vec<Product> {
         cents,
     };
     vec![
-        p("book-42", "The Hitchhiker's Guide", "A paperback guide to the galaxy", 1_999),
-        p("lamp-7", "Desk lamp", "A warm LED desk lamp with a brass arm", 4_500),
-        p("mug-1", "Coffee mug", "A stoneware mug for coffee or tea", 1_200),
-        p("tea-3", "Green tea", "Loose-leaf green tea from Shizuoka", 900),
+        p(
+            "book-42",
+            "The Hitchhiker's Guide",
+            "A paperback guide to the galaxy",
+            1_999,
+        ),
+        p(
+            "lamp-7",
+            "Desk lamp",
+            "A warm LED desk lamp with a brass arm",
+            4_500,
+        ),
+        p(
+            "mug-1",
+            "Coffee mug",
+            "A stoneware mug for coffee or tea",
+            1_200,
+        ),
+        p(
+            "tea-3",
+            "Green tea",
+            "Loose-leaf green tea from Shizuoka",
+            900,
+        ),
     ]
 }
 

@@ -42,10 +42,12 @@ struct Ctx {
 
 /// The service's routes; addresses containing `fail_marker` are refused.
 pub fn routes(db: SqlitePool, fail_marker: &str) -> Router {
-    Router::new().route("/shipments", post(create)).with_state(Ctx {
-        db,
-        fail_marker: fail_marker.into(),
-    })
+    Router::new()
+        .route("/shipments", post(create))
+        .with_state(Ctx {
+            db,
+            fail_marker: fail_marker.into(),
+        })
 }
 
 async fn create(

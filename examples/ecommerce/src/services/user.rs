@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 /// Where issued keys go: called with the consumer name and the key's
 /// SHA-256 (hex) before the login answers.
-pub type KeyIssuer = Arc<dyn Fn(String, String) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+pub type KeyIssuer =
+    Arc<dyn Fn(String, String) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 
 /// Signup and login bodies.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -116,7 +117,11 @@ async fn signup(
     .execute(&ctx.db)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ApiError::new(StatusCode::CONFLICT, "exists", "this email already has an account"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            "this email already has an account",
+        ));
     }
     Ok((StatusCode::CREATED, Json(profile)))
 }
@@ -132,7 +137,11 @@ async fn login(
             .await?;
     let ok = row.is_some_and(|(salt, digest)| password_digest(&salt, &c.password) == digest);
     if !ok {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "unknown email or wrong password"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "unknown email or wrong password",
+        ));
     }
     let api_key = format!("msp_{}", uuid::Uuid::new_v4().simple());
     let digest = hash_api_key(&api_key);

@@ -11,7 +11,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use msp_core::BoxError;
-use rand::Rng;
 
 use super::{RemoteData, RemoteSource};
 use crate::server::Environment;
@@ -151,11 +150,10 @@ impl RemoteSource for HttpSource {
     }
 
     fn changed(&self) -> BoxFuture<'_, Result<(), BoxError>> {
-        let base = self.poll.as_secs_f64();
-        let jittered = base * rand::rng().random_range(0.9..=1.1);
-        // `try_from`: a poll interval near `Duration::MAX` must not panic.
-        let delay = Duration::try_from_secs_f64(jittered.max(0.001))
-            .unwrap_or(self.poll.max(Duration::from_millis(1)));
+        // Polls spread ±10 % (msp_core's one meaning of jitter), at least 1 ms
+        // apart; `jitter` never panics, even near `Duration::MAX`.
+        let delay = msp_core::backoff::jitter(self.poll, 0.1, &mut rand::rng())
+            .max(Duration::from_millis(1));
         Box::pin(async move {
             tokio::time::sleep(delay).await;
             Ok(())

@@ -8,7 +8,7 @@ pub struct InjectedFault;
 /// Why a [`ChaosConfig`](super::ChaosConfig) was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum InvalidChaos {
+pub enum ChaosConfigError {
     /// A rate was outside `0.0..=1.0`.
     #[error("chaos {name} must be between 0.0 and 1.0, got {value}")]
     Rate {

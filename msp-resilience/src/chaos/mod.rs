@@ -68,14 +68,14 @@ pub struct ChaosLayer {
 
 impl ChaosLayer {
     /// A layer from its config; fails on rates outside `0.0..=1.0`.
-    pub fn new(config: ChaosConfig) -> Result<Self, error::InvalidChaos> {
+    pub fn new(config: ChaosConfig) -> Result<Self, error::ChaosConfigError> {
         Ok(ChaosLayer {
             handle: ChaosHandle::new(&config, ChaosHandle::default_error())?,
         })
     }
 
     /// A layer from its config whose injected error is `make_error()`.
-    pub fn with_error<F, E>(config: ChaosConfig, make_error: F) -> Result<Self, error::InvalidChaos>
+    pub fn with_error<F, E>(config: ChaosConfig, make_error: F) -> Result<Self, error::ChaosConfigError>
     where
         F: Fn() -> E + Send + Sync + 'static,
         E: Into<BoxError>,

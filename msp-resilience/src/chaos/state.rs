@@ -1,4 +1,4 @@
-use super::error::{InjectedFault, InvalidChaos};
+use super::error::{InjectedFault, ChaosConfigError};
 use msp_core::BoxError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -55,9 +55,9 @@ impl Default for ChaosConfig {
 
 const PPM: f64 = 1_000_000.0;
 
-fn to_ppm(name: &'static str, rate: f64) -> Result<u32, InvalidChaos> {
+fn to_ppm(name: &'static str, rate: f64) -> Result<u32, ChaosConfigError> {
     if !(0.0..=1.0).contains(&rate) {
-        return Err(InvalidChaos::Rate { name, value: rate });
+        return Err(ChaosConfigError::Rate { name, value: rate });
     }
     Ok((rate * PPM).round() as u32)
 }
@@ -94,7 +94,7 @@ pub(crate) struct Draw {
 /// assert!(!chaos.is_enabled());
 /// chaos.set_error_rate(0.1)?;
 /// chaos.enable();
-/// # Ok::<(), msp_resilience::chaos::error::InvalidChaos>(())
+/// # Ok::<(), msp_resilience::chaos::error::ChaosConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct ChaosHandle {
@@ -112,12 +112,12 @@ impl fmt::Debug for ChaosHandle {
 }
 
 impl ChaosHandle {
-    pub(crate) fn new(config: &ChaosConfig, error: ErrorFn) -> Result<Self, InvalidChaos> {
+    pub(crate) fn new(config: &ChaosConfig, error: ErrorFn) -> Result<Self, ChaosConfigError> {
         let error_ppm = to_ppm("error_rate", config.error_rate)?;
         let latency_ppm = to_ppm("latency_rate", config.latency_rate)?;
         let max = config.latency_max.unwrap_or(config.latency);
         if max < config.latency {
-            return Err(InvalidChaos::LatencyRange {
+            return Err(ChaosConfigError::LatencyRange {
                 min: config.latency,
                 max,
             });
@@ -161,23 +161,23 @@ impl ChaosHandle {
     }
 
     /// Changes the error rate (0.0–1.0).
-    pub fn set_error_rate(&self, rate: f64) -> Result<(), InvalidChaos> {
+    pub fn set_error_rate(&self, rate: f64) -> Result<(), ChaosConfigError> {
         let ppm = to_ppm("error_rate", rate)?;
         self.state.error_ppm.store(ppm, Ordering::Relaxed);
         Ok(())
     }
 
     /// Changes the latency rate (0.0–1.0).
-    pub fn set_latency_rate(&self, rate: f64) -> Result<(), InvalidChaos> {
+    pub fn set_latency_rate(&self, rate: f64) -> Result<(), ChaosConfigError> {
         let ppm = to_ppm("latency_rate", rate)?;
         self.state.latency_ppm.store(ppm, Ordering::Relaxed);
         Ok(())
     }
 
     /// Changes the injected delay to `min..=max`.
-    pub fn set_latency(&self, min: Duration, max: Duration) -> Result<(), InvalidChaos> {
+    pub fn set_latency(&self, min: Duration, max: Duration) -> Result<(), ChaosConfigError> {
         if max < min {
-            return Err(InvalidChaos::LatencyRange { min, max });
+            return Err(ChaosConfigError::LatencyRange { min, max });
         }
         self.state.latency_min.store(nanos(min), Ordering::Relaxed);
         self.state.latency_max.store(nanos(max), Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! Hedge settings.
 
 use crate::retry::BudgetConfig;
-use crate::retry::error::InvalidBudget;
+use crate::retry::error::BudgetConfigError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ pub enum HedgeConfigError {
     Percentile(f64),
     /// The hedge budget was invalid.
     #[error(transparent)]
-    Budget(#[from] InvalidBudget),
+    Budget(#[from] BudgetConfigError),
 }
 
 /// When the hedge is sent.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 /// Why a budget configuration was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum InvalidBudget {
+pub enum BudgetConfigError {
     /// `ttl` was outside 1 s ..= 60 s.
     #[error("retry budget ttl must be between 1s and 60s, got {0:?}")]
     Ttl(Duration),
@@ -37,12 +37,12 @@ pub struct BudgetConfig {
 
 impl BudgetConfig {
     /// Checks the ranges [`RetryBudget::from_config`] accepts.
-    pub(crate) fn validate(&self) -> Result<(), InvalidBudget> {
+    pub(crate) fn validate(&self) -> Result<(), BudgetConfigError> {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.ttl) {
-            return Err(InvalidBudget::Ttl(self.ttl));
+            return Err(BudgetConfigError::Ttl(self.ttl));
         }
         if !(0.0..=1000.0).contains(&self.percent) {
-            return Err(InvalidBudget::Percent(self.percent));
+            return Err(BudgetConfigError::Percent(self.percent));
         }
         Ok(())
     }
@@ -146,7 +146,7 @@ fn unpack(word: u64) -> (u64, i64) {
 impl RetryBudget {
     /// A budget of `percent` % of the requests of the last `ttl`, plus
     /// `min_per_second` retries per second.
-    pub fn new(percent: f64, min_per_second: u32, ttl: Duration) -> Result<Self, InvalidBudget> {
+    pub fn new(percent: f64, min_per_second: u32, ttl: Duration) -> Result<Self, BudgetConfigError> {
         Self::from_config(BudgetConfig {
             percent,
             min_per_second,
@@ -155,7 +155,7 @@ impl RetryBudget {
     }
 
     /// A budget from its config.
-    pub fn from_config(config: BudgetConfig) -> Result<Self, InvalidBudget> {
+    pub fn from_config(config: BudgetConfig) -> Result<Self, BudgetConfigError> {
         config.validate()?;
         Ok(Self::build(config))
     }

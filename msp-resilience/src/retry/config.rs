@@ -1,6 +1,6 @@
 //! Retry settings.
 
-use super::budget::{BudgetConfig, InvalidBudget};
+use super::budget::{BudgetConfig, BudgetConfigError};
 use super::policy::{DEFAULT_MAX_REPLAY_BODY, DEFAULT_MAX_RETRY_AFTER};
 use http::StatusCode;
 use msp_core::backoff::Backoff;
@@ -16,7 +16,7 @@ pub enum RetryConfigError {
     ZeroAttempts,
     /// The budget settings were invalid.
     #[error(transparent)]
-    Budget(#[from] InvalidBudget),
+    Budget(#[from] BudgetConfigError),
     /// A status code was outside 100..=999.
     #[error("invalid HTTP status code {0}")]
     Status(u16),

@@ -58,19 +58,6 @@ impl ToProblem for BudgetExhausted {
 }
 
 pub use super::body::ReplayError;
-pub use super::budget::InvalidBudget;
+pub use super::budget::BudgetConfigError;
 
-/// Why a [`RetryConfig`](super::RetryConfig) was rejected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidRetryConfig {
-    /// `max_attempts` was zero.
-    #[error("retry max_attempts must be at least 1")]
-    ZeroAttempts,
-    /// The budget settings were invalid.
-    #[error(transparent)]
-    Budget(#[from] InvalidBudget),
-    /// A status code was outside 100..=999.
-    #[error("invalid HTTP status code {0}")]
-    Status(u16),
-}
+pub use super::config::RetryConfigError;

@@ -37,7 +37,7 @@ pub mod platform;
 pub mod services;
 
 use msp_core::BoxError;
-use msp_core::shutdown::Shutdown;
+use msp_core::shutdown::{Shutdown, ShutdownReport};
 use msp_discovery::MemoryRegistry;
 use msp_gateway::Gateway;
 use msp_saga::outbox::BroadcastPublisher;
@@ -243,6 +243,17 @@ impl System {
     /// The in-process bus order-service's outbox relay publishes to.
     pub fn bus(&self) -> &BroadcastPublisher {
         &self.bus
+    }
+
+    /// Stops one service (its shutdown sequence: not ready → deregister →
+    /// drain → stop) and returns its report; the others keep running.
+    pub async fn stop_service(&mut self, name: &str) -> Result<ShutdownReport, BoxError> {
+        let at = self
+            .services
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("{name} is not running"))?;
+        self.services.remove(at).stop().await
     }
 
     /// Stops the gateway, then each service (deregister → drain → stop),

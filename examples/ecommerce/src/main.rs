@@ -7,18 +7,20 @@ use msp_core::BoxError;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,ecommerce=info".into()),
-        )
-        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let demo = match args.as_slice() {
         [] => false,
         [cmd] if cmd == "demo" => true,
         _ => return Err(format!("unexpected arguments {args:?} (usage: ecommerce [demo])").into()),
     };
+    // The demo's story is its output; logs only for errors unless RUST_LOG.
+    let default_filter = if demo { "error" } else { "warn,ecommerce=info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .init();
     let mut config = SystemConfig::default();
     if demo {
         // The demo's own port, so it runs next to a running system.

@@ -221,3 +221,94 @@ async fn the_demo_story_runs() {
     assert!(story.requests_before_429 >= 1, "{story:?}");
     system.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_streams_over_sse() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let system = start(&dir).await;
+    let addr = system.service_addr("notification-service").expect("runs");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{addr}/feed/stream"))
+        .body(Empty::new())
+        .expect("request");
+    let res = client.request(req).await.expect("stream opens");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+
+    // The subscription exists once the head arrived: place an order.
+    let gw = Http::new(system.gateway_url());
+    let order = json!({"sku": "tea-3", "quantity": 1, "address": "2 High St"});
+    let (status, placed) = gw
+        .post("/api/orders", Some("demo-key"), order)
+        .await
+        .expect("post");
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let id = placed["id"].as_str().expect("id").to_owned();
+
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !text.contains("event: order.completed") {
+            let frame = body.frame().await.expect("stream open").expect("frame");
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    })
+    .await
+    .expect("the order's events are streamed");
+    assert!(text.contains("event: order.placed"), "{text}");
+    assert!(text.contains(&id), "{text}");
+    drop(body);
+    system.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_deregisters_first_and_orders_compensate_without_it() {
+    use msp_discovery::Registry;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut system = start(&dir).await;
+    let shipping = msp_core::ServiceName::new("shipping-service").expect("name");
+    let listed = system.registry().instances(&shipping).await.expect("list");
+    assert_eq!(listed.len(), 1);
+
+    let report = system
+        .stop_service("shipping-service")
+        .await
+        .expect("stops");
+    assert!(
+        report
+            .hooks
+            .first()
+            .is_some_and(|h| h.name.starts_with("deregister shipping-service")),
+        "{:?}",
+        report.hooks
+    );
+    assert_eq!(report.drain.abandoned, 0);
+    assert!(
+        system
+            .registry()
+            .instances(&shipping)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Without shipping, the saga's last step cannot succeed: it retries,
+    // gives up and compensates.
+    let mut feed = system.subscribe_feed();
+    let gw = Http::new(system.gateway_url());
+    let order = json!({"sku": "mug-1", "quantity": 1, "address": "3 Low St"});
+    let (status, placed) = gw
+        .post("/api/orders", Some("demo-key"), order)
+        .await
+        .expect("post");
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let id = placed["id"].as_str().expect("id").to_owned();
+    let events = feed_until(&mut feed, &id, "order.compensated").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    system.stop().await.expect("clean stop");
+}

@@ -24,6 +24,14 @@
 //! - [`shutdown`]: a graceful-shutdown coordinator with ordered hooks and a
 //!   bounded drain of in-flight requests.
 //!
+//! # Features
+//!
+//! - `otel`: `observe::otel`, exporting msp's spans with the OpenTelemetry
+//!   SDK over OTLP/HTTP, with the trace and span ids msp propagates in
+//!   `traceparent`.
+//! - `testing`: internal, for msp's own test suites (hidden, no stability
+//!   promise).
+//!
 //! # Example
 //!
 //! ```
@@ -57,7 +65,9 @@ pub mod http;
 pub mod instance;
 pub mod observe;
 pub mod shutdown;
+// Internal test support for msp's own suites: hidden, no stability promise.
 #[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod testing;
 pub mod time;
 

@@ -1,5 +1,10 @@
 //! Helpers for tests that talk to real backends (feature `testing`).
 //!
+//! **Internal**: this module exists for msp's own test suites. It is not
+//! part of msp-core's public API, is hidden from its documentation, and may
+//! change in any release; enable the `testing` feature only as a
+//! dev-dependency.
+//!
 //! msp's rule: where a feature talks to etcd, PostgreSQL, Redis or NATS, its
 //! tests talk to the real server on loopback. Plain `cargo test` on a laptop
 //! without those servers skips such a test and says so; the full-suite

@@ -63,9 +63,14 @@ pub use self::trace_context::{
     InCurrentTrace, PropagateTraceContext, PropagateTraceContextLayer, TraceContext,
     TraceContextLayer, TraceContextService, spawn_in_context,
 };
+/// tower-http's request-id types, re-exported because [`layer`] stacks them
+/// and a stack built by hand (as msp-gateway's is) needs the same ones. They
+/// are tower-http's own types, not msp's, and follow tower-http's versions.
 pub use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+/// tower-http's `TraceLayer`, re-exported for the same reason as the
+/// request-id types above.
 pub use tower_http::trace::TraceLayer;
 
 use crate::classify::HttpClassifier;

@@ -236,3 +236,45 @@ services:
     }
     assert_eq!((stable.hits(), canary.hits()), (30, 10));
 }
+
+#[tokio::test]
+async fn a_mirror_gets_a_copy_of_its_share_of_requests_and_the_client_only_the_primary_answer() {
+    let primary = backend("primary").await;
+    let mut shadow = backend("shadow").await;
+    let yaml = format!(
+        r#"
+routes:
+  - path: "/api/*"
+    service: primary
+    mirror:
+      service: shadow
+      percent: 50
+services:
+  primary:
+    instances: ["{}"]
+  shadow:
+    instances: ["{}"]
+"#,
+        primary.addr, shadow.addr
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let http = Http::new(addr);
+    // `/slow` paths are reported by the backend when they arrive; the
+    // primary is let through at once, the shadow holds its copies.
+    primary.release.add_permits(4);
+    for _ in 0..4 {
+        let res = http.get("/api/x/slow").await;
+        assert_eq!(res.body, "primary GET /api/x/slow");
+    }
+    for _ in 0..2 {
+        let copy = tokio::time::timeout(common_gw::BOUND, shadow.arrived.recv())
+            .await
+            .expect("a mirrored copy arrives");
+        assert_eq!(copy.as_deref(), Some("/api/x/slow"));
+    }
+    assert!(
+        shadow.arrived.try_recv().is_err(),
+        "50 % of 4 requests is 2 copies"
+    );
+    shadow.release.add_permits(2);
+}

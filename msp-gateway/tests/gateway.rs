@@ -170,3 +170,30 @@ async fn trace_context_continues_to_the_upstream_and_the_request_id_is_kept() {
         "the gateway's own span is the parent"
     );
 }
+
+#[tokio::test]
+async fn the_gateway_serves_http2_without_tls_on_the_same_port() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (users, products, orders) = (
+        backend("user-service").await,
+        backend("product-service").await,
+        backend("order-service").await,
+    );
+    let (_gw, addr) = gateway(&seed_yaml(users.addr, products.addr, orders.addr)).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{addr}/api/products/9"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let res = h2.send_request(req).await.expect("answer");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"product-service GET /api/products/9");
+}

@@ -5,6 +5,26 @@
 //!
 //! [`run`] returns what happened as a [`Story`], so the integration test
 //! checks the same story `cargo run -p ecommerce -- demo` prints.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = ecommerce::SystemConfig {
+//! #     data_dir: dir.path().to_path_buf(),
+//! #     gateway_listen: Some("127.0.0.1:0".parse()?),
+//! #     ..Default::default()
+//! # };
+//! let system = ecommerce::System::start(config).await?;
+//! let story = ecommerce::demo::run(&system, true).await?;
+//! assert_eq!(story.completed.1, "completed");
+//! assert_eq!(story.compensated.1, "compensated");
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::System;
 use bytes::Bytes;

@@ -7,6 +7,28 @@
 //! [`MemoryRegistry`](msp_discovery::MemoryRegistry). So [`config`] copies
 //! each service's address from the started services into
 //! `services.<name>.instances` before the gateway is built.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = ecommerce::SystemConfig {
+//! #     data_dir: dir.path().to_path_buf(),
+//! #     gateway_listen: Some("127.0.0.1:0".parse()?),
+//! #     ..Default::default()
+//! # };
+//! let system = ecommerce::System::start(config).await?;
+//! let routes = system.gateway().config().routes().len();
+//! assert_eq!(routes, 4); // the seed's three and /api/auth/*
+//! let gw = ecommerce::demo::Http::new(system.gateway_url());
+//! assert_eq!(gw.get("/api/orders", None).await?.0, 401);
+//! assert_eq!(gw.get("/api/orders", Some("demo-key")).await?.0, 200);
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::platform::Running;
 use crate::services::user::KeyIssuer;

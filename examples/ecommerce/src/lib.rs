@@ -21,11 +21,20 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! ```
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), msp_core::BoxError> {
-//! let system = ecommerce::System::start(ecommerce::SystemConfig::default()).await?;
-//! println!("gateway on {}", system.gateway_url());
+//! let dir = tempfile::tempdir()?;
+//! let system = ecommerce::System::start(ecommerce::SystemConfig {
+//!     data_dir: dir.path().to_path_buf(),
+//!     gateway_listen: Some("127.0.0.1:0".parse()?), // `cargo run` uses 8080
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let gw = ecommerce::demo::Http::new(system.gateway_url());
+//! let (status, products) = gw.get("/api/products", None).await?;
+//! assert_eq!(status, 200);
+//! assert_eq!(products[0]["sku"], "book-42");
 //! system.stop().await?;
 //! # Ok(())
 //! # }

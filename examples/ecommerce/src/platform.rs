@@ -1,6 +1,27 @@
 //! What every service shares: its SQLite file, its HTTP host (observe
 //! layers, health, graceful shutdown that deregisters first) and its
 //! clients to other services (discovery + resilience).
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! use ecommerce::platform::{ServiceClient, open_db, serve};
+//! let dir = tempfile::tempdir()?;
+//! let registry = msp_discovery::MemoryRegistry::new();
+//! let db = open_db(dir.path(), "hello.db").await?;
+//! let routes = axum::Router::new().route("/hello", axum::routing::get(|| async { "hi" }));
+//! let running = serve("hello-service", routes, db, &registry, "127.0.0.1:0".parse()?).await?;
+//!
+//! // Called by name, through the registry.
+//! let client = ServiceClient::new(&registry, "hello-service")?;
+//! let reply = client.send(http::Method::GET, "/hello", None, None).await?;
+//! assert_eq!(reply.body, "hi");
+//! running.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use axum::Router;
 use axum::extract::MatchedPath;

@@ -7,6 +7,29 @@
 //!   releasing an unknown key leaves a tombstone so a late reserve with
 //!   that key reserves nothing).
 //! - `GET /stock/{sku}`: `{sku, available}`.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! use tower::ServiceExt;
+//! let dir = tempfile::tempdir()?;
+//! let db = ecommerce::platform::open_db(dir.path(), "inventory.db").await?;
+//! use ecommerce::services::inventory;
+//! inventory::migrate(&db, &[("mug-1", 5)]).await?;
+//! let app = inventory::routes(db);
+//! let reserve = || {
+//!     http::Request::post("/reservations")
+//!         .header("content-type", "application/json")
+//!         .header("idempotency-key", "order-1:inventory")
+//!         .body(axum::body::Body::from(r#"{"sku":"mug-1","quantity":2}"#))
+//! };
+//! assert_eq!(app.clone().oneshot(reserve()?).await?.status(), 201);
+//! assert_eq!(app.clone().oneshot(reserve()?).await?.status(), 200); // a replay: no second effect
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{ApiError, idempotency_key, now_ms};
 use axum::extract::{Path, State};

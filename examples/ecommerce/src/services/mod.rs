@@ -1,5 +1,25 @@
 //! The seven services, one module each. Each owns its SQLite file and
 //! answers errors as RFC 9457 problems ([`ApiError`]).
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! use tower::ServiceExt;
+//! let dir = tempfile::tempdir()?;
+//! let db = ecommerce::platform::open_db(dir.path(), "any.db").await?;
+//! use ecommerce::services::payment;
+//! payment::migrate(&db).await?;
+//! let no_key = http::Request::post("/charges")
+//!     .header("content-type", "application/json")
+//!     .body(axum::body::Body::from(r#"{"order_id":"o","cents":1}"#))?;
+//! let res = payment::routes(db).oneshot(no_key).await?;
+//! assert_eq!(res.status(), 400);
+//! assert_eq!(res.headers()["content-type"], "application/problem+json");
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod inventory;
 pub mod notification;

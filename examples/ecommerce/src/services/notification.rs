@@ -8,6 +8,28 @@
 //!
 //! A message delivered twice (the relay is at least once) is recorded once:
 //! the inbox row and the feed row commit in one transaction.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = ecommerce::SystemConfig {
+//! #     data_dir: dir.path().to_path_buf(),
+//! #     gateway_listen: Some("127.0.0.1:0".parse()?),
+//! #     ..Default::default()
+//! # };
+//! let system = ecommerce::System::start(config).await?;
+//! let mut feed = system.subscribe_feed();
+//! let gw = ecommerce::demo::Http::new(system.gateway_url());
+//! let order = serde_json::json!({"sku": "tea-3", "quantity": 1, "address": "1 Main St"});
+//! gw.post("/api/orders", Some("demo-key"), order).await?;
+//! assert_eq!(feed.recv().await?.topic, "order.placed");
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{ApiError, now_ms};
 use axum::extract::{Query, State};

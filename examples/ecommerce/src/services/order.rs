@@ -8,11 +8,38 @@
 //!   create shipment, compensated in reverse on failure — and answers 201
 //!   `{id, status: "pending", …}`.
 //! - `GET /api/orders/{id}`: the order, its status (`pending`, `completed`,
-//!   `compensated`, `stuck`) and its history (the saga's step log).
+//!   `compensated`, `stuck`) and its history (the saga's step log). With
+//!   `?wait_ms=N` (at most 10 000) a pending order is answered when its
+//!   saga ends or after N ms (a long poll: nothing to poll in a loop).
+//! - `GET /api/orders`: the latest 100 orders (not yet per user).
 //!
 //! When the saga ends, a listener on the orchestrator's notices updates the
 //! order and appends `order.completed` / `order.compensated` to the outbox
 //! in one transaction; the [`Relay`] publishes it to the in-process bus.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = ecommerce::SystemConfig {
+//! #     data_dir: dir.path().to_path_buf(),
+//! #     gateway_listen: Some("127.0.0.1:0".parse()?),
+//! #     ..Default::default()
+//! # };
+//! let system = ecommerce::System::start(config).await?;
+//! let gw = ecommerce::demo::Http::new(system.gateway_url());
+//! let order = serde_json::json!({"sku": "mug-1", "quantity": 1, "address": "1 Main St"});
+//! let (status, placed) = gw.post("/api/orders", Some("demo-key"), order).await?;
+//! assert_eq!(status, 201);
+//! let id = placed["id"].as_str().ok_or("an id")?;
+//! let (_, view) = gw.get(&format!("/api/orders/{id}?wait_ms=5000"), Some("demo-key")).await?;
+//! assert_eq!(view["status"], "completed");
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use super::ApiError;
 use super::now_ms;

@@ -6,6 +6,30 @@
 //!   (idempotent; refunding an unknown key leaves a tombstone so a late
 //!   charge with that key charges nothing).
 //! - `GET /charges/{key}`: the charge and its state.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! use tower::ServiceExt;
+//! let dir = tempfile::tempdir()?;
+//! let db = ecommerce::platform::open_db(dir.path(), "payments.db").await?;
+//! use ecommerce::services::payment;
+//! payment::migrate(&db).await?;
+//! let app = payment::routes(db);
+//! let refund = http::Request::post("/charges/order-1:payment/refund").body(axum::body::Body::empty())?;
+//! // Refunding a charge that never happened leaves a tombstone…
+//! assert_eq!(app.clone().oneshot(refund).await?.status(), 200);
+//! let late = http::Request::post("/charges")
+//!     .header("content-type", "application/json")
+//!     .header("idempotency-key", "order-1:payment")
+//!     .body(axum::body::Body::from(r#"{"order_id":"order-1","cents":100}"#))?;
+//! // …so a late charge with that key charges nothing.
+//! assert_eq!(app.oneshot(late).await?.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{ApiError, idempotency_key, now_ms};
 use axum::extract::{Path, State};

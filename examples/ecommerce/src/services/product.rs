@@ -5,6 +5,23 @@
 //!   best first (`bm25`); the query is passed as quoted terms, so user input
 //!   cannot use FTS5 syntax.
 //! - `GET /api/products/{sku}`: one product.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! use tower::ServiceExt;
+//! let dir = tempfile::tempdir()?;
+//! let db = ecommerce::platform::open_db(dir.path(), "products.db").await?;
+//! ecommerce::services::product::migrate(&db, &ecommerce::services::product::seed_catalog()).await?;
+//! let app = ecommerce::services::product::routes(db);
+//! let req = http::Request::get("/api/products/search?q=green%20tea").body(axum::body::Body::empty())?;
+//! let res = app.oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::ApiError;
 use axum::extract::{Path, Query, State};

@@ -4,6 +4,29 @@
 //! (201; a replay answers 200). An address containing the configured
 //! marker (`FAIL` by default) is refused with 422 `undeliverable`, a
 //! permanent failure the place-order saga compensates.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! use tower::ServiceExt;
+//! let dir = tempfile::tempdir()?;
+//! let db = ecommerce::platform::open_db(dir.path(), "shipping.db").await?;
+//! use ecommerce::services::shipping;
+//! shipping::migrate(&db).await?;
+//! let app = shipping::routes(db, "FAIL");
+//! let ship = |address: &str| {
+//!     http::Request::post("/shipments")
+//!         .header("content-type", "application/json")
+//!         .header("idempotency-key", format!("{address}:shipping"))
+//!         .body(axum::body::Body::from(format!(r#"{{"order_id":"o","address":"{address}"}}"#)))
+//! };
+//! assert_eq!(app.clone().oneshot(ship("1 Main St")?).await?.status(), 201);
+//! assert_eq!(app.oneshot(ship("FAIL street")?).await?.status(), 422);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{ApiError, idempotency_key, now_ms};
 use axum::extract::State;

@@ -10,6 +10,30 @@
 //!
 //! First cut: passwords are stored as a salted SHA-256 (not a slow
 //! password hash), and keys are API keys, not JWTs (issue 11).
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = ecommerce::SystemConfig {
+//! #     data_dir: dir.path().to_path_buf(),
+//! #     gateway_listen: Some("127.0.0.1:0".parse()?),
+//! #     ..Default::default()
+//! # };
+//! let system = ecommerce::System::start(config).await?;
+//! let gw = ecommerce::demo::Http::new(system.gateway_url());
+//! let me = serde_json::json!({"email": "ada@example.com", "password": "correct horse"});
+//! assert_eq!(gw.post("/api/auth/signup", None, me.clone()).await?.0, 201);
+//! let (_, login) = gw.post("/api/auth/login", None, me).await?;
+//! let key = login["api_key"].as_str().ok_or("a key")?;
+//! let (status, profile) = gw.get("/api/users/ada@example.com", Some(key)).await?;
+//! assert_eq!((status.as_u16(), &profile["email"]), (200, &serde_json::json!("ada@example.com")));
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{ApiError, now_ms};
 use axum::extract::{Path, State};

@@ -61,6 +61,14 @@ fn header_pass(c: &mut Criterion) {
         .with_trusted(TrustedProxies::new(["198.51.100.0/24"
             .parse()
             .expect("cidr")]));
+    // What building and dropping the two messages costs by itself.
+    group.bench_function("baseline_no_pass", |b| {
+        b.iter_batched(
+            || (request(), response()),
+            black_box,
+            criterion::BatchSize::SmallInput,
+        );
+    });
     for (name, ctx) in [("untrusted_peer", &untrusted), ("trusted_proxy", &trusted)] {
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -75,6 +83,36 @@ fn header_pass(c: &mut Criterion) {
             );
         });
     }
+    group.bench_function("parts/validate", |b| {
+        b.iter_batched(
+            request,
+            |req| {
+                validate_request(&req, &limits).expect("valid");
+                black_box(req)
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("parts/prepare_request", |b| {
+        b.iter_batched(
+            request,
+            |mut req| {
+                headers::prepare_request(&mut req, upstream.clone(), &untrusted).expect("prepared");
+                black_box(req)
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("parts/prepare_response", |b| {
+        b.iter_batched(
+            response,
+            |mut res| {
+                headers::prepare_response(&mut res, &untrusted);
+                black_box(res)
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
     group.finish();
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderMap;
 use http::header::HeaderValue;
@@ -119,6 +119,15 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The values for `msp-gateway`, built once: a context is made per request.
+fn default_via() -> Arc<ViaValues> {
+    static VIA: OnceLock<Arc<ViaValues>> = OnceLock::new();
+    VIA.get_or_init(|| {
+        Arc::new(ViaValues::new("msp-gateway").expect("a token is a valid header value"))
+    })
+    .clone()
+}
+
 /// What the `Host` of the upstream request is.
 ///
 /// # Example
@@ -168,11 +177,33 @@ pub struct ForwardContext {
     pub scheme: Scheme,
     /// Whose forwarding headers to believe.
     pub trusted: TrustedProxies,
-    /// The pseudonym in `Via` (`1.1 <gateway_name>`), and the `by` of
-    /// `Forwarded`.
-    pub gateway_name: Arc<str>,
     /// What `Host` the upstream gets.
     pub host_policy: HostPolicy,
+    /// The gateway's name and its `Via` values, built once per name.
+    via: Arc<ViaValues>,
+}
+
+/// `Via` values for one gateway name, per protocol version.
+#[derive(Debug)]
+struct ViaValues {
+    name: Arc<str>,
+    http10: HeaderValue,
+    http11: HeaderValue,
+    http2: HeaderValue,
+}
+
+impl ViaValues {
+    fn new(name: &str) -> Option<Self> {
+        let value = |v: &str| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{v} {name}"))).ok()
+        };
+        Some(ViaValues {
+            name: Arc::from(name),
+            http10: value("1.0")?,
+            http11: value("1.1")?,
+            http2: value("2")?,
+        })
+    }
 }
 
 impl ForwardContext {
@@ -183,8 +214,8 @@ impl ForwardContext {
             peer,
             scheme: Scheme::HTTP,
             trusted: TrustedProxies::none(),
-            gateway_name: Arc::from("msp-gateway"),
             host_policy: HostPolicy::Upstream,
+            via: default_via(),
         }
     }
 
@@ -220,8 +251,24 @@ impl ForwardContext {
                 }
             })
             .collect();
-        self.gateway_name = Arc::from(clean);
+        if let Some(via) = ViaValues::new(&clean) {
+            self.via = Arc::new(via);
+        }
         self
+    }
+
+    /// The gateway's name in `Via` (`msp-gateway` unless set).
+    pub fn gateway_name(&self) -> &str {
+        &self.via.name
+    }
+
+    /// The `Via` entry this gateway adds to a message of `version`.
+    pub(crate) fn via(&self, version: http::Version) -> HeaderValue {
+        match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => self.via.http10.clone(),
+            http::Version::HTTP_2 | http::Version::HTTP_3 => self.via.http2.clone(),
+            _ => self.via.http11.clone(),
+        }
     }
 
     /// Sets the host policy (per route).

@@ -31,6 +31,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::Scheme;
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 
 use super::ProxyError;
@@ -46,6 +47,10 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection` (never standard, still sent by old clients).
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Where `Connection` and `TE` sit in [`HOP_BY_HOP`].
+const CONNECTION_INDEX: usize = 0;
+const TE_INDEX: usize = 3;
 
 /// The hop-by-hop fields removed whatever `Connection` says.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -111,15 +116,28 @@ fn wants_trailers(headers: &HeaderMap) -> bool {
 /// Idempotent. For a request, [`strip_request`] finds the upgrade itself;
 /// run it as soon as the request arrives (see there why).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    let trailers = wants_trailers(headers);
-    let nominated: Vec<HeaderName> = connection_options(headers)
-        .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
-        .collect();
-    for name in nominated {
-        headers.remove(name);
+    // One pass over the names (no hashing) finds which of the fixed fields
+    // are there; the usual request has one or none, so most removals (a
+    // hash each) are skipped.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    let trailers = present & (1 << TE_INDEX) != 0 && wants_trailers(headers);
+    if present & (1 << CONNECTION_INDEX) != 0 {
+        let nominated: Vec<HeaderName> = connection_options(headers)
+            .filter_map(|o| HeaderName::from_bytes(o.as_bytes()).ok())
+            .collect();
+        for name in nominated {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -235,18 +253,7 @@ pub fn prepare_response<B>(res: &mut Response<B>, ctx: &ForwardContext) {
     let version = res.version();
     let headers = res.headers_mut();
     strip_hop_by_hop(headers, upgrade);
-    append_list(headers, header::VIA, &via(version, ctx));
-}
-
-fn via(version: Version, ctx: &ForwardContext) -> String {
-    let v = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    format!("{v} {}", ctx.gateway_name)
+    append_value(headers, header::VIA, ctx.via(version));
 }
 
 fn set_forwarding(
@@ -258,33 +265,43 @@ fn set_forwarding(
     let peer = canonical(ctx.peer.ip());
     let trusted = ctx.trusted.is_trusted(peer);
     if !trusted {
-        for name in [
+        // A client's claims go; most clients send none, so look first
+        // (one pass, no hashing).
+        const CLAIMS: [HeaderName; 4] = [
             X_FORWARDED_FOR,
             X_FORWARDED_PROTO,
             X_FORWARDED_HOST,
             header::FORWARDED,
-        ] {
-            headers.remove(name);
+        ];
+        let claimed = headers.keys().any(|n| CLAIMS.iter().any(|c| c == n));
+        if claimed {
+            for name in CLAIMS {
+                headers.remove(name);
+            }
         }
     }
-    append_list(headers, X_FORWARDED_FOR, &peer.to_string());
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_str(ctx.scheme.as_str()).unwrap_or(HeaderValue::from_static("http")),
-        );
+    append_list(headers, X_FORWARDED_FOR, peer.to_string());
+    if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+        let proto = if ctx.scheme == Scheme::HTTPS {
+            HeaderValue::from_static("https")
+        } else if ctx.scheme == Scheme::HTTP {
+            HeaderValue::from_static("http")
+        } else {
+            HeaderValue::from_str(ctx.scheme.as_str()).unwrap_or(HeaderValue::from_static("http"))
+        };
+        headers.insert(X_FORWARDED_PROTO, proto);
     }
     if let Some(host) = host
-        && !headers.contains_key(X_FORWARDED_HOST)
+        && (!trusted || !headers.contains_key(X_FORWARDED_HOST))
     {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
     append_list(
         headers,
         header::FORWARDED,
-        &forwarded_element(peer, ctx, host),
+        forwarded_element(peer, ctx, host),
     );
-    append_list(headers, header::VIA, &via(version, ctx));
+    append_value(headers, header::VIA, ctx.via(version));
 }
 
 /// One RFC 7239 element: `for=…;proto=…;host=…`, with IPv6 addresses and
@@ -323,10 +340,16 @@ fn is_tchar(b: u8) -> bool {
 
 /// Appends `item` to the comma-separated list `name`, joining any existing
 /// field lines into one (so upstreams that read only the first line see
-/// the whole list).
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let mut joined = String::new();
-    for v in headers.get_all(&name) {
+/// the whole list). Without existing lines, `item`'s buffer becomes the
+/// value as it is (no copy).
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: String) {
+    let mut existing = headers.get_all(&name).iter().peekable();
+    if existing.peek().is_none() {
+        insert_owned(headers, name, item);
+        return;
+    }
+    let mut joined = String::with_capacity(128);
+    for v in existing {
         if let Ok(v) = v.to_str() {
             let v = v.trim();
             if !v.is_empty() {
@@ -335,17 +358,31 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
             }
         }
     }
-    joined.push_str(item);
-    match HeaderValue::from_str(&joined) {
+    joined.push_str(&item);
+    // Should the joined list not be a valid value, the old lines go rather
+    // than the list being forwarded without this hop.
+    if !insert_owned(headers, name.clone(), joined) {
+        insert_owned(headers, name, item);
+    }
+}
+
+/// [`append_list`] for a ready value (the `Via` entry, shared).
+fn append_value(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
+    if !headers.contains_key(&name) {
+        headers.insert(name, item);
+        return;
+    }
+    if let Ok(item) = item.to_str() {
+        append_list(headers, name, item.to_owned());
+    }
+}
+
+fn insert_owned(headers: &mut HeaderMap, name: HeaderName, value: String) -> bool {
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         Ok(value) => {
             headers.insert(name, value);
+            true
         }
-        // An existing line was not visible ASCII: drop the old list rather
-        // than forward something we cannot extend.
-        Err(_) => {
-            if let Ok(value) = HeaderValue::from_str(item) {
-                headers.insert(name, value);
-            }
-        }
+        Err(_) => false,
     }
 }

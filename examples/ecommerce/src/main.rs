@@ -33,6 +33,17 @@ async fn main() -> Result<(), BoxError> {
         return system.stop().await;
     }
 
+    // The admin listener, with the process's Prometheus recorder.
+    let admin_shutdown = msp_core::shutdown::Shutdown::new();
+    let mut admin_url = None;
+    if let Some(admin) = system.gateway().config().admin() {
+        let listener = tokio::net::TcpListener::bind(admin.listen).await?;
+        admin_url = Some(format!("http://{}", listener.local_addr()?));
+        let admin = msp_gateway::admin::Admin::new(system.gateway().clone()).with_prometheus()?;
+        let shutdown = admin_shutdown.clone();
+        tokio::spawn(async move { admin.serve(listener, &shutdown).await });
+    }
+
     println!("ecommerce: gateway on {url}  (Ctrl-C to stop; data in target/ecommerce-data)");
     println!("  curl {url}/api/products");
     println!("  curl '{url}/api/products/search?q=lamp'");
@@ -56,7 +67,13 @@ async fn main() -> Result<(), BoxError> {
             println!("  {name} (behind the gateway): http://{addr}");
         }
     }
+    if let Some(admin) = &admin_url {
+        println!(
+            "  curl {admin}/metrics | grep msp_http_requests_total   # every service's RED metrics"
+        );
+    }
     tokio::signal::ctrl_c().await?;
+    admin_shutdown.trigger();
     println!("stopping: gateway, then each service (deregister → drain)");
     system.stop().await
 }

@@ -81,6 +81,7 @@ pub mod error;
 pub mod future;
 mod layer;
 mod service;
+mod state;
 mod window;
 
 pub use self::breaker::{Breaker, OwnedPermit, Permit, Reason, Snapshot, State, StateChange};

@@ -75,7 +75,10 @@ impl ChaosLayer {
     }
 
     /// A layer from its config whose injected error is `make_error()`.
-    pub fn with_error<F, E>(config: ChaosConfig, make_error: F) -> Result<Self, error::ChaosConfigError>
+    pub fn with_error<F, E>(
+        config: ChaosConfig,
+        make_error: F,
+    ) -> Result<Self, error::ChaosConfigError>
     where
         F: Fn() -> E + Send + Sync + 'static,
         E: Into<BoxError>,

@@ -1,4 +1,4 @@
-use super::error::{InjectedFault, ChaosConfigError};
+use super::error::{ChaosConfigError, InjectedFault};
 use msp_core::BoxError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -146,7 +146,11 @@ fn unpack(word: u64) -> (u64, i64) {
 impl RetryBudget {
     /// A budget of `percent` % of the requests of the last `ttl`, plus
     /// `min_per_second` retries per second.
-    pub fn new(percent: f64, min_per_second: u32, ttl: Duration) -> Result<Self, BudgetConfigError> {
+    pub fn new(
+        percent: f64,
+        min_per_second: u32,
+        ttl: Duration,
+    ) -> Result<Self, BudgetConfigError> {
         Self::from_config(BudgetConfig {
             percent,
             min_per_second,

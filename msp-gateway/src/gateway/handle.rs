@@ -18,12 +18,20 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 /// The peer address of a request: a `SocketAddr` extension (set by
-/// [`Gateway::serve`](super::Gateway::serve)), else unspecified.
+/// [`Gateway::serve`](super::Gateway::serve)), else (feature `axum`)
+/// axum's `ConnectInfo<SocketAddr>`, else unspecified.
 fn peer_of<B>(req: &Request<B>) -> SocketAddr {
-    req.extensions()
-        .get::<SocketAddr>()
-        .copied()
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    if let Some(addr) = req.extensions().get::<SocketAddr>() {
+        return *addr;
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return *addr;
+    }
+    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
 fn problem(p: Problem) -> Response<Body> {

@@ -19,8 +19,10 @@
 //!
 //! The client address (for `X-Forwarded-For`, `Forwarded` and per-IP
 //! limits) is the request's `SocketAddr` extension, which
-//! [`Gateway::serve`] sets; in front of an axum fallback, insert it from
-//! axum's `ConnectInfo` with a small `map_request` layer.
+//! [`Gateway::serve`] sets; with the `axum` feature the gateway also reads
+//! axum's `ConnectInfo<SocketAddr>`, so as a `Router::fallback_service`
+//! served with `into_make_service_with_connect_info::<SocketAddr>()` it
+//! needs no code of yours. Without either, the client is `0.0.0.0`.
 //!
 //! Hot reload from a file: [`Gateway::watch_file`] (through msp-config's
 //! directory watcher, so editor saves and Kubernetes ConfigMap swaps are

@@ -7,7 +7,7 @@
 # reads `rust-version` and runs in .ci/run with -D warnings.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo metadata --format-version 1 --all-features --locked | python3 -c '
+cargo metadata --format-version 1 --all-features | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 pkgs = {p["id"]: p for p in m["packages"]}

@@ -60,8 +60,10 @@ mod validate;
 pub use self::auth::{ApiKeyConfig, AuthConfig, AuthProviderConfig, ConsumerConfig};
 pub use self::error::{ConfigProblem, GatewayConfigError, ProblemKind, RouteRef};
 pub use self::route::{MirrorConfig, RateLimitBy, RouteConfig, SplitTarget, StripPrefix};
+pub(crate) use self::service::DnsName;
 pub use self::service::{
-    AdminConfig, HealthCheckConfig, LimitsConfig, PoolConfig, RegistryConfig, ServiceConfig,
+    AdminConfig, DnsRegistryConfig, HealthCheckConfig, LimitsConfig, PoolConfig, RegistryConfig,
+    ServiceConfig,
 };
 
 use self::lines::{Node, PathPart, Step};

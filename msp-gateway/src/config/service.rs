@@ -16,6 +16,7 @@ use std::time::Duration;
 /// | `connect_timeout` | `1s` | TCP connect timeout |
 /// | `pool` | see [`PoolConfig`] | idle connection pool |
 /// | `h2c` | `false` | talk HTTP/2 without TLS (gRPC upstreams) |
+/// | `dns` | none | with `registry: dns`, where the instances are published: an SRV name (`_http._tcp.orders.shop.svc.cluster.local`) or `host:port` (A/AAAA records, one port) |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -38,6 +39,10 @@ pub struct ServiceConfig {
     pub pool: PoolConfig,
     /// Use HTTP/2 without TLS.
     pub h2c: bool,
+    /// Where the instances are published in DNS (`registry: dns`): an
+    /// SRV name starting with `_`, or `host:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +55,7 @@ impl Default for ServiceConfig {
             connect_timeout: Duration::from_secs(1),
             pool: PoolConfig::default(),
             h2c: false,
+            dns: None,
         }
     }
 }
@@ -97,6 +103,49 @@ impl ServiceConfig {
     pub fn h2c(mut self, yes: bool) -> Self {
         self.h2c = yes;
         self
+    }
+
+    /// Where the instances are published in DNS (`registry: dns`): an SRV
+    /// name (`_http._tcp.orders.shop.svc.cluster.local`) or `host:port`.
+    pub fn dns(mut self, name: impl Into<String>) -> Self {
+        self.dns = Some(name.into());
+        self
+    }
+}
+
+/// A service's DNS name, parsed (see [`ServiceConfig::dns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DnsName {
+    /// An SRV name.
+    Srv(String),
+    /// A host name and the port of every instance.
+    Host(String, u16),
+}
+
+fn dns_label_chars(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+}
+
+impl DnsName {
+    /// `_srv._tcp.name` or `host:port`.
+    pub(crate) fn parse(s: &str) -> Result<DnsName, String> {
+        let hint = "an SRV name (`_http._tcp.orders.shop.svc.cluster.local`) or `host:port` (`orders.local:8080`)";
+        if let Some((host, port)) = s.rsplit_once(':') {
+            return match port.parse::<u16>() {
+                Ok(port) if port > 0 && dns_label_chars(host) => {
+                    Ok(DnsName::Host(host.to_owned(), port))
+                }
+                _ => Err(format!("{s:?} is not {hint}")),
+            };
+        }
+        if s.starts_with('_') && dns_label_chars(s) {
+            Ok(DnsName::Srv(s.to_owned()))
+        } else {
+            Err(format!("{s:?} is not {hint}"))
+        }
     }
 }
 
@@ -163,9 +212,11 @@ impl Default for PoolConfig {
 }
 
 /// Where upstream instances come from. YAML: `memory` (the default),
-/// `static`, `dns`, or `{etcd: {endpoints: [...], prefix: /msp}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// `static`, `dns` or `{dns: {nameserver: 10.96.0.10:53}}` (feature `dns`;
+/// each service names its records with `dns:`), or
+/// `{etcd: {endpoints: [...], prefix: /msp}}` (feature `etcd`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RegistryConfig {
     /// An in-memory registry holding the services' static instances (and
@@ -182,14 +233,132 @@ pub enum RegistryConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
     },
-    /// DNS SRV/A lookups of the service names.
-    Dns,
+    /// DNS SRV or A/AAAA lookups of each service's `dns` name (the `dns`
+    /// feature).
+    Dns(DnsRegistryConfig),
+}
+
+/// `registry: {dns: …}`: which name server, how often to look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct DnsRegistryConfig {
+    /// The name server (`10.96.0.10:53`); none: the system's
+    /// (`/etc/resolv.conf`), as in a Kubernetes pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<SocketAddr>,
+    /// Looks again when an answer's TTL runs out, but not sooner than this
+    /// (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub min_refresh: Duration,
+    /// … and not later than this (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub max_refresh: Duration,
+}
+
+impl Default for DnsRegistryConfig {
+    fn default() -> Self {
+        DnsRegistryConfig {
+            nameserver: None,
+            min_refresh: Duration::from_secs(1),
+            max_refresh: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DnsRegistryConfig {
+    /// Asks the name server at `addr`.
+    #[must_use]
+    pub fn nameserver(mut self, addr: SocketAddr) -> Self {
+        self.nameserver = Some(addr);
+        self
+    }
+
+    /// Bounds the time between lookups.
+    #[must_use]
+    pub fn refresh(mut self, min: Duration, max: Duration) -> Self {
+        self.min_refresh = min;
+        self.max_refresh = max;
+        self
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdRepr {
+    endpoints: Vec<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+const REGISTRIES: &[&str] = &["memory", "static", "dns", "etcd"];
+
+/// `memory` / `static` / `dns` as a word, `{etcd: …}` / `{dns: …}` as a
+/// one-key map.
+impl<'de> Deserialize<'de> for RegistryConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RegistryConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`memory`, `static`, `dns`, `{dns: {…}}` or `{etcd: {endpoints: […]}}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RegistryConfig, E> {
+                match v {
+                    "memory" => Ok(RegistryConfig::Memory),
+                    "static" => Ok(RegistryConfig::Static),
+                    "dns" => Ok(RegistryConfig::Dns(DnsRegistryConfig::default())),
+                    "etcd" => Err(E::custom(
+                        "`etcd` needs its endpoints: `{etcd: {endpoints: [http://127.0.0.1:2379]}}`",
+                    )),
+                    other => Err(E::unknown_variant(other, REGISTRIES)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RegistryConfig, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom("an empty registry map"));
+                };
+                let out = match key.as_str() {
+                    "memory" => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        RegistryConfig::Memory
+                    }
+                    "static" => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        RegistryConfig::Static
+                    }
+                    "dns" => RegistryConfig::Dns(
+                        map.next_value::<Option<DnsRegistryConfig>>()?
+                            .unwrap_or_default(),
+                    ),
+                    "etcd" => {
+                        let e: EtcdRepr = map.next_value()?;
+                        RegistryConfig::Etcd {
+                            endpoints: e.endpoints,
+                            prefix: e.prefix,
+                        }
+                    }
+                    other => return Err(A::Error::unknown_variant(other, REGISTRIES)),
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(A::Error::custom("one registry, not several"));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl RegistryConfig {
-    /// Whether the registry can find services not listed under `services`.
+    /// Whether the registry can find services not listed under `services`
+    /// (etcd; DNS needs each service's `dns` name, so it does not).
     pub fn discovers_unlisted(&self) -> bool {
-        matches!(self, RegistryConfig::Etcd { .. } | RegistryConfig::Dns)
+        matches!(self, RegistryConfig::Etcd { .. })
     }
 }
 

@@ -328,7 +328,35 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
             "at least one etcd endpoint".to_owned(),
         );
     }
+    let dns_registry = matches!(b.registry, super::RegistryConfig::Dns(_));
+    if let super::RegistryConfig::Dns(d) = &b.registry
+        && (d.min_refresh.is_zero() || d.max_refresh < d.min_refresh)
+    {
+        p(
+            ProblemKind::Invalid,
+            "registry.dns".to_owned(),
+            "`min_refresh` must be longer than zero and at most `max_refresh`".to_owned(),
+        );
+    }
     for (name, s) in &b.services {
+        match (&s.dns, dns_registry) {
+            (None, true) => p(
+                ProblemKind::Invalid,
+                format!("services.{name}"),
+                "`registry: dns` needs the service's DNS name: `dns: _http._tcp.<service>.<namespace>.svc.cluster.local` (SRV) or `dns: host:port`".to_owned(),
+            ),
+            (Some(_), false) => p(
+                ProblemKind::Invalid,
+                format!("services.{name}.dns"),
+                "`dns` is only used with `registry: dns`".to_owned(),
+            ),
+            (Some(d), true) => {
+                if let Err(e) = super::DnsName::parse(d) {
+                    p(ProblemKind::Invalid, format!("services.{name}.dns"), e);
+                }
+            }
+            (None, false) => {}
+        }
         if let Some(h) = &s.health_check {
             if h.interval.is_zero() || h.timeout.is_zero() {
                 p(

@@ -34,6 +34,8 @@ pub(crate) struct RegistryEntry {
     memory: Option<MemoryRegistry>,
     /// The static instances registered or listed.
     statics: BTreeSet<(String, SocketAddr)>,
+    /// The services' DNS names (`registry: dns`).
+    dns_names: BTreeMap<String, String>,
 }
 
 /// One upstream service of a generation.
@@ -70,11 +72,47 @@ fn instance(service: &str, addr: SocketAddr) -> Result<Instance, BuildError> {
         .map_err(|e| BuildError::invalid(format!("service {service}"), e))
 }
 
+fn dns_names_of(config: &GatewayConfig) -> BTreeMap<String, String> {
+    config
+        .services()
+        .iter()
+        .filter_map(|(name, s)| Some((name.clone(), s.dns.clone()?)))
+        .collect()
+}
+
+/// A DNS registry for the services' `dns` names.
+#[cfg(feature = "dns")]
+fn dns_registry(
+    dns: &crate::config::DnsRegistryConfig,
+    names: &BTreeMap<String, String>,
+) -> Result<msp_discovery::DnsDiscovery, BuildError> {
+    use crate::config::DnsName;
+    use msp_discovery::DnsTarget;
+    let mut registry = match dns.nameserver {
+        Some(addr) => msp_discovery::DnsDiscovery::with_nameserver(addr),
+        None => msp_discovery::DnsDiscovery::from_system_conf(),
+    }
+    .map_err(|e| BuildError::Registry(e.to_string()))?
+    .refresh_bounds(dns.min_refresh, dns.max_refresh);
+    for (service, name) in names {
+        let target = match DnsName::parse(name) {
+            Ok(DnsName::Srv(name)) => DnsTarget::srv(name),
+            Ok(DnsName::Host(name, port)) => DnsTarget::host(name, port),
+            Err(e) => return Err(BuildError::invalid(format!("service {service}"), e)),
+        };
+        let service = ServiceName::new(service)
+            .map_err(|e| BuildError::invalid(format!("service {service}"), e))?;
+        registry = registry.service(service, target);
+    }
+    Ok(registry)
+}
+
 async fn registry_for(
     config: &GatewayConfig,
     previous: Option<&Arc<RegistryEntry>>,
 ) -> Result<Arc<RegistryEntry>, BuildError> {
     let statics = statics_of(config);
+    let dns_names = dns_names_of(config);
     if let Some(prev) = previous
         && prev.config == *config.registry()
     {
@@ -96,9 +134,11 @@ async fn registry_for(
                     registry: prev.registry.clone(),
                     memory: prev.memory.clone(),
                     statics,
+                    dns_names,
                 }));
             }
             (None, RegistryConfig::Static) if prev.statics != statics => {}
+            (None, RegistryConfig::Dns(_)) if prev.dns_names != dns_names => {}
             (None, _) => return Ok(prev.clone()),
         }
     }
@@ -140,10 +180,13 @@ async fn registry_for(
                 "`registry: etcd` needs msp-gateway built with the `etcd` feature".into(),
             ));
         }
-        other => {
-            return Err(BuildError::Registry(format!(
-                "registry {other:?} is not supported by this build"
-            )));
+        #[cfg(feature = "dns")]
+        RegistryConfig::Dns(dns) => Arc::new(dns_registry(dns, &dns_names)?),
+        #[cfg(not(feature = "dns"))]
+        RegistryConfig::Dns(_) => {
+            return Err(BuildError::Registry(
+                "`registry: dns` needs msp-gateway built with the `dns` feature".into(),
+            ));
         }
     };
     Ok(Arc::new(RegistryEntry {
@@ -152,6 +195,7 @@ async fn registry_for(
         registry,
         memory,
         statics,
+        dns_names,
     }))
 }
 

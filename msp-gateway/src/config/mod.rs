@@ -62,8 +62,8 @@ pub use self::error::{ConfigProblem, GatewayConfigError, ProblemKind, RouteRef};
 pub use self::route::{MirrorConfig, RateLimitBy, RouteConfig, SplitTarget, StripPrefix};
 pub(crate) use self::service::DnsName;
 pub use self::service::{
-    AdminConfig, DnsRegistryConfig, HealthCheckConfig, LimitsConfig, PoolConfig, RegistryConfig,
-    ServiceConfig,
+    AdminConfig, DnsRegistryConfig, HealthCheckConfig, LimitsConfig, OnStoreError, PoolConfig,
+    RateLimitStoreConfig, RedisStoreConfig, RegistryConfig, ServiceConfig,
 };
 
 use self::lines::{Node, PathPart, Step};
@@ -82,7 +82,8 @@ use std::path::Path;
 /// (`{listen}`, off by default), `routes`, `services` (name →
 /// [`ServiceConfig`]), `registry` ([`RegistryConfig`], `memory` by default),
 /// `trusted_proxies` (CIDRs whose `X-Forwarded-For`/`Forwarded` are
-/// believed), `limits` ([`LimitsConfig`]), `auth` ([`AuthConfig`]).
+/// believed), `limits` ([`LimitsConfig`]), `auth` ([`AuthConfig`]),
+/// `rate_limit_store` ([`RateLimitStoreConfig`], `local` by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "GatewayConfigBuilder", into = "GatewayConfigBuilder")]
 pub struct GatewayConfig {
@@ -197,6 +198,11 @@ impl GatewayConfig {
     pub fn auth(&self) -> &AuthConfig {
         &self.b.auth
     }
+
+    /// Where rate-limit counts live.
+    pub fn rate_limit_store(&self) -> &RateLimitStoreConfig {
+        &self.b.rate_limit_store
+    }
 }
 
 fn parse_error(e: &serde_saphyr::Error, src: &str, origin: &str) -> GatewayConfigError {
@@ -237,6 +243,7 @@ pub struct GatewayConfigBuilder {
     trusted_proxies: Vec<IpNet>,
     limits: LimitsConfig,
     auth: AuthConfig,
+    rate_limit_store: RateLimitStoreConfig,
 }
 
 impl Default for GatewayConfigBuilder {
@@ -250,6 +257,7 @@ impl Default for GatewayConfigBuilder {
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            rate_limit_store: RateLimitStoreConfig::default(),
         }
     }
 }
@@ -306,6 +314,12 @@ impl GatewayConfigBuilder {
     /// Adds (or replaces) an auth provider.
     pub fn auth_provider(mut self, name: impl Into<String>, provider: AuthProviderConfig) -> Self {
         self.auth.providers.insert(name.into(), provider);
+        self
+    }
+
+    /// Keeps rate-limit counts in `store` (default: in this process).
+    pub fn rate_limit_store(mut self, store: RateLimitStoreConfig) -> Self {
+        self.rate_limit_store = store;
         self
     }
 

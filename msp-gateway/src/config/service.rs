@@ -415,3 +415,88 @@ pub struct AdminConfig {
     /// Its address.
     pub listen: SocketAddr,
 }
+
+/// Where per-route and per-client rate-limit counts live. YAML: `local`
+/// (the default: in this process) or
+/// `{redis: {url: "redis://127.0.0.1:6379", prefix: "shop:gw", on_error: local}}`
+/// (feature `redis`): every gateway using the same Redis and prefix shares
+/// one count per route and client, so N replicas enforce the quota once,
+/// not N times.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum RateLimitStoreConfig {
+    /// Counts in this process.
+    #[default]
+    Local,
+    /// Counts in Redis, shared by every gateway with the same prefix.
+    Redis(RedisStoreConfig),
+}
+
+/// `rate_limit_store: {redis: …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisStoreConfig {
+    /// The Redis URL (`redis://127.0.0.1:6379`).
+    pub url: String,
+    /// Prefix of the Redis keys (default `msp:gateway`); gateways sharing
+    /// limits use the same one. Keys are `{prefix}:{route}:{client}`.
+    #[serde(default = "default_store_prefix")]
+    pub prefix: String,
+    /// When Redis does not answer in time (default `local`).
+    #[serde(default)]
+    pub on_error: OnStoreError,
+    /// How long a check may wait for Redis (default 250 ms).
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_store_prefix() -> String {
+    "msp:gateway".to_owned()
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+
+impl RedisStoreConfig {
+    /// Redis at `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisStoreConfig {
+            url: url.into(),
+            prefix: default_store_prefix(),
+            on_error: OnStoreError::default(),
+            timeout: default_store_timeout(),
+        }
+    }
+
+    /// Sets the key prefix.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets what happens when Redis does not answer.
+    #[must_use]
+    pub fn on_error(mut self, on_error: OnStoreError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+}
+
+/// What a rate limit does when its store (Redis) does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OnStoreError {
+    /// Admit the request.
+    FailOpen,
+    /// Refuse it (429, retry after 1 s).
+    FailClosed,
+    /// Count in this process until Redis is back (N gateways: up to N × the
+    /// quota pass meanwhile).
+    #[default]
+    Local,
+}

@@ -328,6 +328,29 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
             "at least one etcd endpoint".to_owned(),
         );
     }
+    if let super::RateLimitStoreConfig::Redis(r) = &b.rate_limit_store {
+        if r.url.is_empty() {
+            p(
+                ProblemKind::Invalid,
+                "rate_limit_store.redis.url".to_owned(),
+                "a Redis URL (`redis://127.0.0.1:6379`)".to_owned(),
+            );
+        }
+        if r.prefix.is_empty() {
+            p(
+                ProblemKind::Invalid,
+                "rate_limit_store.redis.prefix".to_owned(),
+                "an empty key prefix".to_owned(),
+            );
+        }
+        if r.timeout.is_zero() {
+            p(
+                ProblemKind::Invalid,
+                "rate_limit_store.redis.timeout".to_owned(),
+                "must be longer than zero".to_owned(),
+            );
+        }
+    }
     let dns_registry = matches!(b.registry, super::RegistryConfig::Dns(_));
     if let super::RegistryConfig::Dns(d) = &b.registry
         && (d.min_refresh.is_zero() || d.max_refresh < d.min_refresh)

@@ -140,26 +140,21 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
     // Limits first (before auth reads anything), unless they key on the
     // consumer, which only auth knows.
     let mut admitted = None;
-    let check = |consumer: Option<&str>, headers: &http::HeaderMap| {
-        route.limiter.as_ref().map(|l| {
-            l.check(&ClientKey {
-                ip: client_ip,
-                headers,
-                consumer,
-            })
-        })
-    };
     let consumer_keyed = route.limiter.as_ref().is_some_and(|l| l.needs_consumer());
-    if !consumer_keyed {
-        match check(None, req.headers()) {
-            Some(Err(refused)) => {
+    if !consumer_keyed && let Some(limiter) = &route.limiter {
+        let key = ClientKey {
+            ip: client_ip,
+            headers: req.headers(),
+            consumer: None,
+        };
+        match limiter.check(&key).await {
+            Err(refused) => {
                 return finish(
                     exchange,
                     limit::too_many(&route.id, &refused).map(Body::new),
                 );
             }
-            Some(Ok(a)) => admitted = Some(a),
-            None => {}
+            Ok(a) => admitted = Some(a),
         }
     }
     let consumer = match &route.auth {
@@ -169,16 +164,20 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
         },
         None => None,
     };
-    if consumer_keyed {
-        match check(consumer.as_ref().map(|c| c.name()), req.headers()) {
-            Some(Err(refused)) => {
+    if consumer_keyed && let Some(limiter) = &route.limiter {
+        let key = ClientKey {
+            ip: client_ip,
+            headers: req.headers(),
+            consumer: consumer.as_ref().map(|c| c.name()),
+        };
+        match limiter.check(&key).await {
+            Err(refused) => {
                 return finish(
                     exchange,
                     limit::too_many(&route.id, &refused).map(Body::new),
                 );
             }
-            Some(Ok(a)) => admitted = Some(a),
-            None => {}
+            Ok(a) => admitted = Some(a),
         }
     }
     let pq = match upstream_pq {

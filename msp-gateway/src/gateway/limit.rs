@@ -1,7 +1,10 @@
 //! Per-route rate limits: one limit for the route, or one per client IP,
-//! header value or consumer (msp-resilience's GCRA limiters).
+//! header value or consumer (msp-resilience's GCRA limiters), counted in
+//! this process or (feature `redis`, `rate_limit_store: {redis: …}`) in
+//! Redis, shared by every gateway with the same key prefix.
 
-use crate::config::RateLimitBy;
+use super::error::BuildError;
+use crate::config::{RateLimitBy, RateLimitStoreConfig};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use msp_core::http::Problem;
@@ -32,6 +35,57 @@ pub(crate) enum RouteLimiter {
     Ip(KeyedRateLimiter<IpAddr>),
     Header(HeaderName, KeyedRateLimiter<HeaderValue>),
     Consumer(KeyedRateLimiter<String>),
+    /// Counts in Redis: `{prefix}:{route}:{client}`.
+    #[cfg(feature = "redis")]
+    Redis(RedisBy, msp_resilience::rate_limit::RedisRateLimiter),
+}
+
+/// What a Redis limit counts per.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+pub(crate) enum RedisBy {
+    Route,
+    Ip,
+    Header(HeaderName),
+    Consumer,
+}
+
+#[cfg(feature = "redis")]
+fn redis_limiter(
+    quota: Quota,
+    by: &RateLimitBy,
+    store: &crate::config::RedisStoreConfig,
+    route: &str,
+) -> Result<RouteLimiter, BuildError> {
+    use crate::config::OnStoreError;
+    use msp_resilience::rate_limit::{OnRedisError, RedisRateLimitConfig, RedisRateLimiter};
+    let by = match by {
+        RateLimitBy::Route => RedisBy::Route,
+        RateLimitBy::Ip => RedisBy::Ip,
+        RateLimitBy::Header(name) => RedisBy::Header(
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| BuildError::invalid(format!("route {route}"), e))?,
+        ),
+        RateLimitBy::Consumer => RedisBy::Consumer,
+        #[allow(unreachable_patterns)]
+        _ => {
+            return Err(BuildError::invalid(
+                format!("route {route}"),
+                "this rate_limit_by is not supported with Redis",
+            ));
+        }
+    };
+    let mut cfg = RedisRateLimitConfig::new(store.url.clone(), quota);
+    cfg.prefix = format!("{}:{route}", store.prefix);
+    cfg.timeout = store.timeout;
+    cfg.on_error = match store.on_error {
+        OnStoreError::FailOpen => OnRedisError::FailOpen,
+        OnStoreError::FailClosed => OnRedisError::FailClosed,
+        _ => OnRedisError::Local,
+    };
+    let limiter =
+        RedisRateLimiter::new(cfg).map_err(|e| BuildError::invalid(format!("route {route}"), e))?;
+    Ok(RouteLimiter::Redis(by, limiter))
 }
 
 impl fmt::Debug for RouteLimiter {
@@ -42,18 +96,50 @@ impl fmt::Debug for RouteLimiter {
 }
 
 impl RouteLimiter {
-    pub(crate) fn new(quota: Quota, by: &RateLimitBy) -> Option<Self> {
-        Some(match by {
+    pub(crate) fn new(
+        quota: Quota,
+        by: &RateLimitBy,
+        store: &RateLimitStoreConfig,
+        route: &str,
+    ) -> Result<Self, BuildError> {
+        match store {
+            RateLimitStoreConfig::Local => {}
+            #[cfg(feature = "redis")]
+            RateLimitStoreConfig::Redis(redis) => return redis_limiter(quota, by, redis, route),
+            #[cfg(not(feature = "redis"))]
+            RateLimitStoreConfig::Redis(_) => {
+                return Err(BuildError::invalid(
+                    "rate_limit_store",
+                    "`rate_limit_store: redis` needs msp-gateway built with the `redis` feature",
+                ));
+            }
+        }
+        Ok(match by {
             RateLimitBy::Route => RouteLimiter::Route(RateLimiter::new(quota)),
             RateLimitBy::Ip => RouteLimiter::Ip(KeyedRateLimiter::new(quota)),
             RateLimitBy::Header(name) => RouteLimiter::Header(
-                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| BuildError::invalid(format!("route {route}"), e))?,
                 KeyedRateLimiter::new(quota),
             ),
             RateLimitBy::Consumer => RouteLimiter::Consumer(KeyedRateLimiter::new(quota)),
             #[allow(unreachable_patterns)]
-            _ => return None,
+            _ => {
+                return Err(BuildError::invalid(
+                    format!("route {route}"),
+                    "unsupported rate_limit_by",
+                ));
+            }
         })
+    }
+
+    /// `local` or `redis`.
+    pub(crate) fn store(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "redis")]
+            RouteLimiter::Redis(..) => "redis",
+            _ => "local",
+        }
     }
 
     /// `route`, `ip`, `header` or `consumer`.
@@ -63,6 +149,13 @@ impl RouteLimiter {
             RouteLimiter::Ip(_) => "ip",
             RouteLimiter::Header(..) => "header",
             RouteLimiter::Consumer(_) => "consumer",
+            #[cfg(feature = "redis")]
+            RouteLimiter::Redis(by, _) => match by {
+                RedisBy::Route => "route",
+                RedisBy::Ip => "ip",
+                RedisBy::Header(_) => "header",
+                RedisBy::Consumer => "consumer",
+            },
         }
     }
 
@@ -72,26 +165,53 @@ impl RouteLimiter {
             RouteLimiter::Ip(l) => l.quota(),
             RouteLimiter::Header(_, l) => l.quota(),
             RouteLimiter::Consumer(l) => l.quota(),
+            #[cfg(feature = "redis")]
+            RouteLimiter::Redis(_, l) => l.quota(),
         }
     }
 
-    /// How many client keys are tracked (1 for a route limit).
+    /// How many client keys are tracked in this process (1 for a route
+    /// limit; 0 for Redis, which keeps them).
     pub(crate) fn keys(&self) -> usize {
         match self {
             RouteLimiter::Route(_) => 1,
             RouteLimiter::Ip(l) => l.len(),
             RouteLimiter::Header(_, l) => l.len(),
             RouteLimiter::Consumer(l) => l.len(),
+            #[cfg(feature = "redis")]
+            RouteLimiter::Redis(..) => 0,
         }
     }
 
     pub(crate) fn needs_consumer(&self) -> bool {
-        matches!(self, RouteLimiter::Consumer(_))
+        match self {
+            RouteLimiter::Consumer(_) => true,
+            #[cfg(feature = "redis")]
+            RouteLimiter::Redis(RedisBy::Consumer, _) => true,
+            _ => false,
+        }
     }
 
-    /// Counts one request.
-    pub(crate) fn check(&self, key: &ClientKey<'_>) -> Result<Admitted, RateLimited> {
+    /// Counts one request (in Redis: one script call, bounded by the
+    /// store's timeout).
+    pub(crate) async fn check(&self, key: &ClientKey<'_>) -> Result<Admitted, RateLimited> {
         match self {
+            #[cfg(feature = "redis")]
+            RouteLimiter::Redis(by, l) => {
+                let k = match by {
+                    RedisBy::Route => "route".to_owned(),
+                    RedisBy::Ip => format!("ip:{}", key.ip),
+                    RedisBy::Header(name) => match key.headers.get(name) {
+                        Some(v) => format!("h:{}", String::from_utf8_lossy(v.as_bytes())),
+                        None => "h~none".to_owned(),
+                    },
+                    RedisBy::Consumer => match key.consumer {
+                        Some(c) => format!("c:{c}"),
+                        None => "c~none".to_owned(),
+                    },
+                };
+                l.check(&k).await
+            }
             RouteLimiter::Route(l) => l.check(),
             RouteLimiter::Ip(l) => l.check(&key.ip),
             RouteLimiter::Header(name, l) => match key.headers.get(name) {

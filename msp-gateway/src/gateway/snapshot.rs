@@ -407,18 +407,17 @@ impl Snapshot {
                                 old.id() == route.id()
                                     && old.rate_limit == route.rate_limit
                                     && old.rate_limit_by == route.rate_limit_by
+                                    && p.config.rate_limit_store() == config.rate_limit_store()
                             })
                             .and_then(|(stack, _)| stack.limiter.clone())
                     });
                     match kept {
                         Some(l) => Some(l),
-                        None => Some(RouteLimiter::new(quota, &route.rate_limit_by).ok_or_else(
-                            || {
-                                BuildError::invalid(
-                                    format!("route {}", route.id()),
-                                    "rate_limit_by: invalid header name",
-                                )
-                            },
+                        None => Some(RouteLimiter::new(
+                            quota,
+                            &route.rate_limit_by,
+                            config.rate_limit_store(),
+                            route.id(),
                         )?),
                     }
                 }

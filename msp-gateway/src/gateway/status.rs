@@ -75,8 +75,10 @@ pub struct RouteStatus {
     pub rate_limit: Option<String>,
     /// What it counts per (`route`, `ip`, `header`, `consumer`).
     pub rate_limit_by: Option<&'static str>,
-    /// Client keys the limiter tracks now.
+    /// Client keys the limiter tracks in this process now (0 with Redis).
     pub rate_limit_keys: usize,
+    /// Where the counts live (`local`, `redis`).
+    pub rate_limit_store: Option<&'static str>,
 }
 
 /// One instance of an upstream service.
@@ -147,6 +149,7 @@ impl Gateway {
                 rate_limit: stack.limiter.as_ref().map(|l| l.quota().to_string()),
                 rate_limit_by: stack.limiter.as_ref().map(|l| l.kind()),
                 rate_limit_keys: stack.limiter.as_ref().map_or(0, |l| l.keys()),
+                rate_limit_store: stack.limiter.as_ref().map(|l| l.store()),
             })
             .collect()
     }

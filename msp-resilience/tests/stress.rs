@@ -126,28 +126,32 @@ fn direct_limiter_never_exceeds_the_quota_while_it_is_raised() {
 #[test]
 fn keyed_limiter_admits_exactly_each_keys_quota_across_os_threads() {
     const KEYS: [&str; 5] = ["a", "b", "c", "d", "partner"];
-    let limiter = KeyedRateLimiter::<&'static str>::builder(per_year(300))
-        .quota_for("partner", per_year(700))
-        .shards(2)
-        .clock(Clock::Fast)
-        .build();
-    let counts: Vec<AtomicUsize> = KEYS.iter().map(|_| AtomicUsize::new(0)).collect();
-    on_threads(|i| {
-        let l = limiter.clone();
-        for a in 0..ATTEMPTS {
-            // Each thread walks the keys from its own offset, so new keys
-            // are inserted by several threads at once.
-            let k = (i + a) % KEYS.len();
-            if l.check(&KEYS[k]).is_ok() {
-                counts[k].fetch_add(1, Ordering::Relaxed);
+    // Several rounds, each on a fresh limiter: every key's first check (an
+    // insert) and its last admitted request are raced by all threads.
+    for _ in 0..10 {
+        let limiter = KeyedRateLimiter::<&'static str>::builder(per_year(300))
+            .quota_for("partner", per_year(700))
+            .shards(2)
+            .clock(Clock::Fast)
+            .build();
+        let counts: Vec<AtomicUsize> = KEYS.iter().map(|_| AtomicUsize::new(0)).collect();
+        on_threads(|_| {
+            let l = limiter.clone();
+            for a in 0..ATTEMPTS {
+                // Every thread walks the keys in the same order, so they
+                // hit the same key at about the same time.
+                let k = a % KEYS.len();
+                if l.check(&KEYS[k]).is_ok() {
+                    counts[k].fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-        0
-    });
-    let got: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    // 4000 attempts, 800 per key: every key is over its quota.
-    assert_eq!(got, [300, 300, 300, 300, 700]);
-    assert_eq!(limiter.len(), KEYS.len());
+            0
+        });
+        let got: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        // 4000 attempts, 800 per key: every key is over its quota.
+        assert_eq!(got, [300, 300, 300, 300, 700]);
+        assert_eq!(limiter.len(), KEYS.len());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -451,7 +455,9 @@ fn bulkhead_try_acquire_never_hands_out_more_permits_than_the_limit() {
                 if hw.enter() > MAX {
                     overflow.store(true, Ordering::SeqCst);
                 }
-                std::hint::spin_loop();
+                // Hold the permit across a reschedule: with 8 threads on
+                // fewer cores, others run while it is held.
+                std::thread::yield_now();
                 hw.leave();
                 drop(permit);
             }

@@ -289,11 +289,12 @@ fn worst_budget_round(rounds: usize, bound: u32, per_thread: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// KNOWN BUG (reported in issue 15's notes): `RetryBudget::withdraw` reads
-/// the balance, then subtracts with a separate `fetch_add`, so threads
-/// racing for the last retry can all be granted it. With a bound of one
-/// retry, 8 threads x 4 withdrawals over 2000 rounds granted 2 in ~30 % of
-/// the rounds on a 2-core machine. Un-ignore once `withdraw` is atomic.
+/// KNOWN BUG (reported to the lead, issue 15): `RetryBudget::withdraw`
+/// reads the balance, then subtracts with a separate `fetch_add`, so
+/// threads racing for the last retry can all be granted it. With a bound of
+/// one retry (a 1/s floor over 1 s), 8 threads x 4 withdrawals granted 2 in
+/// 593 of 2000 rounds on a 2-core machine. Run with `--ignored`; un-ignore
+/// once `withdraw` is atomic.
 #[test]
 #[ignore = "known bug: RetryBudget::withdraw is check-then-act, racing threads overshoot the bound"]
 fn retry_budget_never_grants_more_than_its_bound_across_os_threads() {

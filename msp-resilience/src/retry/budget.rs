@@ -250,10 +250,26 @@ impl RetryBudget {
     /// Takes one retry from the budget; `false` when it is exhausted.
     pub fn withdraw(&self) -> bool {
         let epoch = self.epoch();
+        // Cheap refusal when the budget is plainly empty.
         if self.balance_at(epoch) < WITHDRAW {
             return false;
         }
+        // Take first, then look: a check followed by a separate take let
+        // every thread racing for the last retry see it and take it (the
+        // stress test `retry_budget_never_grants_more_than_its_bound_across_
+        // os_threads` found up to one extra retry per racing thread). Now
+        // each taker sees every take ordered before its own, so at most the
+        // balance is granted; racers that both see a negative balance both
+        // give back, which may refuse a retry the budget had (never grant
+        // one it had not). The SeqCst fence orders a take in one second's
+        // slot against a racer's look at it when the two fall either side
+        // of a slot boundary.
         self.add(epoch, -WITHDRAW);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.balance_at(epoch) < 0 {
+            self.add(epoch, WITHDRAW);
+            return false;
+        }
         true
     }
 

@@ -66,11 +66,11 @@ pub enum Reason {
     ProbesFailed,
     /// The breaker stayed half-open longer than `max_wait_in_half_open`.
     HalfOpenTimeout,
-    /// [`Breaker::set_mode`] was called.
+    /// [`Breaker::set_mode`](super::Breaker::set_mode) was called.
     ModeChanged(Mode),
 }
 
-/// A state transition, sent on the channel of [`Breaker::subscribe`].
+/// A state transition, sent on the channel of [`Breaker::subscribe`](super::Breaker::subscribe).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateChange {
     /// The breaker's configured name.
@@ -86,7 +86,7 @@ pub struct StateChange {
     pub open_for: Option<Duration>,
 }
 
-/// Figures of the sliding window, from [`Breaker::snapshot`].
+/// Figures of the sliding window, from [`Breaker::snapshot`](super::Breaker::snapshot).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Snapshot {
     /// The state.

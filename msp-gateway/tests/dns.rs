@@ -28,6 +28,7 @@ struct Zone {
 /// A tiny authoritative UDP DNS server on 127.0.0.1:0.
 struct DnsServer {
     addr: SocketAddr,
+    zone: Arc<Mutex<Zone>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,7 +68,9 @@ impl DnsServer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let addr = socket.local_addr().expect("addr");
         let zone = Arc::new(Mutex::new(zone));
+        let served = zone.clone();
         let task = tokio::spawn(async move {
+            let zone = served;
             let mut buf = vec![0u8; 4096];
             loop {
                 let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
@@ -83,7 +86,15 @@ impl DnsServer {
                 }
             }
         });
-        DnsServer { addr, _task: task }
+        DnsServer {
+            addr,
+            zone,
+            _task: task,
+        }
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut Zone)) {
+        f(&mut self.zone.lock().expect("zone"));
     }
 }
 
@@ -155,6 +166,53 @@ services:
         .expect("order-service upstream");
     assert_eq!(order_ups.instances.len(), 1);
     assert_eq!(order_ups.instances[0].addr, orders.addr.to_string());
+}
+
+#[tokio::test]
+async fn the_gateway_follows_dns_changes() {
+    let old = backend("order-service-v1").await;
+    let new = backend("order-service-v2").await;
+    let srv = "_http._tcp.orders.shop.test.";
+    let mut zone = Zone::default();
+    zone.srv.insert(
+        srv.into(),
+        vec![(old.addr.port(), "pod.orders.shop.test.".into())],
+    );
+    zone.a
+        .insert("pod.orders.shop.test.".into(), vec![Ipv4Addr::LOCALHOST]);
+    let dns = DnsServer::start(zone).await;
+    let yaml = format!(
+        "registry: {{ dns: {{ nameserver: \"{}\", min_refresh: 20ms, max_refresh: 50ms }} }}\nroutes:\n  - path: /api/orders/*\n    service: order-service\nservices:\n  order-service: {{ dns: \"{srv}\" }}\n",
+        dns.addr
+    );
+    let gateway = Gateway::from_config(GatewayConfig::from_yaml(&yaml, "t").expect("config"))
+        .await
+        .expect("gateway builds");
+    assert_eq!(
+        get(&gateway, "/api/orders/1").await.1,
+        "order-service-v1 GET /api/orders/1"
+    );
+
+    // The SRV record moves to the new backend: the next lookup replaces the
+    // instance, and requests follow.
+    dns.edit(|z| {
+        z.srv.insert(
+            srv.into(),
+            vec![(new.addr.port(), "pod.orders.shop.test.".into())],
+        );
+    });
+    let set = gateway.endpoints("order-service").expect("upstream");
+    tokio::time::timeout(
+        BOUND,
+        set.wait_for(|s| s.endpoints().len() == 1 && s.endpoints()[0].addr() == new.addr),
+    )
+    .await
+    .expect("the gateway sees the new record");
+    assert_eq!(
+        get(&gateway, "/api/orders/2").await.1,
+        "order-service-v2 GET /api/orders/2"
+    );
+    assert_eq!((old.hits(), new.hits()), (1, 1));
 }
 
 #[tokio::test]

@@ -171,7 +171,7 @@ async fn run_marks_not_ready_first_and_signals_after_the_hooks() {
     shutdown.before_drain("deregister", Duration::from_secs(1), move || async move {
         push(&l, format!("deregister (ready: {})", h.is_ready()));
     });
-    let signal = shutdown.signal();
+    let signal = shutdown.stop_accepting();
     let l = log.clone();
     let server = tokio::spawn(async move {
         signal.await;
@@ -205,7 +205,7 @@ async fn run_marks_not_ready_first_and_signals_after_the_hooks() {
         ]
     );
     // A signal made after the fact resolves at once.
-    shutdown.signal().await;
+    shutdown.stop_accepting().await;
     shutdown.triggered().clone().await;
 }
 

@@ -62,7 +62,7 @@ struct RunningInstance {
 impl RunningInstance {
     fn start(name: &'static str) -> std::io::Result<Self> {
         let shutdown = Shutdown::new();
-        let stop_accepting = shutdown.signal();
+        let stop_accepting = shutdown.stop_accepting();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;

@@ -307,7 +307,7 @@ async fn msp_core_shutdown_deregisters_before_the_server_stops_accepting() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(present(&registry, &me).await);
 
-    let stop_accepting = shutdown.signal();
+    let stop_accepting = shutdown.stop_accepting();
     shutdown.trigger();
     let run = tokio::spawn({
         let shutdown = shutdown.clone();

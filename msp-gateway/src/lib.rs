@@ -100,7 +100,9 @@
 //! | feature | enables |
 //! |---|---|
 //! | `etcd` | `registry: {etcd: …}` — upstream instances registered in etcd |
-//! | `redis` | msp-resilience's Redis rate limiter (limits shared across gateway replicas; wired into routes by the edge-policies issue) |
+//! | `redis` | `rate_limit_store: {redis: …}` — every route limit counted in Redis, shared across gateway replicas (msp-resilience's GCRA script) |
+//! | `dns` | `registry: dns` — upstream instances from DNS SRV or `host:port` records (msp-discovery's `DnsDiscovery`) |
+//! | `axum` | the client address also read from axum's `ConnectInfo<SocketAddr>`, for the gateway as an axum fallback service |
 //!
 //! Without features the registry is in memory (the services' static
 //! instances, plus anything registered at run time) or static: nothing to

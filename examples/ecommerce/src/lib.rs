@@ -178,8 +178,13 @@ impl System {
             payment: ServiceClient::new(&registry, "payment-service")?,
             shipping: ServiceClient::new(&registry, "shipping-service")?,
         };
-        let orders =
-            OrderService::start(db.clone(), downstream, bus.clone(), background.signal()).await?;
+        let orders = OrderService::start(
+            db.clone(),
+            downstream,
+            bus.clone(),
+            background.stop_accepting(),
+        )
+        .await?;
         services.push(serve("order-service", orders.routes(), db, &registry, bind).await?);
 
         // The gateway, then user-service (its logins reload the gateway).

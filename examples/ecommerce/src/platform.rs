@@ -140,7 +140,7 @@ pub async fn serve(
         .await?
         .deregister_before_drain(&shutdown, Duration::from_secs(2));
 
-    let signal = shutdown.signal();
+    let signal = shutdown.stop_accepting();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(DrainLayer::new(&shutdown));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.signal());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
     let server = tokio::spawn(server.into_future());
     // On SIGTERM: not ready → hooks → stop accepting → drain (30 s max).
     let report = shutdown.run().await;

@@ -175,7 +175,7 @@ async fn order(State(store): State<Store>, Path(id): Path<u64>) -> impl IntoResp
 /// shutdown, and is returned.
 pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<ShutdownReport> {
     let shutdown = app.shutdown.clone();
-    let signal = shutdown.signal();
+    let signal = shutdown.stop_accepting();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

@@ -47,8 +47,8 @@
 //!     .service(service_fn(|_: Request<()>| async {
 //!         Ok::<_, Infallible>(Response::new(String::from("hi")))
 //!     }));
-//! // With axum: axum::serve(listener, app).with_graceful_shutdown(shutdown.signal())
-//! let stop_accepting = shutdown.signal();
+//! // With axum: axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting())
+//! let stop_accepting = shutdown.stop_accepting();
 //!
 //! svc.oneshot(Request::new(())).await?;
 //! shutdown.trigger(); // or SIGTERM, after `shutdown.listen_for_signals()?`
@@ -282,7 +282,7 @@ impl Shutdown {
     /// step 4 of [`run`](Self::run). Give it to axum's
     /// `with_graceful_shutdown`. It only resolves while `run` is driving the
     /// shutdown.
-    pub fn signal(&self) -> ShutdownSignal {
+    pub fn stop_accepting(&self) -> ShutdownSignal {
         ShutdownSignal::new(self.inner.stop_accepting.clone())
     }
 
@@ -494,7 +494,7 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// A future resolving at a step of the shutdown ([`Shutdown::signal`],
+    /// A future resolving at a step of the shutdown ([`Shutdown::stop_accepting`],
     /// [`Shutdown::triggered`]). Cloning gives another future for the same
     /// event; once it happened, new ones resolve at once.
     pub struct ShutdownSignal {

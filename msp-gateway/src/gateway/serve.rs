@@ -91,7 +91,7 @@ where
     S::Future: Send,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
-    let mut stop = std::pin::pin!(shutdown.signal());
+    let mut stop = std::pin::pin!(shutdown.stop_accepting());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -112,7 +112,7 @@ where
         };
         let builder = builder.clone();
         let guard = shutdown.in_flight_guard();
-        let signal = shutdown.signal();
+        let signal = shutdown.stop_accepting();
         tokio::spawn(async move {
             let _guard = guard;
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), conn_svc);

@@ -123,7 +123,7 @@ for name in $PROXIES; do
     case "$name" in
         nginx) taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" & ;;
         haproxy) taskset -c 0 haproxy -f "$work/haproxy.cfg" & ;;
-        msp-gateway) RUST_LOG=warn taskset -c 0 "$gateway_bin" --config "$work/gateway.yaml" >"$work/logs/gateway.log" 2>&1 & ;;
+        msp-gateway) RUST_LOG=warn taskset -c 0 "$gateway_bin" --threads 1 --config "$work/gateway.yaml" >"$work/logs/gateway.log" 2>&1 & ;;
         *) echo "unknown proxy $name" >&2; exit 2 ;;
     esac
     pids+=($!); PID[$name]=$!

@@ -289,3 +289,57 @@ async fn absolute_form_authority_replaces_a_different_host() {
     assert_eq!(seen.headers["host"], "real.example");
     assert_eq!(seen.headers["x-forwarded-host"], "real.example");
 }
+
+/// The same corpus through the whole `Gateway` (routing, limits, the
+/// upstream stack), served by `Gateway::serve` with a catch-all route to the
+/// recording backend.
+async fn gateway_harness() -> (std::net::SocketAddr, Backend) {
+    let (addr, backend) = spawn_backend().await;
+    let yaml = format!(
+        "limits:\n  max_header_bytes: 8192\n  max_uri_len: 4096\n  max_body_bytes: 65536\n\
+         routes:\n  - path: \"/*\"\n    service: backend\n\
+         services:\n  backend:\n    instances: [\"{addr}\"]\n"
+    );
+    let config = msp_gateway::config::GatewayConfig::from_yaml(&yaml, "corpus.yaml")
+        .expect("valid corpus config");
+    let gateway = msp_gateway::Gateway::from_config(config)
+        .await
+        .expect("gateway builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the gateway");
+    let gw_addr = listener.local_addr().expect("gateway address");
+    tokio::spawn(gateway.serve(listener));
+    (gw_addr, backend)
+}
+
+#[tokio::test]
+async fn every_case_through_the_gateway_gets_a_clear_answer_and_nothing_is_smuggled() {
+    let (gw, backend) = gateway_harness().await;
+    for case in corpus() {
+        let before = backend.paths().len();
+        let mut bytes = case.bytes.clone();
+        bytes.extend_from_slice(SENTINEL);
+        let raw = raw_exchange(gw, &bytes).await;
+        let got = statuses(&raw);
+        assert_eq!(
+            got.first().copied(),
+            Some(case.status),
+            "{}: got {}",
+            case.name,
+            String::from_utf8_lossy(&raw)
+        );
+        let seen: Vec<String> = backend.paths()[before..]
+            .iter()
+            .filter(|p| *p != "/sentinel")
+            .cloned()
+            .collect();
+        let expected: Vec<String> = case.reaches.iter().map(|p| (*p).to_owned()).collect();
+        assert_eq!(seen, expected, "{}: what the backend saw", case.name);
+    }
+    assert!(
+        backend.paths().iter().all(|p| !p.contains("smuggled")),
+        "a smuggled request reached the backend: {:?}",
+        backend.paths()
+    );
+}

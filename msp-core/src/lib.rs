@@ -16,6 +16,9 @@
 //!   ([`ToProblem`](crate::http::ToProblem),
 //!   [`HttpErrorLayer`](crate::http::HttpErrorLayer)) and the shared header
 //!   names.
+//! - [`identity`]: SPIFFE workload identities ([`identity::SpiffeId`],
+//!   [`identity::TrustDomain`]) and the verified [`identity::PeerIdentity`]
+//!   of a request's peer.
 //! - [`time`]: the timeout marker [`Elapsed`], the request [`time::Deadline`]
 //!   and [`time::ceil_secs`].
 //! - [`observe`]: RED metrics and W3C trace-context layers.
@@ -62,6 +65,7 @@ pub mod backoff;
 pub mod classify;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod instance;
 pub mod observe;
 pub mod shutdown;

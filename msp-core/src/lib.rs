@@ -61,6 +61,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "tls")]
+pub mod authz;
 pub mod backoff;
 pub mod classify;
 pub mod health;
@@ -74,6 +76,8 @@ pub mod shutdown;
 #[doc(hidden)]
 pub mod testing;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use classify::{Classify, Outcome};
 pub use instance::{Instance, InstanceId, ServiceName};

@@ -112,6 +112,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bff;
 pub mod config;
 pub mod gateway;
 pub mod proxy;

@@ -2,9 +2,11 @@
 
 use super::config::{CircuitBreakerConfig, Mode, SlidingWindow};
 use super::error::{CallError, CircuitOpen};
+use super::permit::{OwnedPermit, Permit};
 use super::state::rate;
 pub use super::state::{Reason, Snapshot, State, StateChange};
 use super::window::{Counts, Padded, Window};
+use super::word::{FAST_MASK, GEN_SHIFT, Kind, PROBE_COUNT, Ticket, mode_of, pack, probe_tag};
 use msp_core::classify::Outcome;
 use std::fmt;
 use std::future::Future;
@@ -13,97 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-
-// The state word: bits 0-1 state, bits 2-4 mode, bits 8.. generation. In
-// the closed state of the normal mode its low byte is zero, so admission is
-// one load and one test.
-pub(super) const STATE_MASK: u64 = 0b11;
-const MODE_SHIFT: u32 = 2;
-const GEN_SHIFT: u32 = 8;
-const FAST_MASK: u64 = (1 << GEN_SHIFT) - 1;
-
-fn pack(state: State, mode: Mode, generation: u64) -> u64 {
-    state.to_bits() | (mode.to_bits() << MODE_SHIFT) | (generation << GEN_SHIFT)
-}
-
-fn mode_of(word: u64) -> Mode {
-    Mode::from_bits((word & FAST_MASK) >> MODE_SHIFT)
-}
-
-const PROBE_COUNT: u64 = 0xFFFF_FFFF;
-
-/// The high half of [`Probes::issued`] for a state word (or ticket tag) of
-/// generation `g`.
-#[inline]
-fn probe_tag(word: u64) -> u64 {
-    ((word >> GEN_SHIFT) & PROBE_COUNT) << 32
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Recorded in the closed-state window.
-    Closed,
-    /// A half-open probe.
-    Probe,
-    /// Counted in metrics only.
-    Counted,
-    /// Not recorded at all.
-    Untracked,
-}
-
-impl Kind {
-    fn bits(self) -> u64 {
-        match self {
-            Kind::Closed => 0,
-            Kind::Probe => 1,
-            Kind::Counted => 2,
-            Kind::Untracked => 3,
-        }
-    }
-
-    fn from_bits(bits: u64) -> Kind {
-        match bits & 0b11 {
-            0 => Kind::Closed,
-            1 => Kind::Probe,
-            2 => Kind::Counted,
-            _ => Kind::Untracked,
-        }
-    }
-}
-
-/// What an admitted call carries until its outcome is recorded: two words,
-/// so permits move around in registers.
-#[derive(Debug, Clone, Copy)]
-struct Ticket {
-    /// The state word's generation bits (`word & !FAST_MASK`) with the
-    /// kind in the low bits.
-    tag: u64,
-    /// Nanoseconds since the breaker's base + 1 when the call started, or 0
-    /// when slow calls are not measured.
-    start: u64,
-}
-
-impl Ticket {
-    #[inline]
-    fn new(word: u64, kind: Kind, start: u64) -> Self {
-        Ticket {
-            tag: (word & !FAST_MASK) | kind.bits(),
-            start,
-        }
-    }
-
-    #[inline]
-    fn kind(&self) -> Kind {
-        Kind::from_bits(self.tag)
-    }
-
-    /// Whether the state word is still in the generation the call was
-    /// admitted in.
-    #[inline]
-    fn current(&self, word: u64) -> bool {
-        (word ^ self.tag) >> GEN_SHIFT == 0
-    }
-}
 
 struct Metrics {
     state: metrics::Gauge,
@@ -354,65 +265,6 @@ impl Breaker {
     }
 }
 
-/// Leave to make one call, from [`Breaker::try_acquire`].
-#[derive(Debug)]
-#[must_use = "record the call's outcome on the permit"]
-pub struct Permit<'a> {
-    shared: &'a Shared,
-    ticket: Ticket,
-}
-
-impl Permit<'_> {
-    /// Records the call's outcome.
-    #[inline]
-    pub fn record(self, outcome: Outcome) {
-        self.shared.record(&self.ticket, outcome);
-        // Recorded: skip the drop, which would record `Ignored`. A permit
-        // holds only a reference and plain words, so nothing leaks.
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.shared.record(&self.ticket, Outcome::Ignored);
-    }
-}
-
-/// Leave to make one call, owning a handle on the breaker; from
-/// [`Breaker::try_acquire_owned`].
-#[must_use = "record the call's outcome on the permit"]
-pub struct OwnedPermit {
-    shared: Option<Arc<Shared>>,
-    ticket: Ticket,
-}
-
-impl fmt::Debug for OwnedPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedPermit")
-            .field("ticket", &self.ticket)
-            .finish()
-    }
-}
-
-impl OwnedPermit {
-    /// Records the call's outcome.
-    #[inline]
-    pub fn record(mut self, outcome: Outcome) {
-        if let Some(shared) = self.shared.take() {
-            shared.record(&self.ticket, outcome);
-        }
-    }
-}
-
-impl Drop for OwnedPermit {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            shared.record(&self.ticket, Outcome::Ignored);
-        }
-    }
-}
-
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared").field("name", &self.name).finish()
@@ -519,7 +371,7 @@ impl Shared {
     }
 
     #[inline]
-    fn record(&self, ticket: &Ticket, outcome: Outcome) {
+    pub(super) fn record(&self, ticket: &Ticket, outcome: Outcome) {
         match ticket.kind() {
             Kind::Closed => {
                 self.metrics.call(outcome);

@@ -1,6 +1,6 @@
 //! The response future of [`CircuitBreaker`](super::CircuitBreaker).
 
-use super::breaker::OwnedPermit;
+use super::permit::OwnedPermit;
 use super::error::CircuitOpen;
 use msp_core::BoxError;
 use msp_core::classify::Classify;

@@ -80,14 +80,17 @@ mod config;
 pub mod error;
 pub mod future;
 mod layer;
+mod permit;
 mod service;
 mod state;
 mod window;
+mod word;
 
-pub use self::breaker::{Breaker, OwnedPermit, Permit, Reason, Snapshot, State, StateChange};
+pub use self::breaker::{Breaker, Reason, Snapshot, State, StateChange};
 pub use self::config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerConfigError, Mode,
     SlidingWindow,
 };
 pub use self::layer::CircuitBreakerLayer;
+pub use self::permit::{OwnedPermit, Permit};
 pub use self::service::CircuitBreaker;

@@ -18,7 +18,7 @@ pub enum State {
 
 impl State {
     pub(super) fn from_bits(bits: u64) -> State {
-        match bits & super::breaker::STATE_MASK {
+        match bits & super::word::STATE_MASK {
             1 => State::Open,
             2 => State::HalfOpen,
             _ => State::Closed,

@@ -1,0 +1,286 @@
+//! rustls verifiers checking X509-SVIDs on top of WebPKI chain
+//! verification, certificate resolvers reading the current credentials, and
+//! the rustls configurations built from them.
+
+use super::credentials::{WorkloadIdentity, provider};
+use super::error::{SvidError, TlsError, to_rustls};
+use super::svid::{ExpectedIdentity, svid_of};
+use crate::identity::{SpiffeId, TrustDomain};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anchor};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use std::fmt;
+use std::sync::Arc;
+
+/// Resolves our certificate from the current credentials, on both sides.
+pub(crate) struct CurrentCert(pub(crate) WorkloadIdentity);
+
+impl fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CurrentCert")
+            .field(&self.0.spiffe_id())
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current_key())
+    }
+}
+
+impl ResolvesClientCert for CurrentCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn domains_list(domains: &[TrustDomain]) -> String {
+    domains
+        .iter()
+        .map(TrustDomain::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks the SVID rules of a verified leaf and returns its ID.
+fn check_leaf(end_entity: &CertificateDer<'_>) -> Result<SpiffeId, rustls::Error> {
+    svid_of(end_entity).map(|i| i.spiffe_id).map_err(to_rustls)
+}
+
+/// The server's verifier of client certificates: WebPKI against the current
+/// trust bundle, then the X509-SVID rules and the accepted trust domains.
+pub(crate) struct SvidClientVerifier {
+    identity: WorkloadIdentity,
+    accepted: Arc<[TrustDomain]>,
+}
+
+impl fmt::Debug for SvidClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SvidClientVerifier")
+            .field("accepted", &self.accepted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for SvidClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The bundle rotates; msp's clients present their one certificate
+        // whatever the hints, so none are sent.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let creds = self.identity.current();
+        creds
+            .client_verifier
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let id = check_leaf(end_entity)?;
+        if !self.accepted.iter().any(|td| id.is_member_of(td)) {
+            return Err(to_rustls(SvidError::UntrustedDomain {
+                id,
+                accepted: domains_list(&self.accepted),
+            }));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The client's verifier of server certificates: WebPKI chain verification
+/// against the current trust bundle (no DNS name check: an SVID is named by
+/// its SPIFFE ID), then the X509-SVID rules and the expected identity.
+pub(crate) struct SvidServerVerifier {
+    identity: WorkloadIdentity,
+    expected: ExpectedIdentity,
+}
+
+impl fmt::Debug for SvidServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SvidServerVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for SvidServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let creds = self.identity.current();
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &creds.roots,
+            intermediates,
+            now,
+            provider().signature_verification_algorithms.all,
+        )?;
+        let found = check_leaf(end_entity)?;
+        if !self.expected.matches(&found) {
+            return Err(to_rustls(SvidError::UnexpectedIdentity {
+                expected: self.expected.clone(),
+                found,
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A server configuration requiring client SVIDs from `accepted` trust
+/// domains, presenting the identity's current certificate. Resumption is
+/// off so that every connection is verified against the current bundle and
+/// sees the current certificate.
+pub(crate) fn server_config(
+    identity: &WorkloadIdentity,
+    accepted: Vec<TrustDomain>,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    if accepted.is_empty() {
+        return Err(TlsError::Config {
+            reason: "no trust domain accepted".to_owned(),
+        });
+    }
+    let verifier = Arc::new(SvidClientVerifier {
+        identity: identity.clone(),
+        accepted: accepted.into(),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config {
+            reason: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(CurrentCert(identity.clone())));
+    config.alpn_protocols = alpn;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// A client configuration presenting the identity's current certificate
+/// and accepting only a server that is `expected`.
+pub(crate) fn client_config(
+    identity: &WorkloadIdentity,
+    expected: ExpectedIdentity,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier = Arc::new(SvidServerVerifier {
+        identity: identity.clone(),
+        expected,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config {
+            reason: e.to_string(),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(CurrentCert(identity.clone())));
+    config.alpn_protocols = alpn;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// The verified SPIFFE ID of a connection's peer, from its end-entity
+/// certificate (already verified during the handshake).
+pub(crate) fn peer_id(certs: Option<&[CertificateDer<'static>]>) -> Option<SpiffeId> {
+    let leaf = certs?.first()?;
+    svid_of(leaf).ok().map(|i| i.spiffe_id)
+}

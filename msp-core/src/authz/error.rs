@@ -1,0 +1,161 @@
+//! Why a policy set was rejected ([`PolicyError`]) and what a denied
+//! request is answered with ([`PermissionDenied`]).
+
+use crate::http::{Problem, ProblemBody, ToProblem};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{Either, Full};
+use std::fmt;
+
+/// Why an authorization policy set was rejected. Every variant names the
+/// policy and the rule (its `name`, else its position from 0) so the
+/// operator can find the line to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A policy had an empty name.
+    #[error("authorization policy #{index} has an empty name")]
+    EmptyPolicyName {
+        /// The policy's position in the set, from 0.
+        index: usize,
+    },
+    /// Two policies had the same name (names label metrics and logs).
+    #[error("authorization policy name {0:?} is used twice")]
+    DuplicatePolicy(String),
+    /// A policy had no rules: it could never match, which is never what
+    /// was meant (an ALLOW policy without rules would deny everything).
+    #[error("authorization policy {0:?} has no rules")]
+    NoRules(String),
+    /// A rule, a `from` source, a `to` operation or a `when` condition
+    /// constrained nothing; it would match every request.
+    #[error(
+        "authorization policy {policy:?}, rule {rule:?}: {what} is empty and would match every request"
+    )]
+    EmptyRule {
+        /// The policy.
+        policy: String,
+        /// The rule's name or position.
+        rule: String,
+        /// What was empty (`"the rule"`, `"from[0]"`, `"to[1]"`, `"when[0]"`).
+        what: String,
+    },
+    /// A value in a rule could not be parsed.
+    #[error("authorization policy {policy:?}, rule {rule:?}: {field} value {value:?}: {reason}")]
+    BadValue {
+        /// The policy.
+        policy: String,
+        /// The rule's name or position.
+        rule: String,
+        /// The field (`principals`, `ip_blocks`, `paths`, `when.header` …).
+        field: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A request the policies denied: answered `403 Forbidden` with a
+/// problem+json body (code `permission_denied`), or for gRPC requests
+/// `200 OK` with `grpc-status: 7` (PERMISSION_DENIED) and no body.
+///
+/// The answer never names the policy (that would tell a caller what to
+/// change); the layer logs it with `tracing` instead.
+///
+/// ```
+/// use msp_core::authz::PermissionDenied;
+/// use msp_core::http::ToProblem;
+///
+/// let denied = PermissionDenied::new();
+/// assert_eq!(denied.to_problem().status(), 403);
+/// assert_eq!(denied.to_problem().code(), "permission_denied");
+///
+/// let grpc = denied.grpc_response::<()>();
+/// assert_eq!(grpc.status(), 200);
+/// assert_eq!(grpc.headers()["grpc-status"], "7");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, thiserror::Error)]
+#[error("access denied by authorization policy")]
+#[non_exhaustive]
+pub struct PermissionDenied;
+
+/// `grpc-status` of PERMISSION_DENIED.
+const GRPC_PERMISSION_DENIED: &str = "7";
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+impl PermissionDenied {
+    /// The denial.
+    pub fn new() -> Self {
+        PermissionDenied
+    }
+
+    /// The gRPC answer: `200 OK`, `content-type: application/grpc`,
+    /// `grpc-status: 7` and a `grpc-message`, with an empty body (a
+    /// trailers-only response, as gRPC servers send for errors raised
+    /// before any message).
+    pub fn grpc_response<B>(&self) -> Response<ProblemBody<B>> {
+        let mut res = Response::new(Either::Right(Full::new(Bytes::new())));
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            GRPC_STATUS,
+            HeaderValue::from_static(GRPC_PERMISSION_DENIED),
+        );
+        // Percent-encoded per the gRPC spec (spaces as %20).
+        headers.insert(
+            GRPC_MESSAGE,
+            HeaderValue::from_static("access%20denied%20by%20authorization%20policy"),
+        );
+        res
+    }
+
+    /// The answer for a request with these headers: [`grpc_response`]
+    /// when its `content-type` is `application/grpc` (or
+    /// `application/grpc+proto`, `application/grpc-web` …), else the
+    /// problem+json `403`.
+    ///
+    /// [`grpc_response`]: PermissionDenied::grpc_response
+    pub fn response_for<B>(&self, request_headers: &HeaderMap) -> Response<ProblemBody<B>> {
+        if is_grpc(request_headers) {
+            self.grpc_response()
+        } else {
+            self.to_problem().into_response()
+        }
+    }
+}
+
+impl ToProblem for PermissionDenied {
+    fn to_problem(&self) -> Problem {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "access denied by authorization policy",
+        )
+    }
+}
+
+/// Whether a request's `content-type` is gRPC's (`application/grpc`,
+/// optionally followed by `+format` or `-web…`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .is_some_and(|ct| {
+            let prefix = b"application/grpc";
+            ct.len() >= prefix.len() && ct[..prefix.len()].eq_ignore_ascii_case(prefix)
+        })
+}
+
+/// Formats a rule's label: its name, else its position.
+pub(crate) struct RuleLabel<'a>(pub(crate) Option<&'a str>, pub(crate) usize);
+
+impl fmt::Display for RuleLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{}", self.1),
+        }
+    }
+}

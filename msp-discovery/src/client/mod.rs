@@ -37,6 +37,16 @@
 //! Optionally it runs [active health checks](crate::health) on every
 //! instance it resolves.
 //!
+//! With the `tls` feature and a workload identity
+//! ([`DiscoveryClientBuilder::tls`]), every connection is mutual TLS
+//! (msp-core's `MtlsConnector`): the client presents its certificate and
+//! accepts an instance only if it proves the identity expected for it — the
+//! one configured for its service
+//! ([`expect_identity`](DiscoveryClientBuilder::expect_identity)), else the
+//! instance's `spiffe_id` metadata ([`SPIFFE_ID_METADATA`]), else
+//! `spiffe://{own trust domain}/{service}`. Connections are pooled per
+//! expected identity, never shared across identities.
+//!
 //! # Example
 //!
 //! ```
@@ -76,10 +86,14 @@
 mod body;
 mod error;
 pub mod future;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::body::ResponseBody;
 pub use self::error::{DiscoveryError, TransportKind};
 use self::future::ResponseFuture;
+#[cfg(feature = "tls")]
+pub use self::tls::SPIFFE_ID_METADATA;
 
 use crate::balance::{BalanceConfig, Call, EndpointSet};
 use crate::health::{HealthCheck, HealthChecks};
@@ -138,6 +152,8 @@ struct Shared<B> {
     allowed: Option<HashSet<ServiceName>>,
     targets: ArcSwap<HashMap<ServiceName, Arc<Target>>>,
     create: Mutex<()>,
+    #[cfg(feature = "tls")]
+    tls: Option<tls::TlsClients<B>>,
 }
 
 /// One resolved service: its view of the registry, its endpoint set, the
@@ -195,6 +211,10 @@ pub struct DiscoveryClientBuilder {
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     allowed: Option<HashSet<ServiceName>>,
+    #[cfg(feature = "tls")]
+    tls: Option<msp_core::tls::WorkloadIdentity>,
+    #[cfg(feature = "tls")]
+    expected: HashMap<ServiceName, msp_core::tls::ExpectedIdentity>,
 }
 
 impl DiscoveryClient<()> {
@@ -222,7 +242,51 @@ impl DiscoveryClientBuilder {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: usize::MAX,
             allowed: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            expected: HashMap::new(),
         }
+    }
+
+    /// Speaks mutual TLS to every instance, presenting `identity` (feature
+    /// `tls`; see the [module docs](self) for which server identity is
+    /// expected). `http` and `https` request URIs both go over mTLS.
+    ///
+    /// ```
+    /// # use msp_discovery::{client::DiscoveryClient, registry::MemoryRegistry};
+    /// use msp_core::tls::{dev::DevCa, WorkloadIdentity};
+    ///
+    /// let ca = DevCa::new("shop".parse()?)?;
+    /// let cert = ca.issue("order-service")?;
+    /// let identity = WorkloadIdentity::from_pem(
+    ///     cert.cert_pem().as_bytes(),
+    ///     cert.key_pem().as_bytes(),
+    ///     ca.cert_pem().as_bytes(),
+    /// )?;
+    /// let client = DiscoveryClient::builder(MemoryRegistry::new())
+    ///     .tls(identity)
+    ///     .expect_identity("payment-service".parse()?, "spiffe://shop/payment-service".parse()?)
+    ///     .build::<http_body_util::Empty<bytes::Bytes>>();
+    /// # drop(client);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, identity: msp_core::tls::WorkloadIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    /// The server identity every instance of `service` must present over
+    /// mTLS, overriding instance metadata (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn expect_identity(
+        mut self,
+        service: ServiceName,
+        expected: msp_core::tls::ExpectedIdentity,
+    ) -> Self {
+        self.expected.insert(service, expected);
+        self
     }
 
     /// Balancing (and outlier detection) for every service.
@@ -329,6 +393,18 @@ impl DiscoveryClientBuilder {
                 allowed: self.allowed,
                 targets: ArcSwap::from_pointee(HashMap::new()),
                 create: Mutex::new(()),
+                #[cfg(feature = "tls")]
+                tls: self.tls.map(|identity| {
+                    tls::TlsClients::new(
+                        identity,
+                        self.expected,
+                        tls::PoolSettings {
+                            connect_timeout: self.connect_timeout,
+                            idle_timeout: self.pool_idle_timeout,
+                            max_idle_per_host: self.pool_max_idle_per_host,
+                        },
+                    )
+                }),
             }),
         }
     }
@@ -482,7 +558,11 @@ where
         uri: uri.to_string(),
         reason: reason.to_owned(),
     };
-    if req.uri().scheme().is_some_and(|s| s != &Scheme::HTTP) {
+    if req
+        .uri()
+        .scheme()
+        .is_some_and(|s| s != &Scheme::HTTP && !(uses_tls(shared) && s == &Scheme::HTTPS))
+    {
         return Err(invalid(req.uri(), "only http URIs are supported"));
     }
     if !req.headers().contains_key(HOST)
@@ -507,9 +587,30 @@ where
         .build()
         .map_err(|e| invalid(req.uri(), &e.to_string()))?;
     *req.uri_mut() = new_uri;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        let client = tls
+            .expected_for(&ep)
+            .and_then(|expected| tls.client(expected))
+            .map_err(|reason| invalid(req.uri(), &reason))?;
+        let call = ep.start();
+        let fut = client.request(req);
+        return Ok(ResponseFuture::sending(fut, call, target));
+    }
     let call = ep.start();
     let fut = shared.http.request(req);
     Ok(ResponseFuture::sending(fut, call, target))
+}
+
+/// Whether requests go over mTLS.
+#[cfg(feature = "tls")]
+fn uses_tls<B>(shared: &Shared<B>) -> bool {
+    shared.tls.is_some()
+}
+
+#[cfg(not(feature = "tls"))]
+fn uses_tls<B>(_shared: &Shared<B>) -> bool {
+    false
 }
 
 impl<B> tower_service::Service<Request<B>> for DiscoveryClient<B>

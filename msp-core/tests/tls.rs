@@ -661,3 +661,38 @@ fn dev_ca_reuses_valid_files_and_replaces_invalid_ones() {
     assert_eq!(other[0].1, Issued::New);
     assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_pem);
 }
+
+#[tokio::test]
+async fn hyper_serves_accepted_streams_with_the_peer_identity() {
+    use hyper_util::service::TowerToHyperService;
+    use msp_core::tls::PeerIdentityService;
+
+    let ca = DevCa::new(td("shop")).unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut listener = MtlsListener::builder(&workload(&ca, "payment-service"))
+        .http1_only()
+        .build(tcp)
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, info) = listener.accept().await;
+            assert_eq!(stream.alpn_protocol(), Some(&b"http/1.1"[..]));
+            assert!(stream.is_tls());
+            assert_eq!(stream.peer_identity(), info.peer_identity());
+            let service = TowerToHyperService::new(PeerIdentityService::new(app(), info));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let (body, _) = msp_get(
+        &workload(&ca, "order-service"),
+        "spiffe://shop/payment-service",
+        addr,
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, "spiffe://shop/order-service");
+}

@@ -4,7 +4,6 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -60,8 +59,8 @@ fn app() -> Router {
 /// peer address from axum's `ConnectInfo` and the peer identity from
 /// [`TEST_PEER`] (the stand-in for the mTLS listener).
 async fn serve(handle: PolicyHandle) -> SocketAddr {
-    let authz = AuthorizationLayer::new(handle)
-        .peer_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    // The default peer-address reader finds axum's ConnectInfo.
+    let authz = AuthorizationLayer::new(handle);
     let router = app().layer(
         ServiceBuilder::new()
             .map_request(|mut req: Request<Body>| {
@@ -377,6 +376,29 @@ async fn ip_blocks_match_the_peer_address() {
     );
     assert_eq!(call(&svc, "GET", "/admin", None, "10.9.0.1").await, 403);
     assert_eq!(call(&svc, "GET", "/admin", None, "192.168.1.1").await, 403);
+
+    // Another connection type, read with peer_ip: its address wins over
+    // the SocketAddr extension `call` inserts.
+    #[derive(Clone)]
+    struct Conn(IpAddr);
+    let custom = app()
+        .layer(
+            AuthorizationLayer::new(policies(
+                r#"{"policies": [{"name": "lan", "action": "ALLOW",
+                    "rules": [{"from": [{"ip_blocks": ["10.0.0.0/8"]}]}]}]}"#,
+            ))
+            .peer_ip(|ext| ext.get::<Conn>().map(|c| c.0)),
+        )
+        .layer(axum::middleware::map_request(
+            |mut req: Request<Body>| async move {
+                req.extensions_mut().insert(Conn([10, 0, 0, 7].into()));
+                req
+            },
+        ));
+    assert_eq!(
+        call(&custom, "GET", "/admin", None, "192.168.1.1").await,
+        200
+    );
 }
 
 #[tokio::test]

@@ -8,27 +8,39 @@ use tower_layer::Layer;
 /// Reads the peer's IP address from a request's extensions.
 pub(super) type PeerIp = fn(&http::Extensions) -> Option<IpAddr>;
 
-/// The default [`PeerIp`]: a `SocketAddr` extension, the convention of
-/// msp's own servers (msp-gateway, msp-resilience's `PeerAddr`).
-pub(super) fn socket_addr_extension(ext: &http::Extensions) -> Option<IpAddr> {
-    ext.get::<SocketAddr>().map(SocketAddr::ip)
+/// The default [`PeerIp`]: a `SocketAddr` extension (the convention of
+/// msp's own servers: msp-gateway, msp-resilience's `PeerAddr`), else
+/// axum's `ConnectInfo<SocketAddr>` (inserted by
+/// [`tls::with_peer_identity`](crate::tls::with_peer_identity) and by
+/// axum's `into_make_service_with_connect_info::<SocketAddr>()`).
+pub(super) fn connection_peer(ext: &http::Extensions) -> Option<IpAddr> {
+    if let Some(addr) = ext.get::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 /// Wraps services in [`Authorization`]; every service it makes (and every
 /// clone of those) reads the same [`PolicyHandle`].
 ///
 /// The peer's address (for `ip_blocks`) is read by default from a
-/// `SocketAddr` request extension, which msp's servers insert; under
-/// `axum::serve` with `into_make_service_with_connect_info::<SocketAddr>()`
-/// read axum's `ConnectInfo` with [`peer_ip`](AuthorizationLayer::peer_ip):
+/// `SocketAddr` request extension (msp's servers insert one) or axum's
+/// `ConnectInfo<SocketAddr>` (msp's mTLS listener through
+/// [`tls::with_peer_identity`](crate::tls::with_peer_identity), and
+/// `axum::serve` with `into_make_service_with_connect_info::<SocketAddr>()`).
+/// Any other connection type is read with
+/// [`peer_ip`](AuthorizationLayer::peer_ip):
 ///
 /// ```
-/// use axum::extract::ConnectInfo;
 /// use msp_core::authz::{AuthorizationLayer, PolicyHandle};
 /// use std::net::SocketAddr;
 ///
+/// #[derive(Clone)]
+/// struct MyConnInfo { remote: SocketAddr }
+///
 /// let layer = AuthorizationLayer::new(PolicyHandle::default())
-///     .peer_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+///     .peer_ip(|ext| ext.get::<MyConnInfo>().map(|c| c.remote.ip()));
 /// # drop(layer);
 /// ```
 #[derive(Clone)]
@@ -53,12 +65,12 @@ impl AuthorizationLayer {
     pub fn new(policies: impl Into<PolicyHandle>) -> Self {
         AuthorizationLayer {
             policies: policies.into(),
-            peer_ip: socket_addr_extension,
+            peer_ip: connection_peer,
         }
     }
 
     /// Reads the peer's IP address with `read` instead of from a
-    /// `SocketAddr` extension.
+    /// `SocketAddr` or `ConnectInfo<SocketAddr>` extension.
     pub fn peer_ip(mut self, read: fn(&http::Extensions) -> Option<IpAddr>) -> Self {
         self.peer_ip = read;
         self

@@ -21,8 +21,10 @@
 //!
 //! The peer's identity is the [`PeerIdentity`](crate::identity::PeerIdentity)
 //! msp's mTLS listener puts in the request extensions (none: an
-//! unauthenticated peer); its address is a `SocketAddr` extension (or what
-//! [`AuthorizationLayer::peer_ip`] reads, such as axum's `ConnectInfo`).
+//! unauthenticated peer); its address is a `SocketAddr` extension or axum's
+//! `ConnectInfo<SocketAddr>` (both of which that listener's
+//! [`with_peer_identity`](crate::tls::with_peer_identity) provides), or
+//! what [`AuthorizationLayer::peer_ip`] reads.
 //!
 //! A denied request never reaches the inner service. It is answered `403
 //! Forbidden` with an RFC 9457 problem+json body (code

@@ -3,7 +3,7 @@
 use super::PolicyHandle;
 use super::error::PermissionDenied;
 use super::future::ResponseFuture;
-use super::layer::{PeerIp, socket_addr_extension};
+use super::layer::{PeerIp, connection_peer};
 use crate::http::ProblemBody;
 use http::{Request, Response};
 use std::fmt;
@@ -36,9 +36,10 @@ impl<S: fmt::Debug> fmt::Debug for Authorization<S> {
 
 impl<S> Authorization<S> {
     /// Authorizes requests to `inner` against `policies`, reading the
-    /// peer's address from a `SocketAddr` extension.
+    /// peer's address from a `SocketAddr` or `ConnectInfo<SocketAddr>`
+    /// extension.
     pub fn new(inner: S, policies: impl Into<PolicyHandle>) -> Self {
-        Self::with_peer_ip(inner, policies.into(), socket_addr_extension)
+        Self::with_peer_ip(inner, policies.into(), connection_peer)
     }
 
     pub(super) fn with_peer_ip(inner: S, policies: PolicyHandle, peer_ip: PeerIp) -> Self {

@@ -4,7 +4,7 @@
 //! `path: "/api/users/*"`, `service`, `methods`, `auth_required`,
 //! `rate_limit: 1000/hour` — in front of upstream services found through
 //! service discovery, with RFC 9110/9112-correct proxying, resilience per
-//! upstream service, rate limits, API-key auth, metrics, an access log,
+//! upstream service, rate limits, API-key and JWT auth, metrics, an access log,
 //! hot reload and an admin listener.
 //!
 //! | module | what it gives you |
@@ -12,7 +12,7 @@
 //! | [`config`] | [`GatewayConfig`](config::GatewayConfig) from YAML or a builder; every problem names route, field and line |
 //! | [`route`] | the [`RouteTable`](route::RouteTable): path params and wildcards, methods (405 + `Allow`), host, header and query predicates, most specific first |
 //! | [`proxy`] | the pooled [`ProxyClient`](proxy::ProxyClient), hop-by-hop and forwarding headers, request validation, upgrades |
-//! | [`auth`] | [`ApiKeyAuth`](auth::ApiKeyAuth): consumers by SHA-256 digests of their keys, 401 with `WWW-Authenticate` |
+//! | [`auth`] | [`ApiKeyAuth`](auth::ApiKeyAuth) (consumers by SHA-256 digests of their keys) and [`JwtAuth`](auth::JwtAuth) (pinned algorithms, JWKS from a URL or file, refetch on unknown `kid`, last good keys on outage); identity headers stripped then set; 401/403 with `WWW-Authenticate` |
 //! | [`upstream`] | per service: registry view, balancer (p2c peak-EWMA by default), health checks, outlier ejection and **one circuit breaker per upstream service** |
 //! | [`gateway`] | the [`Gateway`] service: an `ArcSwap`'d snapshot of the table and per-route stacks, reload and file hot reload, serving (HTTP/1.1 + h2c) |
 //! | [`admin`] | the admin listener: routes, upstreams, breakers, limiters, config version and last reload error, Prometheus `/metrics` |
@@ -103,6 +103,10 @@
 //! | `redis` | `rate_limit_store: {redis: …}` — every route limit counted in Redis, shared across gateway replicas (msp-resilience's GCRA script) |
 //! | `dns` | `registry: dns` — upstream instances from DNS SRV or `host:port` records (msp-discovery's `DnsDiscovery`) |
 //! | `axum` | the client address also read from axum's `ConnectInfo<SocketAddr>`, for the gateway as an axum fallback service |
+//!
+//! JWT signatures are verified by `jsonwebtoken` with exactly one crypto
+//! backend, `rust_crypto`: pure Rust, so building needs no C toolchain
+//! (see [`auth`] for why RUSTSEC-2023-0071 does not apply to verifying).
 //!
 //! Without features the registry is in memory (the services' static
 //! instances, plus anything registered at run time) or static: nothing to

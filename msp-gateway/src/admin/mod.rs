@@ -6,11 +6,13 @@
 //! |---|---|
 //! | `GET /routes` | every route: path, methods, services and weights, auth providers, rate limit and tracked keys |
 //! | `GET /upstreams` | every upstream service: breaker state and failure rate, registry staleness, panic mode, instances with health, ejection and in-flight requests |
+//! | `GET /auth` | the auth providers routes use: name, kind; for JWT providers the issuer, pinned algorithms, key ids, last JWKS fetch and its error |
 //! | `GET /config` | the configuration version, reloads accepted and rejected, the last reload error |
 //! | `GET /metrics` | Prometheus text format (when a recorder was installed with [`Admin::with_prometheus`]) |
 //! | `GET /health` | `200 ok` |
 //!
-//! API keys never appear: only provider names.
+//! API keys, digests and secrets never appear: only provider names and
+//! JWT key ids.
 //!
 //! # Example
 //!
@@ -101,6 +103,7 @@ impl Admin {
         match path {
             "/routes" => json(&self.gateway.routes()),
             "/upstreams" => json(&self.gateway.upstreams()),
+            "/auth" => json(&self.gateway.auth_providers()),
             "/config" => json(&self.gateway.status()),
             "/health" => text(StatusCode::OK, "ok\n"),
             "/metrics" => match &self.prometheus {
@@ -115,7 +118,14 @@ impl Admin {
                 }
                 None => text(StatusCode::NOT_FOUND, "no Prometheus recorder installed\n"),
             },
-            "/" => json(&["/routes", "/upstreams", "/config", "/metrics", "/health"]),
+            "/" => json(&[
+                "/routes",
+                "/upstreams",
+                "/auth",
+                "/config",
+                "/metrics",
+                "/health",
+            ]),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }

@@ -1,2 +1,140 @@
-//! Backends for frontends: aggregate endpoints and per-client shaping.
-//! Being built: see issue 12.
+//! Backends for frontends: aggregate endpoints with partial-failure
+//! semantics and per-client shaping, as a tower `Service` usable in the
+//! [`Gateway`](crate::Gateway) (`aggregates:` in its config) or on its own
+//! in any axum service.
+//!
+//! An [`Aggregate`] answers one path by calling several backends and
+//! merging their JSON:
+//!
+//! - **Fan-out**: backends run concurrently, each under its own `timeout`
+//!   and the endpoint's one `deadline`. A backend whose URL uses another's
+//!   response (`/products/{order.product_id}`) runs after it (dependency
+//!   levels); `{order.item_ids[*]}` makes one call per element, at most
+//!   `concurrency` at a time, the results an array.
+//! - **Merging**: a backend's fields go to the root, or under its `group`
+//!   key; `allow`, `deny` and `rename` (dotted paths, arrays traversed)
+//!   shape each backend's result first.
+//! - **Partial failure** (lura#288, krakend-ce#32): a `required` backend
+//!   failing fails the endpoint — `504` when it timed out, `503` when it
+//!   could not be called for lack of instances or an open breaker, `502`
+//!   otherwise (a backend's 4xx is passed on: a missing order is a 404),
+//!   as `application/problem+json`, never a bare 500. An optional backend
+//!   failing gives `200` with the rest, the header `X-Partial: true` (or
+//!   KrakenD's `X-KrakenD-Completed: false` with
+//!   [`PartialMarker::KrakenD`]) and, in the body,
+//!   `"_partial": {"failed": ["reviews"], "reasons": {"reviews": "timeout"}}`
+//!   (reasons: `timeout`, `unavailable`, `error`, `status`, `bad_body`,
+//!   `missing_value`, `dependency_failed`).
+//! - **Cancellation**: nothing is spawned; the response future owns every
+//!   backend call, so a client that goes away (the future is dropped)
+//!   cancels them all.
+//! - **Per-client shaping**: the client type is fixed by the route
+//!   ([`AggregateConfig::client`]), named in a header (`X-Client-Type`),
+//!   or negotiated (an `Accept` of MessagePack or CBOR picks the profile
+//!   whose `format` it is); a [`ClientProfile`] filters fields, drops
+//!   nulls, sets pagination defaults (`query_defaults`) and rewrites image
+//!   URLs to thumbnails. The encoding follows `Accept`: JSON,
+//!   `application/msgpack` or `application/cbor`. `?fields=a,b.c` projects
+//!   the result (`_partial` is always kept). Responses carry
+//!   `Vary: accept, x-client-type`; [`Aggregate::cache_key`] gives a key
+//!   per client type and format. Protobuf is not supported yet.
+//! - **Metrics**: per aggregate and per backend — see the table below.
+//!
+//! Backends are called through any tower `Service<http::Request<Body>>`:
+//! one shared client routing `http://service-name/…` (msp-discovery's
+//! `DiscoveryClient`, or inside the gateway each service's discovery +
+//! resilience stack), or one per backend
+//! ([`AggregateBuilder::backend_client`]).
+//!
+//! # URL placeholders
+//!
+//! | placeholder | value |
+//! |---|---|
+//! | `{id}` | the path parameter `id` of the aggregate's `path` |
+//! | `{query.limit}` | the request's query parameter (or the client profile's default); empty when absent |
+//! | `{header.x-tenant}` | a request header; empty when absent |
+//! | `{order.customer.id}` | a field of backend `order`'s response: a sequential step |
+//! | `{order.item_ids[*]}` | every element: a collection, one call each |
+//!
+//! # Metrics
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `msp_bff_requests_total`, `msp_bff_request_duration_seconds` | `aggregate`, `outcome` (`complete`, `partial`, `failed`, `rejected`) |
+//! | `msp_bff_partial_responses_total` | `aggregate` |
+//! | `msp_bff_backend_duration_seconds` | `aggregate`, `backend` |
+//! | `msp_bff_backend_failures_total` | `aggregate`, `backend`, `reason` |
+//!
+//! # Example
+//!
+//! An order-details endpoint in your own axum service: the order is
+//! required, the reviews optional, each backend has its own timeout.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use http_body_util::BodyExt;
+//! use msp_gateway::bff::{Aggregate, BackendConfig};
+//! use msp_gateway::proxy::ProxyClient;
+//! use serde_json::{Value, json};
+//! use std::time::Duration;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Two backends on loopback.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let backends = listener.local_addr()?;
+//! let app = Router::new()
+//!     .route("/orders/{id}", get(|| async { r#"{"id": 7, "product_id": 3}"# }))
+//!     .route("/reviews", get(|| async { r#"[{"stars": 5}]"# }));
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//!
+//! let order_details = Aggregate::builder("order-details")
+//!     .path("/orders/{id}")
+//!     .deadline(Duration::from_secs(2))
+//!     .backend(
+//!         BackendConfig::new("order", format!("http://{backends}/orders/{{id}}"))
+//!             .required()
+//!             .timeout(Duration::from_millis(500)),
+//!     )
+//!     .backend(
+//!         BackendConfig::new("reviews", format!("http://{backends}/reviews?product={{order.product_id}}"))
+//!             .group("reviews"),
+//!     )
+//!     .client(ProxyClient::new())
+//!     .build()?;
+//!
+//! // Mounted in your axum router.
+//! let bff: Router = Router::new().route_service("/orders/{id}", order_details);
+//! let res = bff
+//!     .oneshot(http::Request::get("/orders/7").body(axum::body::Body::empty())?)
+//!     .await?;
+//! assert_eq!(res.status(), 200);
+//! let body: Value = serde_json::from_slice(&res.into_body().collect().await?.to_bytes())?;
+//! assert_eq!(body, json!({"id": 7, "product_id": 3, "reviews": [{"stars": 5}]}));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In the gateway, the same aggregate is an `aggregates:` entry whose
+//! backend URLs name configured services (`http://order-service/…`); see
+//! [`config`](crate::config) and the README.
+
+mod config;
+mod encode;
+mod error;
+mod exec;
+mod json;
+mod metrics;
+mod service;
+mod shape;
+mod template;
+
+pub use self::config::{
+    AggregateConfig, AggregateProblem, BackendConfig, ClientProfile, Format, PARTIAL_KEY,
+    PartialMarker, ThumbnailRule,
+};
+pub use self::error::AggregateError;
+pub use self::service::{Aggregate, AggregateBuilder, ResponseFuture};
+
+pub(crate) use self::template::Template;

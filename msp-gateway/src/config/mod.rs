@@ -50,6 +50,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod aggregate;
 mod auth;
 mod error;
 mod lines;
@@ -57,7 +58,10 @@ mod route;
 mod service;
 mod validate;
 
-pub use self::auth::{ApiKeyConfig, AuthConfig, AuthProviderConfig, ConsumerConfig};
+pub use self::auth::{
+    ApiKeyConfig, AuthConfig, AuthProviderConfig, ConsumerConfig, IdentityHeadersConfig,
+    JwksConfig, JwtConfig, Secret,
+};
 pub use self::error::{ConfigProblem, GatewayConfigError, ProblemKind, RouteRef};
 pub use self::route::{MirrorConfig, RateLimitBy, RouteConfig, SplitTarget, StripPrefix};
 pub(crate) use self::service::DnsName;
@@ -66,7 +70,9 @@ pub use self::service::{
     RateLimitStoreConfig, RedisStoreConfig, RegistryConfig, ServiceConfig,
 };
 
+pub(crate) use self::aggregate::{route_of as aggregate_route, service_of};
 use self::lines::{Node, PathPart, Step};
+use crate::bff::AggregateConfig;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -83,7 +89,8 @@ use std::path::Path;
 /// [`ServiceConfig`]), `registry` ([`RegistryConfig`], `memory` by default),
 /// `trusted_proxies` (CIDRs whose `X-Forwarded-For`/`Forwarded` are
 /// believed), `limits` ([`LimitsConfig`]), `auth` ([`AuthConfig`]),
-/// `rate_limit_store` ([`RateLimitStoreConfig`], `local` by default).
+/// `rate_limit_store` ([`RateLimitStoreConfig`], `local` by default),
+/// `aggregates` (BFF endpoints, [`AggregateConfig`]: see [`crate::bff`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "GatewayConfigBuilder", into = "GatewayConfigBuilder")]
 pub struct GatewayConfig {
@@ -104,7 +111,7 @@ impl GatewayConfig {
             Ok(b) => b,
             Err(e) => return Err(parse_error(&e, src, origin)),
         };
-        let mut problems = validate::validate(&builder);
+        let mut problems = all_problems(&builder);
         if problems.is_empty() {
             return Ok(GatewayConfig::checked(builder));
         }
@@ -203,6 +210,28 @@ impl GatewayConfig {
     pub fn rate_limit_store(&self) -> &RateLimitStoreConfig {
         &self.b.rate_limit_store
     }
+
+    /// The aggregate endpoints ([`crate::bff`]), in configuration order.
+    pub fn aggregates(&self) -> &[AggregateConfig] {
+        &self.b.aggregates
+    }
+
+    /// This config with one route per aggregate after the routes: what the
+    /// gateway's route table is built from.
+    pub(crate) fn with_aggregate_routes(&self) -> GatewayConfig {
+        aggregate::with_aggregate_routes(&self.b)
+    }
+}
+
+/// Every problem: the routes' and settings' checks, the aggregates', and
+/// (when those pass) path conflicts between aggregates and routes.
+fn all_problems(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
+    let mut problems = validate::validate(b);
+    problems.extend(aggregate::validate(b));
+    if problems.is_empty() {
+        problems = aggregate::conflicts(b);
+    }
+    problems
 }
 
 fn parse_error(e: &serde_saphyr::Error, src: &str, origin: &str) -> GatewayConfigError {
@@ -244,6 +273,8 @@ pub struct GatewayConfigBuilder {
     limits: LimitsConfig,
     auth: AuthConfig,
     rate_limit_store: RateLimitStoreConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aggregates: Vec<AggregateConfig>,
 }
 
 impl Default for GatewayConfigBuilder {
@@ -258,6 +289,7 @@ impl Default for GatewayConfigBuilder {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             rate_limit_store: RateLimitStoreConfig::default(),
+            aggregates: Vec::new(),
         }
     }
 }
@@ -329,10 +361,17 @@ impl GatewayConfigBuilder {
         self
     }
 
+    /// Appends an aggregate endpoint ([`crate::bff`]); its backend URLs
+    /// name services (`http://order-service/orders/{id}`).
+    pub fn aggregate(mut self, aggregate: AggregateConfig) -> Self {
+        self.aggregates.push(aggregate);
+        self
+    }
+
     /// Checks everything; the error lists every problem (origin `"builder"`,
     /// no lines).
     pub fn build(self) -> Result<GatewayConfig, GatewayConfigError> {
-        let problems = validate::validate(&self);
+        let problems = all_problems(&self);
         if problems.is_empty() {
             Ok(GatewayConfig::checked(self))
         } else {

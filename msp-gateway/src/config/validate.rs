@@ -2,11 +2,12 @@
 //! [`GatewayConfig`](super::GatewayConfig): every problem, not the first.
 
 use super::error::{ConfigProblem, ProblemKind, RouteRef};
-use super::{AuthProviderConfig, GatewayConfigBuilder, RouteConfig, StripPrefix};
+use super::{AuthProviderConfig, GatewayConfigBuilder, JwtConfig, RouteConfig, StripPrefix};
 use crate::config::RateLimitBy;
 use crate::route::pattern::{Pattern, Template};
 use http::header::{HeaderName, HeaderValue};
 use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
 
 use crate::route::MAX_PARAMS;
 
@@ -420,8 +421,35 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
             format!("unknown auth provider {d:?}"),
         );
     }
+    check_auth(b, &mut p);
+}
+
+fn check_auth(b: &GatewayConfigBuilder, p: &mut impl FnMut(ProblemKind, String, String)) {
+    let ids = &b.auth.identity_headers;
+    for (field, value) in [
+        ("consumer", &ids.consumer),
+        ("subject", &ids.subject),
+        ("provider", &ids.provider),
+    ] {
+        if HeaderName::from_bytes(value.as_bytes()).is_err() {
+            p(
+                ProblemKind::Invalid,
+                format!("auth.identity_headers.{field}"),
+                format!("{value:?} is not a header name"),
+            );
+        }
+    }
+    let prefix = &ids.claim_prefix;
+    if prefix.is_empty() || HeaderName::from_bytes(format!("{prefix}x").as_bytes()).is_err() {
+        p(
+            ProblemKind::Invalid,
+            "auth.identity_headers.claim_prefix".to_owned(),
+            format!("{prefix:?} is not a header-name prefix"),
+        );
+    }
     for (name, provider) in &b.auth.providers {
         match provider {
+            AuthProviderConfig::Jwt(j) => check_jwt(name, j, p),
             AuthProviderConfig::ApiKey(k) => {
                 let base = format!("auth.providers.{name}.api_key");
                 if HeaderName::from_bytes(k.header.as_bytes()).is_err() {
@@ -472,6 +500,136 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
                     }
                 }
             }
+        }
+    }
+}
+
+fn check_jwt(name: &str, j: &JwtConfig, p: &mut impl FnMut(ProblemKind, String, String)) {
+    let base = format!("auth.providers.{name}.jwt");
+    let mut hmac = None;
+    if j.algorithms.is_empty() {
+        p(
+            ProblemKind::Invalid,
+            format!("{base}.algorithms"),
+            "pin at least one algorithm (RS256, ES256, EdDSA, …)".to_owned(),
+        );
+    }
+    for (i, a) in j.algorithms.iter().enumerate() {
+        match jsonwebtoken::Algorithm::from_str(a) {
+            Err(_) => p(
+                ProblemKind::Invalid,
+                format!("{base}.algorithms[{i}]"),
+                format!(
+                    "unknown algorithm {a:?} (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)"
+                ),
+            ),
+            Ok(alg) => {
+                let is_hmac = alg.family() == jsonwebtoken::AlgorithmFamily::Hmac;
+                match hmac {
+                    None => hmac = Some(is_hmac),
+                    Some(h) if h != is_hmac => p(
+                        ProblemKind::Invalid,
+                        format!("{base}.algorithms[{i}]"),
+                        "HMAC (HS*) and public-key algorithms cannot share a provider (that is how HS/RS key confusion happens)".to_owned(),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let secret = j.secret_base64.is_some() || j.secret_env.is_some();
+    if j.secret_base64.is_some() && j.secret_env.is_some() {
+        p(
+            ProblemKind::Invalid,
+            format!("{base}.secret_env"),
+            "`secret_base64` or `secret_env`, not both".to_owned(),
+        );
+    }
+    if let Some(var) = &j.secret_env
+        && var.is_empty()
+    {
+        p(
+            ProblemKind::Invalid,
+            format!("{base}.secret_env"),
+            "an empty environment variable name".to_owned(),
+        );
+    }
+    match hmac {
+        Some(true) if !secret => p(
+            ProblemKind::Invalid,
+            format!("{base}.secret_base64"),
+            "HMAC algorithms need `secret_base64` or `secret_env`".to_owned(),
+        ),
+        Some(true) if j.jwks.is_some() => p(
+            ProblemKind::Invalid,
+            format!("{base}.jwks"),
+            "HMAC algorithms take a secret, not `jwks`".to_owned(),
+        ),
+        Some(false) if secret => p(
+            ProblemKind::Invalid,
+            format!("{base}.secret_base64"),
+            "a secret is only used with HMAC (HS*) algorithms".to_owned(),
+        ),
+        Some(false) if j.jwks.is_none() => p(
+            ProblemKind::Invalid,
+            format!("{base}.jwks"),
+            "public-key algorithms need a key source: `jwks: {url: …}` or `jwks: {file: …}`"
+                .to_owned(),
+        ),
+        _ => {}
+    }
+    if let Some(jwks) = &j.jwks {
+        match (&jwks.url, &jwks.file) {
+            (Some(_), Some(_)) | (None, None) => p(
+                ProblemKind::Invalid,
+                format!("{base}.jwks"),
+                "exactly one of `url` and `file`".to_owned(),
+            ),
+            (Some(url), None) => {
+                if let Err(e) = crate::auth::jwks_uri(url) {
+                    p(
+                        ProblemKind::Invalid,
+                        format!("{base}.jwks.url"),
+                        e.to_string(),
+                    );
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if jwks.min_refresh.is_zero() || jwks.max_refresh < jwks.min_refresh {
+            p(
+                ProblemKind::Invalid,
+                format!("{base}.jwks.min_refresh"),
+                "`min_refresh` must be longer than zero and at most `max_refresh`".to_owned(),
+            );
+        }
+        if jwks.timeout.is_zero() {
+            p(
+                ProblemKind::Invalid,
+                format!("{base}.jwks.timeout"),
+                "must be longer than zero".to_owned(),
+            );
+        }
+    }
+    if HeaderName::from_bytes(j.header.as_bytes()).is_err() {
+        p(
+            ProblemKind::Invalid,
+            format!("{base}.header"),
+            format!("{:?} is not a header name", j.header),
+        );
+    }
+    for (field, list) in [
+        ("required_claims", &j.required_claims),
+        ("required_scopes", &j.required_scopes),
+        ("forward_claims", &j.forward_claims),
+        ("audience", &j.audience),
+    ] {
+        if let Some(i) = list.iter().position(|c| c.trim().is_empty()) {
+            p(
+                ProblemKind::Invalid,
+                format!("{base}.{field}[{i}]"),
+                "an empty name".to_owned(),
+            );
         }
     }
 }

@@ -158,7 +158,7 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
         }
     }
     let consumer = match &route.auth {
-        Some(auth) => match auth.authenticate(req.headers(), query) {
+        Some(auth) => match auth.authenticate(req.headers(), query).await {
             Ok(c) => Some(c),
             Err(e) => return finish(exchange, e.into_response::<Body>().map(Body::new)),
         },
@@ -207,6 +207,12 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
 
     let max_body = snap.limits.max_body_bytes;
     let (mut parts, body) = req.into_parts();
+    // Identity headers come from the gateway only: stripped on every
+    // route, then set from what auth verified.
+    route.identity.strip(&mut parts.headers);
+    if let Some(identity) = &consumer {
+        route.identity.set(&mut parts.headers, identity);
+    }
     parts.uri = match http::Uri::builder().path_and_query(pq).build() {
         Ok(uri) => uri,
         Err(_) => {

@@ -3,7 +3,9 @@
 
 use super::error::BuildError;
 use super::limit::RouteLimiter;
-use crate::auth::{ApiKeyAuth, AuthError, Consumer};
+use crate::auth::{
+    ApiKeyAuth, AuthError, Identity, IdentityHeaders, JwtAuth, JwtStatus, ProviderStatus,
+};
 use crate::config::{AuthConfig, AuthProviderConfig, RouteConfig};
 use crate::proxy::HostPolicy;
 use crate::upstream::stack::RouteUpstream;
@@ -28,41 +30,92 @@ impl Target {
     }
 }
 
-/// The auth providers of a config, built once per generation.
+/// One built auth provider.
+pub(crate) enum Provider {
+    ApiKey(ApiKeyAuth),
+    Jwt(JwtAuth),
+}
+
+impl Provider {
+    fn name(&self) -> &str {
+        match self {
+            Provider::ApiKey(a) => a.provider(),
+            Provider::Jwt(j) => j.provider(),
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        match self {
+            Provider::ApiKey(a) => a
+                .authenticate(headers, query)
+                .map(|c| Identity::from_consumer(a.provider(), &c)),
+            Provider::Jwt(j) => j.authenticate(headers).await,
+        }
+    }
+
+    /// What the admin listener shows of a JWT provider.
+    pub(crate) fn jwt_status(&self) -> Option<JwtStatus> {
+        match self {
+            Provider::Jwt(j) => Some(j.status()),
+            Provider::ApiKey(_) => None,
+        }
+    }
+}
+
+/// The auth providers of a config, built once per generation, and the
+/// identity headers every route strips.
 pub(crate) struct Auth {
-    providers: BTreeMap<String, Arc<ApiKeyAuth>>,
+    providers: BTreeMap<String, Arc<Provider>>,
     default: Option<String>,
+    identity: Arc<IdentityHeaders>,
 }
 
 impl Auth {
     pub(crate) fn providers(config: &AuthConfig) -> Result<Auth, BuildError> {
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
+            let at = || format!("auth provider {name}");
             let auth = match provider {
-                AuthProviderConfig::ApiKey(keys) => ApiKeyAuth::new(name.clone(), keys)
-                    .map_err(|e| BuildError::invalid(format!("auth provider {name}"), e))?,
+                AuthProviderConfig::ApiKey(keys) => Provider::ApiKey(
+                    ApiKeyAuth::new(name.clone(), keys)
+                        .map_err(|e| BuildError::invalid(at(), e))?,
+                ),
+                AuthProviderConfig::Jwt(jwt) => Provider::Jwt(
+                    JwtAuth::new(name.clone(), jwt).map_err(|e| BuildError::invalid(at(), e))?,
+                ),
                 #[allow(unreachable_patterns)]
                 _ => {
                     return Err(BuildError::invalid(
-                        format!("auth provider {name}"),
+                        at(),
                         "this provider kind is not supported by this build",
                     ));
                 }
             };
             providers.insert(name.clone(), Arc::new(auth));
         }
+        let identity = IdentityHeaders::new(&config.identity_headers)
+            .map_err(|e| BuildError::invalid("auth.identity_headers", e))?;
         Ok(Auth {
             providers,
             default: config.default_provider_name().map(str::to_owned),
+            identity: Arc::new(identity),
         })
     }
 
-    /// The providers a route authenticates with (`None`: the route is
-    /// open). A route requiring auth with no provider is an error, never
-    /// silently open.
-    pub(crate) fn for_route(&self, route: &RouteConfig) -> Result<Option<RouteAuth>, BuildError> {
+    /// A route's access: its providers (`None`: the route is open) and the
+    /// identity headers it strips and sets. A route requiring auth with no
+    /// provider is an error, never silently open.
+    pub(crate) fn for_route(&self, route: &RouteConfig) -> Result<RouteAccess, BuildError> {
+        let identity = self.identity.clone();
         if !route.auth_required && route.auth.is_empty() {
-            return Ok(None);
+            return Ok(RouteAccess {
+                auth: None,
+                identity,
+            });
         }
         let names: Vec<&str> = if route.auth.is_empty() {
             self.default.as_deref().into_iter().collect()
@@ -79,46 +132,63 @@ impl Auth {
             })?;
             providers.push(p.clone());
         }
-        if providers.is_empty() {
+        let Some(first) = providers.first().cloned() else {
             return Err(BuildError::invalid(
                 format!("route {}", route.id()),
                 "auth_required: true but no auth provider is configured",
             ));
-        }
-        Ok(Some(RouteAuth { providers }))
+        };
+        Ok(RouteAccess {
+            auth: Some(RouteAuth { first, providers }),
+            identity,
+        })
     }
 }
 
-/// A route's auth: the first provider that accepts the request wins.
+/// What a route needs to authenticate and to pass identity upstream.
+pub(crate) struct RouteAccess {
+    auth: Option<RouteAuth>,
+    identity: Arc<IdentityHeaders>,
+}
+
+/// A route's auth: the first provider that accepts the request wins;
+/// otherwise the most specific refusal is the answer.
 pub(crate) struct RouteAuth {
-    providers: Vec<Arc<ApiKeyAuth>>,
+    first: Arc<Provider>,
+    providers: Vec<Arc<Provider>>,
 }
 
 impl RouteAuth {
-    pub(crate) fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         query: Option<&str>,
-    ) -> Result<Consumer, AuthError> {
-        let mut last = None;
+    ) -> Result<Identity, AuthError> {
+        let mut refusal: Option<AuthError> = None;
         for p in &self.providers {
-            match p.authenticate(headers, query) {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
+            match p.authenticate(headers, query).await {
+                Ok(identity) => return Ok(identity),
+                Err(e) => {
+                    if refusal.as_ref().is_none_or(|r| e.rank() > r.rank()) {
+                        refusal = Some(e);
+                    }
+                }
             }
         }
-        match last {
+        match refusal {
             Some(e) => Err(e),
-            // `for_route` never builds an empty list.
-            None => self.providers[0].authenticate(headers, query),
+            // A RouteAuth always has a provider.
+            None => self.first.authenticate(headers, query).await,
         }
     }
 
     pub(crate) fn names(&self) -> Vec<String> {
-        self.providers
-            .iter()
-            .map(|p| p.provider().to_owned())
-            .collect()
+        self.providers.iter().map(|p| p.name().to_owned()).collect()
+    }
+
+    /// The route's providers.
+    pub(crate) fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
     }
 }
 
@@ -127,6 +197,9 @@ pub(crate) struct RouteStack {
     pub(crate) id: Arc<str>,
     pub(crate) limiter: Option<RouteLimiter>,
     pub(crate) auth: Option<RouteAuth>,
+    /// Stripped from every request of the route, then set from the
+    /// verified identity.
+    pub(crate) identity: Arc<IdentityHeaders>,
     pub(crate) targets: Vec<Target>,
     total_weight: u64,
     next: AtomicU64,
@@ -139,15 +212,17 @@ impl RouteStack {
     pub(crate) fn new(
         route: &RouteConfig,
         limiter: Option<RouteLimiter>,
-        auth: Option<RouteAuth>,
+        access: RouteAccess,
         targets: Vec<Target>,
         mirror: Option<(Target, f64)>,
     ) -> Self {
+        let RouteAccess { auth, identity } = access;
         let total_weight = targets.iter().map(|t| u64::from(t.weight)).sum();
         RouteStack {
             id: Arc::from(route.id()),
             limiter,
             auth,
+            identity,
             targets,
             total_weight,
             next: AtomicU64::new(0),
@@ -189,5 +264,30 @@ impl RouteStack {
         let before = (n as f64 * p).floor();
         let after = ((n + 1) as f64 * p).floor();
         (after > before).then_some(target)
+    }
+}
+
+impl super::Gateway {
+    /// The auth providers the current routes use, as the admin listener's
+    /// `GET /auth` shows them: names and kinds, and for JWT providers the
+    /// issuer, pinned algorithms, key ids and the last JWKS fetch — never
+    /// a key, digest or secret.
+    pub fn auth_providers(&self) -> Vec<ProviderStatus> {
+        let snapshot = self.snapshot();
+        let mut seen = BTreeMap::new();
+        for route in &snapshot.routes {
+            for p in route.auth.iter().flat_map(|a| a.providers()) {
+                seen.entry(p.name().to_owned())
+                    .or_insert_with(|| ProviderStatus {
+                        name: p.name().to_owned(),
+                        kind: match **p {
+                            Provider::ApiKey(_) => "api_key",
+                            Provider::Jwt(_) => "jwt",
+                        },
+                        jwt: p.jwt_status(),
+                    });
+            }
+        }
+        seen.into_values().collect()
     }
 }

@@ -5,13 +5,15 @@
 use super::error::BuildError;
 use super::limit::RouteLimiter;
 use super::routes::{Auth, RouteStack, Target};
+use crate::bff::{Aggregate, AggregateBuilder};
 use crate::config::{GatewayConfig, RegistryConfig, ServiceConfig};
 use crate::gateway::Body;
 use crate::proxy::{self, ForwardContext, Limits, ProxyClient, TrustedProxies};
 use crate::route::RouteTable;
-use crate::upstream::stack::{self, Client, StackSettings};
+use crate::upstream::stack::{self, Client, RouteUpstream, StackSettings};
 use crate::upstream::{Upstream, UpstreamSettings};
-use http::Request;
+use http::uri::PathAndQuery;
+use http::{Request, Uri};
 use msp_core::{BoxError, Instance, ServiceName};
 use msp_discovery::{BalanceConfig, HealthCheck, MemoryRegistry, Registry, StaticRegistry};
 use msp_resilience::CircuitBreakerConfig;
@@ -20,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 static REGISTRY_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -322,6 +325,58 @@ fn forwarding(client: ProxyClient) -> Client {
     }))
 }
 
+fn route_id_of(agg: &crate::bff::AggregateConfig) -> String {
+    format!("aggregate {}", agg.name)
+}
+
+/// An aggregate as a route's upstream.
+fn aggregate_stack(aggregate: Aggregate) -> RouteUpstream {
+    BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+            .service(aggregate),
+    )
+}
+
+/// The aggregates' one "service client": `http://service-name/path`
+/// goes to that service's stack (discovery, balancer, breaker, pooled
+/// client); the aggregate itself applies timeouts and the deadline.
+fn service_client(
+    upstreams: &BTreeMap<String, Arc<UpstreamEntry>>,
+) -> BoxCloneSyncService<Request<Body>, http::Response<Body>, BoxError> {
+    let stacks: Arc<BTreeMap<String, RouteUpstream>> = Arc::new(
+        upstreams
+            .iter()
+            .map(|(name, entry)| {
+                let stack = stack::build(
+                    &StackSettings::default(),
+                    &entry.upstream,
+                    forwarding(entry.client.clone()),
+                );
+                (name.clone(), stack)
+            })
+            .collect(),
+    );
+    BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        let stacks = stacks.clone();
+        async move {
+            let service = req.uri().host().unwrap_or_default();
+            let Some(stack) = stacks.get(service).cloned() else {
+                return Err(BoxError::from(format!(
+                    "service {service:?} is not under `services:`"
+                )));
+            };
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+            stack.oneshot(req).await
+        }
+    }))
+}
+
 fn unknown_service(route: &str, service: &str) -> BuildError {
     BuildError::invalid(
         format!("route {route}"),
@@ -337,7 +392,7 @@ impl Snapshot {
         version: u64,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, BuildError> {
-        let table = RouteTable::new(&config)?;
+        let table = RouteTable::new(&config.with_aggregate_routes())?;
         let registry = registry_for(&config, previous.map(|p| &p.registry)).await?;
         let breakers = breakers(&config);
         let mut upstreams = BTreeMap::new();
@@ -349,22 +404,30 @@ impl Snapshot {
             );
         }
         // Services only the registry knows (etcd, DNS): default settings.
-        for route in config.routes() {
-            for service in route_services(route) {
-                if !upstreams.contains_key(service) {
-                    if !config.registry().discovers_unlisted() {
-                        return Err(unknown_service(route.id(), service));
-                    }
-                    let breaker = breakers.get(service).cloned().unwrap_or_default();
-                    let entry = upstream_for(
-                        service,
-                        &ServiceConfig::default(),
-                        breaker,
-                        &registry,
-                        previous,
-                    )?;
-                    upstreams.insert(service.to_owned(), entry);
+        let aggregate_services = config.aggregates().iter().flat_map(|a| {
+            a.backends
+                .iter()
+                .filter_map(|b| crate::config::service_of(&b.url))
+                .map(move |s| (route_id_of(a), s))
+        });
+        let route_services = config
+            .routes()
+            .iter()
+            .flat_map(|r| route_services(r).map(move |s| (r.id().to_owned(), s)));
+        for (route, service) in route_services.chain(aggregate_services) {
+            if !upstreams.contains_key(service) {
+                if !config.registry().discovers_unlisted() {
+                    return Err(unknown_service(&route, service));
                 }
+                let breaker = breakers.get(service).cloned().unwrap_or_default();
+                let entry = upstream_for(
+                    service,
+                    &ServiceConfig::default(),
+                    breaker,
+                    &registry,
+                    previous,
+                )?;
+                upstreams.insert(service.to_owned(), entry);
             }
         }
         let auth = Auth::providers(config.auth())?;
@@ -430,6 +493,22 @@ impl Snapshot {
             }
             let route_auth = auth.for_route(route)?;
             routes.push(RouteStack::new(route, limiter, route_auth, targets, mirror));
+        }
+        // Aggregates: routes after the configured ones (the table was
+        // built the same way), served by the BFF over each service's
+        // discovery + resilience stack.
+        if !config.aggregates().is_empty() {
+            let client = service_client(&upstreams);
+            for agg in config.aggregates() {
+                let aggregate = AggregateBuilder::from_config(agg.clone())
+                    .client(client.clone())
+                    .build()
+                    .map_err(|e| BuildError::invalid(route_id_of(agg), e))?;
+                let route = crate::config::aggregate_route(agg);
+                let target = Target::new(&agg.name, 1, aggregate_stack(aggregate));
+                let access = auth.for_route(&route)?;
+                routes.push(RouteStack::new(&route, None, access, vec![target], None));
+            }
         }
         let limits = config.limits();
         let limits = Limits::default()

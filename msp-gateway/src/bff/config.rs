@@ -1,0 +1,687 @@
+//! Aggregate settings as data (serde, unknown fields refused) and the
+//! checks they must pass: [`AggregateConfig::validate`] lists every
+//! problem with the field it is about.
+
+use super::json::FieldPath;
+use super::template::{Source, Template, is_name};
+use http::{HeaderName, Method};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+/// The root key of the partial marker in a response body.
+pub const PARTIAL_KEY: &str = "_partial";
+
+/// One aggregate endpoint: a path, its backends and how clients are
+/// served. See the [module docs](super) for the YAML shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AggregateConfig {
+    /// A name for metrics, logs and errors.
+    pub name: String,
+    /// The path pattern, axum/matchit syntax: `/api/orders/{id}`.
+    pub path: String,
+    /// The methods served (default `GET`).
+    #[serde(default = "default_methods", with = "methods")]
+    pub methods: Vec<Method>,
+    /// One deadline for the whole endpoint, every step included (default 5 s).
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+    /// The backends, fanned out concurrently unless one uses another's
+    /// response.
+    pub backends: Vec<BackendConfig>,
+    /// How an incomplete response says so (default `X-Partial: true`).
+    #[serde(default)]
+    pub partial_marker: PartialMarker,
+    /// A fixed client type for this endpoint (client type by route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The request header naming the client type (default `x-client-type`).
+    #[serde(default = "default_client_header")]
+    pub client_header: String,
+    /// The client type when the request names none (default `web`).
+    #[serde(default = "default_client")]
+    pub default_client: String,
+    /// Per-client shaping; a client type without a profile gets everything.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, ClientProfile>,
+    /// The largest backend response body read (default 8 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_backend_body_bytes: usize,
+}
+
+/// One backend call of an aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BackendConfig {
+    /// The name: the key of its failures in `_partial` and the prefix
+    /// later steps use (`{order.product_id}`).
+    pub name: String,
+    /// The URL template (`http://order-service/orders/{id}`); see
+    /// [`template`](super) placeholders in the module docs.
+    pub url: String,
+    /// A required backend failing fails the endpoint; an optional one
+    /// gives a partial response.
+    #[serde(default)]
+    pub required: bool,
+    /// This backend's timeout (default: the endpoint deadline).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Put the result under this key instead of merging its fields at the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Keep only these fields (dotted paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Drop these fields (dotted paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Rename fields: dotted path → new name (same object).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rename: BTreeMap<String, String>,
+    /// A collection's (`[*]`) calls in flight at once (default 8).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Request headers passed on to this backend (e.g. `authorization`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_headers: Vec<String>,
+}
+
+/// How one client type is served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientProfile {
+    /// Keep only these fields of the merged response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Drop these fields of the merged response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Drop `null` fields (compact responses).
+    #[serde(default)]
+    pub omit_nulls: bool,
+    /// Query parameters assumed when the request has none of that name
+    /// (pagination defaults such as `limit: "20"`), seen by `{query.…}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_defaults: BTreeMap<String, String>,
+    /// URL rewrites on string fields (image URLs to thumbnails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thumbnails: Vec<ThumbnailRule>,
+    /// The encoding when `Accept` leaves the choice (default JSON); a
+    /// binary format here also selects this profile for a request whose
+    /// `Accept` asks for it and which names no client type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+}
+
+/// Rewrites string fields: the first `from` becomes `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ThumbnailRule {
+    /// The fields (dotted paths) holding URLs.
+    pub fields: Vec<String>,
+    /// What to replace (`/images/`).
+    pub from: String,
+    /// The replacement (`/images/thumb/`).
+    pub to: String,
+}
+
+/// A response encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/msgpack` (MessagePack, maps with field names).
+    Msgpack,
+    /// `application/cbor`.
+    Cbor,
+}
+
+impl Format {
+    /// The media type sent in `Content-Type`.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Msgpack => "application/msgpack",
+            Format::Cbor => "application/cbor",
+        }
+    }
+}
+
+/// The header marking an incomplete (partial) response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PartialMarker {
+    /// `X-Partial: true` on partial responses only.
+    #[default]
+    #[serde(rename = "x-partial")]
+    XPartial,
+    /// KrakenD's `X-KrakenD-Completed: false` on partial responses and
+    /// `: true` on complete ones.
+    #[serde(rename = "krakend")]
+    KrakenD,
+}
+
+fn default_methods() -> Vec<Method> {
+    vec![Method::GET]
+}
+fn default_deadline() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_client_header() -> String {
+    "x-client-type".into()
+}
+fn default_client() -> String {
+    "web".into()
+}
+fn default_max_body() -> usize {
+    8 << 20
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+impl AggregateConfig {
+    /// An aggregate named `name` at `path`, GET only, 5 s deadline, no
+    /// backends yet.
+    pub fn new(name: impl Into<String>, path: impl Into<String>) -> Self {
+        AggregateConfig {
+            name: name.into(),
+            path: path.into(),
+            methods: default_methods(),
+            deadline: default_deadline(),
+            backends: Vec::new(),
+            partial_marker: PartialMarker::default(),
+            client: None,
+            client_header: default_client_header(),
+            default_client: default_client(),
+            clients: BTreeMap::new(),
+            max_backend_body_bytes: default_max_body(),
+        }
+    }
+
+    /// Every problem with these settings (empty when valid).
+    pub fn validate(&self) -> Vec<AggregateProblem> {
+        let mut out = Vec::new();
+        let mut p = |field: String, msg: String| out.push(AggregateProblem::new(field, msg));
+        if !is_name(&self.name) {
+            p(
+                "name".into(),
+                format!("{:?}: use letters, digits, `-` and `_`", self.name),
+            );
+        }
+        let params = match path_params(&self.path) {
+            Ok(params) => params,
+            Err(e) => {
+                p("path".into(), e);
+                BTreeSet::new()
+            }
+        };
+        if self.methods.is_empty() {
+            p("methods".into(), "at least one method".into());
+        }
+        if self.deadline.is_zero() {
+            p("deadline".into(), "must be more than 0".into());
+        }
+        if self.backends.is_empty() {
+            p("backends".into(), "at least one backend".into());
+        }
+        if HeaderName::try_from(self.client_header.as_str()).is_err() {
+            p(
+                "client_header".into(),
+                format!("{:?} is not a header name", self.client_header),
+            );
+        }
+        if let Some(client) = &self.client
+            && !self.clients.contains_key(client)
+            && *client != self.default_client
+        {
+            p(
+                "client".into(),
+                format!("no profile {client:?} under `clients` (and not the default client)"),
+            );
+        }
+        let names: BTreeMap<&str, usize> = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.as_str(), i))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let at = |f: &str| format!("backends[{i}].{f}");
+            if !is_name(&b.name) || matches!(b.name.as_str(), "query" | "header") {
+                p(
+                    at("name"),
+                    format!(
+                        "{:?}: use letters, digits, `-` and `_` (not `query` or `header`)",
+                        b.name
+                    ),
+                );
+            } else if !seen.insert(b.name.as_str()) {
+                p(at("name"), format!("two backends are named {:?}", b.name));
+            }
+            match Template::parse(&b.url) {
+                Err(e) => p(at("url"), e),
+                Ok(t) => {
+                    for source in t.sources() {
+                        match source {
+                            Source::Param(n) if !params.contains(n) => p(
+                                at("url"),
+                                format!("{source}: `{}` has no parameter {n:?}", self.path),
+                            ),
+                            Source::Backend { name, .. } if name == &b.name => {
+                                p(at("url"), format!("{source}: a backend cannot use itself"))
+                            }
+                            Source::Backend { name, .. } if !names.contains_key(name.as_str()) => {
+                                p(at("url"), format!("{source}: no backend named {name:?}"))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if b.timeout.is_some_and(|t| t.is_zero()) {
+                p(at("timeout"), "must be more than 0".into());
+            }
+            if b.concurrency == 0 {
+                p(at("concurrency"), "must be at least 1".into());
+            }
+            if let Some(g) = &b.group
+                && (g.is_empty() || g == PARTIAL_KEY)
+            {
+                p(
+                    at("group"),
+                    format!("{g:?}: a non-empty key other than `{PARTIAL_KEY}`"),
+                );
+            }
+            for (j, f) in b.allow.iter().enumerate() {
+                if let Err(e) = FieldPath::parse(f) {
+                    p(at(&format!("allow[{j}]")), e);
+                }
+            }
+            for (j, f) in b.deny.iter().enumerate() {
+                if let Err(e) = FieldPath::parse(f) {
+                    p(at(&format!("deny[{j}]")), e);
+                }
+            }
+            for (from, to) in &b.rename {
+                if let Err(e) = FieldPath::parse(from) {
+                    p(at("rename"), e);
+                }
+                if to.is_empty() || to.contains('.') {
+                    p(at("rename"), format!("{to:?}: a new name, without dots"));
+                }
+            }
+            for (j, h) in b.forward_headers.iter().enumerate() {
+                if HeaderName::try_from(h.as_str()).is_err() {
+                    p(
+                        at(&format!("forward_headers[{j}]")),
+                        format!("{h:?} is not a header name"),
+                    );
+                }
+            }
+        }
+        if let Some(cycle) = self.cycle() {
+            p(
+                "backends".into(),
+                format!("steps depend on each other in a cycle: {cycle}"),
+            );
+        }
+        for (name, profile) in &self.clients {
+            let at = |f: &str| format!("clients.{name}.{f}");
+            for (j, f) in profile.allow.iter().enumerate() {
+                if let Err(e) = FieldPath::parse(f) {
+                    p(at(&format!("allow[{j}]")), e);
+                }
+            }
+            for (j, f) in profile.deny.iter().enumerate() {
+                if let Err(e) = FieldPath::parse(f) {
+                    p(at(&format!("deny[{j}]")), e);
+                }
+            }
+            for (j, rule) in profile.thumbnails.iter().enumerate() {
+                if rule.from.is_empty() {
+                    p(
+                        at(&format!("thumbnails[{j}].from")),
+                        "must not be empty".into(),
+                    );
+                }
+                for f in &rule.fields {
+                    if let Err(e) = FieldPath::parse(f) {
+                        p(at(&format!("thumbnails[{j}].fields")), e);
+                    }
+                }
+            }
+            if profile.query_defaults.keys().any(String::is_empty) {
+                p(at("query_defaults"), "an empty parameter name".into());
+            }
+        }
+        out
+    }
+
+    /// The backends each backend waits for (by index), from its template.
+    pub(crate) fn dependencies(&self) -> Vec<BTreeSet<usize>> {
+        let index: BTreeMap<&str, usize> = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.as_str(), i))
+            .collect();
+        self.backends
+            .iter()
+            .map(|b| match Template::parse(&b.url) {
+                Ok(t) => t
+                    .sources()
+                    .filter_map(Source::backend)
+                    .filter_map(|n| index.get(n).copied())
+                    .collect(),
+                Err(_) => BTreeSet::new(),
+            })
+            .collect()
+    }
+
+    /// A dependency cycle, as `a → b → a`.
+    fn cycle(&self) -> Option<String> {
+        let deps = self.dependencies();
+        // 0 unvisited, 1 on the stack, 2 done.
+        fn visit(
+            i: usize,
+            deps: &[BTreeSet<usize>],
+            mark: &mut [u8],
+            stack: &mut Vec<usize>,
+        ) -> bool {
+            match mark[i] {
+                1 => {
+                    stack.push(i);
+                    return true;
+                }
+                2 => return false,
+                _ => {}
+            }
+            mark[i] = 1;
+            stack.push(i);
+            for &d in &deps[i] {
+                if d != i && visit(d, deps, mark, stack) {
+                    return true;
+                }
+            }
+            stack.pop();
+            mark[i] = 2;
+            false
+        }
+        let mut mark = vec![0u8; deps.len()];
+        for i in 0..deps.len() {
+            let mut stack = Vec::new();
+            if visit(i, &deps, &mut mark, &mut stack) {
+                let last = *stack.last()?;
+                let start = stack.iter().position(|&s| s == last)?;
+                let names: Vec<&str> = stack[start..]
+                    .iter()
+                    .map(|&s| self.backends[s].name.as_str())
+                    .collect();
+                return Some(names.join(" → "));
+            }
+        }
+        None
+    }
+}
+
+/// The parameter names of a matchit path pattern.
+pub(crate) fn path_params(path: &str) -> Result<BTreeSet<String>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with `/`"));
+    }
+    let mut router = matchit::Router::new();
+    router
+        .insert(path, ())
+        .map_err(|e| format!("{path:?}: {e}"))?;
+    let mut out = BTreeSet::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        let name = rest[start + 1..start + end].trim_start_matches('*');
+        out.insert(name.to_owned());
+        rest = &rest[start + end + 1..];
+    }
+    Ok(out)
+}
+
+impl BackendConfig {
+    /// An optional backend `name` called at `url` (a template).
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        BackendConfig {
+            name: name.into(),
+            url: url.into(),
+            required: false,
+            timeout: None,
+            group: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            rename: BTreeMap::new(),
+            concurrency: default_concurrency(),
+            forward_headers: Vec::new(),
+        }
+    }
+
+    /// Makes the backend required (its failure fails the endpoint).
+    #[must_use]
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    /// Sets the backend's timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Puts the result under `key`.
+    #[must_use]
+    pub fn group(mut self, key: impl Into<String>) -> Self {
+        self.group = Some(key.into());
+        self
+    }
+
+    /// Keeps only these fields.
+    #[must_use]
+    pub fn allow<I: IntoIterator<Item = S>, S: Into<String>>(mut self, fields: I) -> Self {
+        self.allow.extend(fields.into_iter().map(Into::into));
+        self
+    }
+
+    /// Drops these fields.
+    #[must_use]
+    pub fn deny<I: IntoIterator<Item = S>, S: Into<String>>(mut self, fields: I) -> Self {
+        self.deny.extend(fields.into_iter().map(Into::into));
+        self
+    }
+
+    /// Renames the field at `from` (dotted) to `to`.
+    #[must_use]
+    pub fn rename(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.rename.insert(from.into(), to.into());
+        self
+    }
+
+    /// A collection's calls in flight at once.
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Passes this request header on to the backend.
+    #[must_use]
+    pub fn forward_header(mut self, name: impl Into<String>) -> Self {
+        self.forward_headers.push(name.into());
+        self
+    }
+}
+
+impl ClientProfile {
+    /// A profile that changes nothing (JSON, every field).
+    pub fn new() -> Self {
+        ClientProfile::default()
+    }
+
+    /// Keeps only these fields of the merged response.
+    #[must_use]
+    pub fn allow<I: IntoIterator<Item = S>, S: Into<String>>(mut self, fields: I) -> Self {
+        self.allow.extend(fields.into_iter().map(Into::into));
+        self
+    }
+
+    /// Drops these fields of the merged response.
+    #[must_use]
+    pub fn deny<I: IntoIterator<Item = S>, S: Into<String>>(mut self, fields: I) -> Self {
+        self.deny.extend(fields.into_iter().map(Into::into));
+        self
+    }
+
+    /// Drops `null` fields.
+    #[must_use]
+    pub fn omit_nulls(mut self) -> Self {
+        self.omit_nulls = true;
+        self
+    }
+
+    /// Assumes `name=value` when the request has no `name` query parameter.
+    #[must_use]
+    pub fn query_default(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query_defaults.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a URL rewrite rule.
+    #[must_use]
+    pub fn thumbnail(mut self, rule: ThumbnailRule) -> Self {
+        self.thumbnails.push(rule);
+        self
+    }
+
+    /// The encoding when `Accept` leaves the choice.
+    #[must_use]
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+}
+
+impl ThumbnailRule {
+    /// In `fields`, the first `from` of each string becomes `to`.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(
+        fields: I,
+        from: impl Into<String>,
+        to: impl Into<String>,
+    ) -> Self {
+        ThumbnailRule {
+            fields: fields.into_iter().map(Into::into).collect(),
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+}
+
+/// One problem with an [`AggregateConfig`]: the field (`backends[1].url`)
+/// and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateProblem {
+    field: String,
+    message: String,
+}
+
+impl AggregateProblem {
+    pub(crate) fn new(field: String, message: String) -> Self {
+        AggregateProblem { field, message }
+    }
+
+    /// The field, a dotted path within the aggregate.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for AggregateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.message)
+    }
+}
+
+mod methods {
+    use http::Method;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(m: &[Method], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(Method::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Method>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|n| {
+                Method::from_bytes(n.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| D::Error::custom(format!("{n:?} is not an HTTP method")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_listed_with_its_field() {
+        let mut c = AggregateConfig::new("o d", "/orders/{id}");
+        c.backends = vec![
+            BackendConfig::new("a", "/x/{nope}"),
+            BackendConfig::new("a", "/y/{b.id}").concurrency(0),
+            BackendConfig::new("b", "/z/{a.id}").allow(["x..y"]),
+        ];
+        let fields: Vec<String> = c.validate().iter().map(|p| p.field().to_owned()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "backends[0].url",
+                "backends[1].name",
+                "backends[1].concurrency",
+                "backends[2].allow[0]",
+                "backends",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chain_is_valid() {
+        let mut c = AggregateConfig::new("od", "/orders/{id}");
+        c.backends = vec![
+            BackendConfig::new("order", "http://orders/orders/{id}").required(),
+            BackendConfig::new("product", "http://products/p/{order.product_id}"),
+        ];
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!(c.dependencies(), vec![BTreeSet::new(), BTreeSet::from([0])]);
+    }
+}

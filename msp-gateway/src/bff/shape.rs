@@ -1,0 +1,285 @@
+//! Per-client shaping: which client type a request is (fixed by the
+//! route, named in a header, or negotiated from `Accept`), which encoding
+//! it gets, what its profile does to the merged response, and `?fields=`
+//! projection.
+
+use super::config::{AggregateConfig, ClientProfile, Format, PARTIAL_KEY};
+use super::json::{self, AllowTree, FieldPath};
+use http::header::ACCEPT;
+use http::{HeaderMap, HeaderName, StatusCode};
+use msp_core::http::Problem;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A client profile, compiled.
+#[derive(Debug, Default)]
+pub(crate) struct Profile {
+    allow: Option<AllowTree>,
+    deny: Vec<FieldPath>,
+    omit_nulls: bool,
+    pub(crate) query_defaults: Vec<(String, String)>,
+    thumbnails: Vec<(Vec<FieldPath>, String, String)>,
+    format: Option<Format>,
+}
+
+impl Profile {
+    fn new(p: &ClientProfile) -> Result<Profile, String> {
+        let parse = |v: &[String]| -> Result<Vec<FieldPath>, String> {
+            v.iter().map(|f| FieldPath::parse(f)).collect()
+        };
+        let allow = parse(&p.allow)?;
+        let mut thumbnails = Vec::new();
+        for rule in &p.thumbnails {
+            thumbnails.push((parse(&rule.fields)?, rule.from.clone(), rule.to.clone()));
+        }
+        Ok(Profile {
+            allow: (!allow.is_empty()).then(|| {
+                let mut t = AllowTree::new(&allow);
+                t.keep(PARTIAL_KEY);
+                t
+            }),
+            deny: parse(&p.deny)?,
+            omit_nulls: p.omit_nulls,
+            query_defaults: p
+                .query_defaults
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            thumbnails,
+            format: p.format,
+        })
+    }
+
+    /// Applies the profile to a merged response.
+    pub(crate) fn apply(&self, mut v: Value) -> Value {
+        if let Some(allow) = &self.allow {
+            v = allow.apply(v);
+        }
+        for d in &self.deny {
+            json::deny(&mut v, d.segments());
+        }
+        for (fields, from, to) in &self.thumbnails {
+            let rewrite = |s: &str| {
+                s.contains(from.as_str())
+                    .then(|| s.replacen(from.as_str(), to, 1))
+            };
+            for f in fields {
+                json::map_strings(&mut v, f.segments(), &rewrite);
+            }
+        }
+        if self.omit_nulls {
+            json::omit_nulls(&mut v);
+        }
+        v
+    }
+}
+
+/// How an aggregate's clients are told apart and served.
+#[derive(Debug)]
+pub(crate) struct Shaper {
+    header: HeaderName,
+    fixed: Option<String>,
+    default: String,
+    profiles: BTreeMap<String, Profile>,
+    /// Binary formats that select a profile when no client type is named.
+    by_format: Vec<(Format, String)>,
+}
+
+/// The client type and encoding chosen for a request.
+#[derive(Debug)]
+pub(crate) struct Choice<'a> {
+    pub(crate) client: &'a str,
+    pub(crate) profile: Option<&'a Profile>,
+    pub(crate) format: Format,
+}
+
+impl Shaper {
+    pub(crate) fn new(c: &AggregateConfig) -> Result<Shaper, String> {
+        let header = HeaderName::try_from(c.client_header.as_str()).map_err(|e| e.to_string())?;
+        let mut profiles = BTreeMap::new();
+        let mut by_format = Vec::new();
+        for (name, p) in &c.clients {
+            profiles.insert(name.clone(), Profile::new(p)?);
+            if let Some(f @ (Format::Msgpack | Format::Cbor)) = p.format {
+                by_format.push((f, name.clone()));
+            }
+        }
+        Ok(Shaper {
+            header,
+            fixed: c.client.clone(),
+            default: c.default_client.clone(),
+            profiles,
+            by_format,
+        })
+    }
+
+    /// The header naming the client type (for `Vary`), unless the route fixes it.
+    pub(crate) fn vary_header(&self) -> Option<&HeaderName> {
+        self.fixed.is_none().then_some(&self.header)
+    }
+
+    /// Chooses the client type and encoding: 400 for an unknown client
+    /// type, 406 when `Accept` allows none of JSON, MessagePack and CBOR.
+    pub(crate) fn choose(&self, headers: &HeaderMap) -> Result<Choice<'_>, Problem> {
+        let accepted = accepted(headers);
+        let named = match &self.fixed {
+            Some(f) => Some(f.as_str()),
+            None => match headers.get(&self.header) {
+                Some(v) => Some(v.to_str().map_err(|_| unknown_client())?.trim()),
+                None => None,
+            },
+        };
+        let client: &str = match named {
+            Some(name) => {
+                let name = name.to_ascii_lowercase();
+                if let Some((k, _)) = self.profiles.get_key_value(&name) {
+                    k
+                } else if name == self.default {
+                    &self.default
+                } else {
+                    return Err(unknown_client());
+                }
+            }
+            None => {
+                let top = accepted.as_ref().and_then(|a| a.first().copied());
+                self.by_format
+                    .iter()
+                    .find(|(f, _)| Some(*f) == top)
+                    .map_or(self.default.as_str(), |(_, n)| n.as_str())
+            }
+        };
+        let profile = self.profiles.get(client);
+        let preferred = profile.and_then(|p| p.format).unwrap_or(Format::Json);
+        let format = match accepted {
+            None => preferred,
+            Some(list) => match list.first() {
+                Some(f) => *f,
+                None => {
+                    return Err(Problem::new(
+                        StatusCode::NOT_ACCEPTABLE,
+                        "not_acceptable",
+                        "this endpoint sends application/json, application/msgpack or application/cbor",
+                    ));
+                }
+            },
+        };
+        Ok(Choice {
+            client,
+            profile,
+            format,
+        })
+    }
+}
+
+fn unknown_client() -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "unknown_client_type",
+        "the client type named in the request is not served here",
+    )
+}
+
+/// The formats `Accept` allows, most preferred first; `None` when any
+/// will do (no `Accept`, or `*/*` / `application/*` as good as the rest).
+fn accepted(headers: &HeaderMap) -> Option<Vec<Format>> {
+    let mut ranked: Vec<(u16, usize, Option<Format>)> = Vec::new();
+    let mut n = 0;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
+            if q == 0 {
+                continue;
+            }
+            let format = match media.as_str() {
+                "application/json" => Some(Format::Json),
+                "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+                    Some(Format::Msgpack)
+                }
+                "application/cbor" => Some(Format::Cbor),
+                "*/*" | "application/*" => None,
+                _ => continue,
+            };
+            ranked.push((q, n, format));
+            n += 1;
+        }
+    }
+    if ranked.is_empty() {
+        // No Accept, or only types we do not send.
+        return if headers.contains_key(ACCEPT) {
+            Some(Vec::new())
+        } else {
+            None
+        };
+    }
+    ranked.sort_by_key(|(q, n, _)| (std::cmp::Reverse(*q), *n));
+    let mut out = Vec::new();
+    for (_, _, f) in ranked {
+        match f {
+            Some(f) if !out.contains(&f) => out.push(f),
+            Some(_) => {}
+            // A wildcard: anything from here on is fine; the caller's
+            // preference decides unless a named type ranked higher.
+            None if out.is_empty() => return None,
+            None => break,
+        }
+    }
+    Some(out)
+}
+
+/// `?fields=a,b.c`: keeps only these fields (and `_partial`). `Err` names
+/// a bad path.
+pub(crate) fn projection(query: &[(String, String)]) -> Result<Option<AllowTree>, Problem> {
+    let Some((_, fields)) = query.iter().find(|(k, _)| k == "fields") else {
+        return Ok(None);
+    };
+    let mut paths = Vec::new();
+    for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        paths.push(FieldPath::parse(f).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_fields",
+                format!("`fields`: {e}"),
+            )
+        })?);
+    }
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut tree = AllowTree::new(&paths);
+    tree.keep(PARTIAL_KEY);
+    Ok(Some(tree))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_str(v).expect("test value"));
+        h
+    }
+
+    #[test]
+    fn accept_ranks_by_quality() {
+        assert_eq!(accepted(&HeaderMap::new()), None);
+        assert_eq!(accepted(&accept("*/*")), None);
+        assert_eq!(
+            accepted(&accept("application/json;q=0.5, application/cbor")),
+            Some(vec![Format::Cbor, Format::Json])
+        );
+        assert_eq!(
+            accepted(&accept("application/msgpack, */*;q=0.1")),
+            Some(vec![Format::Msgpack])
+        );
+        assert_eq!(accepted(&accept("text/html")), Some(vec![]));
+        assert_eq!(accepted(&accept("application/json;q=0")), Some(vec![]));
+    }
+}

@@ -1,0 +1,801 @@
+//! JWT auth with a real JWKS server on loopback and real tokens signed in
+//! the test (RSA and EC keys under tests/keys): pinned algorithms (`alg:
+//! none`, HS/RS confusion), exp / nbf / iss / aud, scopes (403), one
+//! JWKS re-fetch for 50 concurrent unknown-`kid` requests, key rotation,
+//! the last good keys while the JWKS server is down, 503 before any key
+//! set, identity headers that cannot be spoofed, API keys beside JWT, the
+//! seed YAML end to end, and load-time validation.
+
+mod common;
+mod common_gw;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use msp_gateway::Gateway;
+use msp_gateway::auth::hash_api_key;
+use msp_gateway::config::GatewayConfig;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+const BOUND: Duration = Duration::from_secs(20);
+const ISS: &str = "https://idp.test";
+const AUD: &str = "orders-api";
+
+// ---- keys and tokens -------------------------------------------------------
+
+fn der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body).expect("PEM body")
+}
+
+fn rsa1() -> EncodingKey {
+    EncodingKey::from_rsa_der(&der(include_str!("keys/rsa1.pem")))
+}
+
+fn rsa2() -> EncodingKey {
+    EncodingKey::from_rsa_der(&der(include_str!("keys/rsa2.pem")))
+}
+
+fn ec1() -> EncodingKey {
+    EncodingKey::from_ec_der(&der(include_str!("keys/ec1.pem")))
+}
+
+/// The public JWK of `key` with `kid`.
+fn jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Value {
+    let mut jwk = Jwk::from_encoding_key(key, alg).expect("public JWK");
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).expect("JWK json")
+}
+
+fn set(keys: &[Value]) -> Value {
+    json!({ "keys": keys })
+}
+
+/// Good claims: right issuer and audience, the scope, five minutes left.
+fn claims() -> Value {
+    json!({
+        "sub": "alice",
+        "iss": ISS,
+        "aud": AUD,
+        "exp": get_current_timestamp() + 300,
+        "scope": "orders:read profile",
+        "tenant": "acme",
+        "role": "user",
+    })
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, key).expect("sign")
+}
+
+// ---- a JWKS server that counts fetches -------------------------------------
+
+#[derive(Clone)]
+struct JwksState {
+    set: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    cache_control: Option<&'static str>,
+    fetched: mpsc::UnboundedSender<()>,
+}
+
+struct Jwks {
+    addr: SocketAddr,
+    set: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    fetched: mpsc::UnboundedReceiver<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+async fn serve_jwks(State(s): State<JwksState>) -> axum::response::Response {
+    s.fetches.fetch_add(1, Ordering::SeqCst);
+    let _ = s.fetched.send(());
+    let body = s.set.lock().expect("lock").to_string();
+    let mut res = ([("content-type", "application/json")], body).into_response();
+    if let Some(cc) = s.cache_control {
+        res.headers_mut()
+            .insert("cache-control", http::HeaderValue::from_static(cc));
+    }
+    res
+}
+
+async fn jwks_server(keys: Value, cache_control: Option<&'static str>) -> Jwks {
+    let set = Arc::new(Mutex::new(keys));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (tx, fetched) = mpsc::unbounded_channel();
+    let state = JwksState {
+        set: set.clone(),
+        fetches: fetches.clone(),
+        cache_control,
+        fetched: tx,
+    };
+    let app = axum::Router::new()
+        .route("/jwks", axum::routing::get(serve_jwks))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind JWKS");
+    let addr = listener.local_addr().expect("JWKS addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Jwks {
+        addr,
+        set,
+        fetches,
+        fetched,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Jwks {
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    fn replace(&self, keys: Value) {
+        *self.set.lock().expect("lock") = keys;
+    }
+
+    /// Stops the server: the listener is closed and open connections end.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(BOUND, task)
+                .await
+                .expect("JWKS server stops")
+                .expect("JWKS task");
+        }
+    }
+}
+
+// ---- the gateway -----------------------------------------------------------
+
+struct Setup {
+    gateway: Gateway,
+    backend: common::Backend,
+}
+
+/// Routes: `/api/orders/*` (the default provider, JWT), `/api/open/*` (no
+/// auth), `/api/either/*` (API key or JWT).
+fn yaml(backend: SocketAddr, jwks_url: &str, refetch: &str) -> String {
+    format!(
+        r#"
+routes:
+  - path: "/api/orders/*"
+    service: orders
+    auth_required: true
+  - path: "/api/open/*"
+    service: orders
+  - path: "/api/either/*"
+    service: orders
+    auth_required: true
+    auth: [keys, idp]
+services:
+  orders: {{ instances: ["{backend}"] }}
+auth:
+  default_provider: idp
+  providers:
+    keys:
+      api_key:
+        consumers:
+          - {{ name: demo-app, key_sha256: "{digest}" }}
+    idp:
+      jwt:
+        algorithms: [RS256, ES256]
+        issuer: "{ISS}"
+        audience: ["{AUD}"]
+        leeway: 30s
+        required_scopes: ["orders:read"]
+        forward_claims: [tenant]
+        jwks:
+          url: "{jwks_url}"
+          min_refetch_interval: {refetch}
+"#,
+        digest = hash_api_key("demo-key"),
+    )
+}
+
+async fn setup(jwks: &Jwks, refetch: &str) -> Setup {
+    setup_url(&format!("http://{}/jwks", jwks.addr), refetch).await
+}
+
+async fn setup_url(url: &str, refetch: &str) -> Setup {
+    let (addr, backend) = common::spawn_backend().await;
+    let config = GatewayConfig::from_yaml(&yaml(addr, url, refetch), "jwt.yaml").expect("valid");
+    let gateway = Gateway::from_config(config).await.expect("gateway");
+    Setup { gateway, backend }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn send(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = http::Request::get(path).header("host", "gw");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).expect("request");
+    let res = tokio::time::timeout(BOUND, gateway.clone().oneshot(req))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn bearer(gateway: &Gateway, path: &str, token: &str) -> Answer {
+    send(
+        gateway,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+}
+
+fn challenge(a: &Answer) -> String {
+    a.headers
+        .get("www-authenticate")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default()
+}
+
+// ---- tests -----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_good_token_passes_and_identity_headers_cannot_be_spoofed() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let s = setup(&jwks, "1h").await;
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    let spoofed = [
+        ("authorization", format!("Bearer {token}")),
+        ("x-consumer", "mallory".to_owned()),
+        ("x-jwt-sub", "root".to_owned()),
+        ("x-auth-provider", "keys".to_owned()),
+        ("x-jwt-claim-role", "admin".to_owned()),
+        ("X-JWT-Claim-Tenant", "evil-corp".to_owned()),
+    ];
+    let headers: Vec<(&str, &str)> = spoofed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let a = send(&s.gateway, "/api/orders/1", &headers).await;
+    assert_eq!(a.status, 200);
+    let seen = s.backend.last().headers;
+    assert_eq!(seen["x-jwt-sub"], "alice");
+    assert_eq!(seen["x-consumer"], "alice");
+    assert_eq!(seen["x-auth-provider"], "idp");
+    assert_eq!(seen["x-jwt-claim-tenant"], "acme");
+    assert_eq!(seen.get_all("x-jwt-claim-tenant").iter().count(), 1);
+    assert!(
+        !seen.contains_key("x-jwt-claim-role"),
+        "not a forwarded claim"
+    );
+
+    // A route without auth strips them too.
+    let a = send(&s.gateway, "/api/open/1", &headers[1..]).await;
+    assert_eq!(a.status, 200);
+    let seen = s.backend.last().headers;
+    for h in [
+        "x-consumer",
+        "x-jwt-sub",
+        "x-auth-provider",
+        "x-jwt-claim-role",
+        "x-jwt-claim-tenant",
+    ] {
+        assert!(!seen.contains_key(h), "{h} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn alg_none_and_hs_rs_confusion_are_rejected() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let s = setup(&jwks, "1h").await;
+
+    // alg: none, no signature.
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+    for token in [
+        format!("{header}.{payload}."),
+        format!("{header}.{payload}"),
+    ] {
+        let a = bearer(&s.gateway, "/api/orders/1", &token).await;
+        assert_eq!(a.status, 401, "alg none");
+        assert!(challenge(&a).contains(r#"error="invalid_token""#));
+    }
+
+    // HS256 "signed" with the RS256 public key as the HMAC secret.
+    let public_pem = include_bytes!("keys/rsa1.pub.pem");
+    let forged = sign(
+        Algorithm::HS256,
+        Some("k1"),
+        &EncodingKey::from_secret(public_pem),
+        &claims(),
+    );
+    let a = bearer(&s.gateway, "/api/orders/1", &forged).await;
+    assert_eq!(a.status, 401, "HS256 with the public key");
+    assert_eq!(a.body["code"], "invalid_credentials");
+    assert!(
+        challenge(&a).contains("HS256 is not accepted"),
+        "{}",
+        challenge(&a)
+    );
+
+    // Also with the public key as the JWK's bytes (the DER `n`): still HS.
+    let forged = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(&der(include_str!("keys/rsa1.pub.pem"))),
+        &claims(),
+    );
+    assert_eq!(
+        bearer(&s.gateway, "/api/orders/1", &forged).await.status,
+        401
+    );
+
+    // The genuine token passes: the rejections were about the algorithm.
+    let good = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    assert_eq!(bearer(&s.gateway, "/api/orders/1", &good).await.status, 200);
+    // A token signed by another key under the same kid fails the signature.
+    let other = sign(Algorithm::RS256, Some("k1"), &rsa2(), &claims());
+    let a = bearer(&s.gateway, "/api/orders/1", &other).await;
+    assert_eq!(a.status, 401);
+    assert!(challenge(&a).contains("signature"));
+}
+
+#[tokio::test]
+async fn expired_not_yet_valid_wrong_iss_and_wrong_aud_are_rejected() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let s = setup(&jwks, "1h").await;
+    let now = get_current_timestamp();
+    let cases = [
+        ("exp", json!(now - 3600), "expired"),
+        ("nbf", json!(now + 3600), "not valid yet"),
+        ("iss", json!("https://evil.test"), "issuer"),
+        ("aud", json!("other-api"), "audience"),
+    ];
+    for (claim, value, why) in cases {
+        let token = sign(
+            Algorithm::RS256,
+            Some("k1"),
+            &rsa1(),
+            &with(claims(), claim, value),
+        );
+        let a = bearer(&s.gateway, "/api/orders/1", &token).await;
+        assert_eq!(a.status, 401, "{claim}");
+        let c = challenge(&a);
+        assert!(
+            c.starts_with(r#"Bearer realm="idp", error="invalid_token""#),
+            "{c}"
+        );
+        assert!(c.contains(why), "{claim}: {c}");
+        assert_eq!(a.headers["content-type"], "application/problem+json");
+    }
+    // Within the 30 s leeway: accepted; no exp at all: refused.
+    let token = sign(
+        Algorithm::RS256,
+        Some("k1"),
+        &rsa1(),
+        &with(claims(), "exp", json!(now - 5)),
+    );
+    assert_eq!(
+        bearer(&s.gateway, "/api/orders/1", &token).await.status,
+        200
+    );
+    let mut no_exp = claims();
+    no_exp.as_object_mut().expect("object").remove("exp");
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &no_exp);
+    assert_eq!(
+        bearer(&s.gateway, "/api/orders/1", &token).await.status,
+        401
+    );
+    // Missing token: 401 with a bare challenge (RFC 6750 §3.1).
+    let a = send(&s.gateway, "/api/orders/1", &[]).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(challenge(&a), r#"Bearer realm="idp""#);
+    assert_eq!(a.body["code"], "missing_credentials");
+}
+
+#[tokio::test]
+async fn a_missing_scope_is_403_and_scp_arrays_count() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let s = setup(&jwks, "1h").await;
+    let token = sign(
+        Algorithm::RS256,
+        Some("k1"),
+        &rsa1(),
+        &with(claims(), "scope", json!("profile")),
+    );
+    let a = bearer(&s.gateway, "/api/orders/1", &token).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.body["code"], "insufficient_scope");
+    let c = challenge(&a);
+    assert!(c.contains(r#"error="insufficient_scope""#), "{c}");
+    assert!(c.contains(r#"scope="orders:read""#), "{c}");
+
+    let mut scp = with(claims(), "scp", json!(["orders:read"]));
+    scp.as_object_mut().expect("object").remove("scope");
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &scp);
+    assert_eq!(
+        bearer(&s.gateway, "/api/orders/1", &token).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_fetched_once_for_50_requests_and_the_rotated_key_passes() {
+    let mut jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let s = setup(&jwks, "1h").await;
+    let old = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    assert_eq!(bearer(&s.gateway, "/api/orders/1", &old).await.status, 200);
+    assert_eq!(jwks.fetches(), 1, "the first key set");
+
+    // The IdP rotates: k2 (RSA) and e1 (EC) join.
+    jwks.replace(set(&[
+        jwk(&rsa1(), Algorithm::RS256, "k1"),
+        jwk(&rsa2(), Algorithm::RS256, "k2"),
+        jwk(&ec1(), Algorithm::ES256, "e1"),
+    ]));
+    let rotated = sign(Algorithm::RS256, Some("k2"), &rsa2(), &claims());
+    let answers = futures_util::future::join_all(
+        (0..50).map(|_| bearer(&s.gateway, "/api/orders/1", &rotated)),
+    )
+    .await;
+    let statuses: Vec<(StatusCode, String)> = answers
+        .iter()
+        .map(|a| (a.status, challenge(a) + &a.body.to_string()))
+        .collect();
+    assert!(answers.iter().all(|a| a.status == 200), "{statuses:?}");
+    assert_eq!(jwks.fetches(), 2, "one re-fetch for 50 concurrent requests");
+    while jwks.fetched.try_recv().is_ok() {}
+
+    // The EC key came with the same fetch.
+    let ec = sign(Algorithm::ES256, Some("e1"), &ec1(), &claims());
+    assert_eq!(bearer(&s.gateway, "/api/orders/1", &ec).await.status, 200);
+    // Another unknown kid within min_refetch_interval: no fetch, 401.
+    let unknown = sign(Algorithm::RS256, Some("k9"), &rsa2(), &claims());
+    let a = bearer(&s.gateway, "/api/orders/1", &unknown).await;
+    assert_eq!(a.status, 401);
+    assert!(
+        challenge(&a).contains("no key with kid"),
+        "{}",
+        challenge(&a)
+    );
+    assert_eq!(jwks.fetches(), 2);
+
+    // The admin listener shows the keys, never a secret.
+    let admin = msp_gateway::admin::Admin::new(s.gateway.clone());
+    let req = http::Request::get("/auth")
+        .body(Empty::<Bytes>::new())
+        .expect("req");
+    let res = admin.oneshot(req).await.expect("admin");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let providers: Value = serde_json::from_slice(&body).expect("json");
+    let idp = providers
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["name"] == "idp")
+        .expect("idp listed");
+    assert_eq!(idp["kind"], "jwt");
+    assert_eq!(idp["jwt"]["issuer"], ISS);
+    assert_eq!(idp["jwt"]["key_ids"], json!(["k1", "k2", "e1"]));
+    assert!(idp["jwt"]["last_fetch"].is_string());
+    assert!(!String::from_utf8_lossy(&body).contains(&hash_api_key("demo-key")));
+    jwks.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_good_keys_pass_while_the_jwks_server_is_down() {
+    let mut jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    // Re-fetch on every unknown kid: each one tries the dead server.
+    let s = setup(&jwks, "0s").await;
+    let good = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    assert_eq!(bearer(&s.gateway, "/api/orders/1", &good).await.status, 200);
+    jwks.stop().await;
+
+    let unknown = sign(Algorithm::RS256, Some("k2"), &rsa2(), &claims());
+    let a = bearer(&s.gateway, "/api/orders/1", &unknown).await;
+    assert_eq!(a.status, 401, "an unknown key is still unknown, not a 503");
+    assert_eq!(bearer(&s.gateway, "/api/orders/1", &good).await.status, 200);
+
+    let status = s.gateway.auth_providers();
+    let jwt = status
+        .iter()
+        .find_map(|p| p.jwt.clone())
+        .expect("the JWT provider");
+    assert!(jwt.last_error.is_some(), "the failed fetch is reported");
+    assert_eq!(jwt.key_ids, ["k1"], "the last good set is kept");
+}
+
+#[tokio::test]
+async fn no_key_set_ever_fetched_is_503_not_401() {
+    let closed = common::closed_port().await;
+    let s = setup_url(&format!("http://{closed}/jwks"), "0s").await;
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    let a = bearer(&s.gateway, "/api/orders/1", &token).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.body["code"], "auth_unavailable");
+    assert!(!a.headers.contains_key("www-authenticate"));
+    // No token at all is still the caller's problem.
+    assert_eq!(send(&s.gateway, "/api/orders/1", &[]).await.status, 401);
+    assert!(s.backend.requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_key_set_is_refreshed_in_the_background_on_max_age() {
+    // max-age=0 is clamped up to min_refresh (1 s): a second fetch comes
+    // on its own, without any request.
+    let mut jwks = jwks_server(
+        set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]),
+        Some("public, max-age=0"),
+    )
+    .await;
+    let (addr, _backend) = common::spawn_backend().await;
+    let url = format!("http://{}/jwks", jwks.addr);
+    let config = yaml(addr, &url, "1h").replace(
+        "min_refetch_interval: 1h",
+        "min_refetch_interval: 1h\n          min_refresh: 1s\n          max_refresh: 1h",
+    );
+    let config = GatewayConfig::from_yaml(&config, "jwt.yaml").expect("valid");
+    let gateway = Gateway::from_config(config).await.expect("gateway");
+    for n in 1..=2 {
+        tokio::time::timeout(BOUND, jwks.fetched.recv())
+            .await
+            .unwrap_or_else(|_| panic!("fetch {n} in time"))
+            .expect("server up");
+    }
+    // The rotated key arrives by refresh, not by an unknown-kid fetch.
+    jwks.replace(set(&[jwk(&rsa2(), Algorithm::RS256, "k2")]));
+    tokio::time::timeout(BOUND, jwks.fetched.recv())
+        .await
+        .expect("third fetch in time")
+        .expect("server up");
+    let token = sign(Algorithm::RS256, Some("k2"), &rsa2(), &claims());
+    let a = bearer(&gateway, "/api/orders/1", &token).await;
+    assert_eq!(a.status, 200);
+    jwks.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_still_work_beside_jwt() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let s = setup(&jwks, "1h").await;
+    let a = send(
+        &s.gateway,
+        "/api/either/1",
+        &[("x-api-key", "demo-key"), ("x-consumer", "someone-else")],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let seen = s.backend.last().headers;
+    assert_eq!(seen["x-consumer"], "demo-app");
+    assert_eq!(seen["x-auth-provider"], "keys");
+    assert!(!seen.contains_key("x-jwt-sub"));
+
+    let a = send(&s.gateway, "/api/either/1", &[("x-api-key", "wrong")]).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.body["code"], "invalid_credentials");
+    assert!(challenge(&a).starts_with("ApiKey"));
+
+    let a = send(&s.gateway, "/api/either/1", &[]).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.body["code"], "missing_credentials");
+
+    // The same route takes a token.
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    assert_eq!(
+        bearer(&s.gateway, "/api/either/1", &token).await.status,
+        200
+    );
+    assert_eq!(s.backend.last().headers["x-auth-provider"], "idp");
+    // A bad token with no API key: the token's refusal is the answer.
+    let a = bearer(&s.gateway, "/api/either/1", "a.b.c").await;
+    assert_eq!(a.status, 401);
+    assert!(challenge(&a).contains("invalid_token"));
+}
+
+#[tokio::test]
+async fn the_seed_yaml_with_auth_required_works_end_to_end_with_a_jwks_provider() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let (users, products, orders) = (
+        common_gw::backend("users").await,
+        common_gw::backend("products").await,
+        common_gw::backend("orders").await,
+    );
+    let yaml = format!(
+        r#"{routes}
+services:
+  user-service: {{ instances: ["{u}"] }}
+  product-service: {{ instances: ["{p}"] }}
+  order-service: {{ instances: ["{o}"] }}
+auth:
+  providers:
+    idp:
+      jwt:
+        algorithms: [RS256]
+        issuer: "{ISS}"
+        audience: ["{AUD}"]
+        jwks: {{ url: "http://{jwks}/jwks" }}
+"#,
+        routes = common_gw::SEED_ROUTES,
+        u = users.addr,
+        p = products.addr,
+        o = orders.addr,
+        jwks = jwks.addr,
+    );
+    let (_gateway, addr) = common_gw::gateway(&yaml).await;
+    let http = common_gw::Http::new(addr);
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    let auth = format!("Bearer {token}");
+
+    let a = http.get("/api/users/1").await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.headers["www-authenticate"], r#"Bearer realm="idp""#);
+    let a = http
+        .send(
+            http::Method::GET,
+            "/api/users/1",
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "users GET /api/users/1")
+    );
+    let a = http
+        .send(
+            http::Method::POST,
+            "/api/orders/7",
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "orders POST /api/orders/7")
+    );
+    let a = http.get("/api/products/3").await;
+    assert_eq!(a.status, 200, "auth_required: false stays open");
+    assert_eq!(orders.hits(), 1);
+    assert_eq!(users.hits(), 1);
+}
+
+fn problems(yaml: &str) -> Vec<(String, String)> {
+    let err = GatewayConfig::from_yaml(yaml, "bad.yaml").expect_err("invalid");
+    err.problems()
+        .iter()
+        .map(|p| (p.field().to_owned(), p.message().to_owned()))
+        .collect()
+}
+
+fn jwt_yaml(body: &str) -> String {
+    format!("auth:\n  providers:\n    idp:\n      jwt:\n{body}")
+}
+
+#[test]
+fn bad_jwt_providers_are_load_errors_naming_provider_and_field() {
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256, XS999]\n        jwks: { url: \"http://127.0.0.1:1/jwks\" }\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms[1]");
+    assert!(found[0].1.contains("XS999"));
+
+    let found = problems(&jwt_yaml("        algorithms: [HS256]\n"));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
+    assert!(found[0].1.contains("secret"), "{found:?}");
+
+    let found = problems(&jwt_yaml("        algorithms: [ES256]\n"));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks");
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256, HS256]\n        jwks: { url: \"http://127.0.0.1:1/jwks\" }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms[1]");
+    assert!(found[0].1.contains("cannot share"));
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        jwks: { url: \"https://idp.example.com/jwks\" }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks.url");
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        secret_base64: c2VjcmV0\n        jwks: { file: jwks.json }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
+
+    let found = problems(&jwt_yaml("        algorithms: []\n        secret_env: S\n"));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms");
+}
+
+#[tokio::test]
+async fn an_hmac_provider_verifies_with_its_secret_only() {
+    let secret = STANDARD.encode([7u8; 32]);
+    let (addr, backend) = common::spawn_backend().await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{ path: "/api/*", service: api, auth_required: true }}
+services:
+  api: {{ instances: ["{addr}"] }}
+auth:
+  providers:
+    hs:
+      jwt:
+        algorithms: [HS256]
+        secret_base64: "{secret}"
+"#
+    );
+    let config = GatewayConfig::from_yaml(&yaml, "hs.yaml").expect("valid");
+    assert!(
+        !format!("{config:?}").contains(&secret),
+        "the secret is redacted"
+    );
+    let gateway = Gateway::from_config(config).await.expect("gateway");
+    let key = EncodingKey::from_secret(&[7u8; 32]);
+    let token = sign(Algorithm::HS256, None, &key, &claims());
+    assert_eq!(bearer(&gateway, "/api/x", &token).await.status, 200);
+    assert_eq!(backend.last().headers["x-jwt-sub"], "alice");
+    let wrong = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(&[8u8; 32]),
+        &claims(),
+    );
+    assert_eq!(bearer(&gateway, "/api/x", &wrong).await.status, 401);
+    // An RS256 token to an HMAC provider: the algorithm is not pinned.
+    let rs = sign(Algorithm::RS256, None, &rsa1(), &claims());
+    assert_eq!(bearer(&gateway, "/api/x", &rs).await.status, 401);
+}
+
+#[tokio::test]
+async fn hmac_secrets_must_exist_and_be_long_enough() {
+    use msp_gateway::auth::{InvalidJwtConfig, JwtAuth};
+    use msp_gateway::config::JwtConfig;
+    let mut config = JwtConfig::new(["HS256"]);
+    config.secret_env = Some("MSP_GATEWAY_TEST_UNSET_SECRET_VARIABLE".into());
+    let err = JwtAuth::new("hs", &config).expect_err("unset variable");
+    assert!(
+        matches!(err, InvalidJwtConfig::Secret(ref m) if m.contains("is not set")),
+        "{err}"
+    );
+    let short = JwtConfig::new(["HS256"]).secret_base64(STANDARD.encode([1u8; 16]));
+    let err = JwtAuth::new("hs", &short).expect_err("16 bytes");
+    assert!(err.to_string().contains("at least 32"), "{err}");
+}

@@ -9,7 +9,10 @@
 #
 # On a fresh Debian/Ubuntu machine `start` installs the packages it needs with
 # apt-get (etcd-server, protobuf-compiler, postgresql, redis-server,
-# nats-server). Services already running are reused and left alone.
+# nats-server, and for the dashboard's browser test chromium, nodejs and npm)
+# and playwright-core from npm into examples/ecommerce/tests/browser (it
+# drives Debian's chromium; it never downloads a browser). Services already
+# running are reused and left alone.
 #
 # Ports: etcd uses non-default ports (client 23790, peer 23800) and a
 # temporary data directory, so it never collides with a system etcd.
@@ -152,8 +155,20 @@ export MSP_NATS_URL=$MSP_NATS_URL
 EOF
 }
 
+# playwright-core for the dashboard's browser test (tests/dashboard.rs),
+# from the committed package-lock.json.
+browser_test_deps() {
+    local dir="$ROOT/examples/ecommerce/tests/browser"
+    if [ ! -d "$dir/node_modules/playwright-core" ]; then
+        log "installing playwright-core (npm ci in $dir)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    fi
+}
+
 start() {
     need protoc protobuf-compiler etcd etcd-server curl curl
+    need chromium chromium node nodejs npm npm
+    browser_test_deps
     port_open 5432 || need pg_ctlcluster postgresql psql postgresql-client
     port_open 6379 || need redis-server redis-server
     port_open 4222 || need nats-server nats-server

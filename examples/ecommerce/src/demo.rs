@@ -34,6 +34,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use msp_core::BoxError;
+use msp_resilience::circuit_breaker::State;
 use serde_json::{Value, json};
 
 /// A small JSON-over-HTTP client (hyper-util, pooled).
@@ -124,6 +125,27 @@ pub struct Story {
     pub requests_before_429: usize,
     /// Whether the 429 came with `Retry-After`-style problem details.
     pub rate_limited: bool,
+    /// The breaker chapter: payment-service failing, order-service's
+    /// breaker to it opening, then recovering.
+    pub breaker: BreakerChapter,
+}
+
+/// What the breaker chapter saw.
+#[derive(Debug, Clone, Default)]
+pub struct BreakerChapter {
+    /// Whether order-service's breaker to payment-service opened.
+    pub opened: bool,
+    /// The order placed while payment failed: `(id, status, history)`
+    /// (compensated).
+    pub during: (String, String, Vec<String>),
+    /// Payment attempts of that order rejected at once by the open breaker
+    /// (no call to payment-service made).
+    pub fast_failures: usize,
+    /// The first order placed after the faults stopped that completed:
+    /// `(id, status, history)` (its payment call a half-open probe).
+    pub after: (String, String, Vec<String>),
+    /// The breaker's state at the end (`closed`).
+    pub final_state: String,
 }
 
 fn say(quiet: bool, line: impl std::fmt::Display) {
@@ -275,5 +297,80 @@ pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
             break;
         }
     }
+
+    say(
+        quiet,
+        "7. payment-service fails every call (chaos): order-service's breaker opens, then recovers",
+    );
+    story.breaker = breaker_chapter(system, &gw, &key, quiet).await?;
     Ok(story)
+}
+
+/// Chapter 7: faults injected into payment-service until order-service's
+/// breaker to it opens; an order placed then is rejected fast and
+/// compensated; faults off, the next order's payment is the breaker's probe
+/// and completes.
+async fn breaker_chapter(
+    system: &System,
+    gw: &Http,
+    key: &str,
+    quiet: bool,
+) -> Result<BreakerChapter, BoxError> {
+    let dashboard = system.dashboard();
+    let breaker = dashboard
+        .breakers()
+        .iter()
+        .find(|b| b.callee == "payment-service")
+        .ok_or("no breaker to payment-service")?
+        .breaker
+        .clone();
+    let chaos = dashboard
+        .chaos("payment-service")
+        .ok_or("payment-service has no chaos switch")?;
+    let mut chapter = BreakerChapter::default();
+    let mut changes = breaker.subscribe();
+    chaos.enable();
+    chapter.during = order(gw, key, "mug-1", "2 Side St").await?;
+    // The order's end was long-polled; the breaker opened on the way.
+    while let Ok(change) = changes.try_recv() {
+        if change.to == State::Open {
+            chapter.opened = true;
+        }
+    }
+    chapter.fast_failures = chapter
+        .during
+        .2
+        .iter()
+        .filter(|l| l.contains("circuit breaker is open"))
+        .count();
+    say(
+        quiet,
+        format!(
+            "   faults on: breaker opened: {}; order {} {} ({} payment attempts rejected at once by the open breaker)",
+            chapter.opened, chapter.during.0, chapter.during.1, chapter.fast_failures
+        ),
+    );
+    chaos.disable();
+    // The saga retries its payment step for longer than the breaker stays
+    // open, so the first order after the faults completes: its payment is
+    // the breaker's first half-open probe. The breaker closes once its
+    // half-open probes all succeeded: a few more orders (bounded).
+    for n in 0..8 {
+        let placed = order(gw, key, "mug-1", "2 Side St").await?;
+        if n == 0 || chapter.after.1 != "completed" {
+            chapter.after = placed;
+        }
+        if chapter.after.1 == "completed" && breaker.state() == State::Closed {
+            break;
+        }
+    }
+    chapter.final_state = breaker.state().as_str().to_owned();
+    say(
+        quiet,
+        format!(
+            "   faults off: order {} {}; breaker {}",
+            chapter.after.0, chapter.after.1, chapter.final_state
+        ),
+    );
+    Ok(chapter)
 }

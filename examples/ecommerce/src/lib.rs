@@ -40,20 +40,29 @@
 //! # }
 //! ```
 
+pub mod dashboard;
 pub mod demo;
 pub mod gateway;
 pub mod platform;
+pub mod requests;
 pub mod services;
 
+use axum::Router;
+use dashboard::{ClientBreaker, Dashboard};
 use msp_core::BoxError;
 use msp_core::shutdown::{Shutdown, ShutdownReport};
 use msp_discovery::MemoryRegistry;
 use msp_gateway::Gateway;
+use msp_gateway::admin::Admin;
+use msp_resilience::chaos::ChaosHandle;
 use msp_saga::outbox::BroadcastPublisher;
-use platform::{Running, ServiceClient, open_db, serve};
+use msp_saga::saga::SqliteSagaStore;
+use platform::{Running, ServiceClient, open_db, serve, with_chaos};
+use requests::RequestLog;
 use services::notification::FeedEntry;
 use services::order::{Downstream, OrderService};
 use services::{inventory, notification, payment, product, shipping, user};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::sync::broadcast;
@@ -97,7 +106,23 @@ pub struct System {
     services: Vec<Running>,
     feed: broadcast::Sender<FeedEntry>,
     bus: BroadcastPublisher,
+    dashboard: Dashboard,
     stop_background: Shutdown,
+}
+
+/// Wraps each service's routes the same way: a chaos switch (off), then
+/// the request log, so injected faults show among the recent requests.
+struct Instrument {
+    requests: RequestLog,
+    chaos: BTreeMap<&'static str, ChaosHandle>,
+}
+
+impl Instrument {
+    fn routes(&mut self, name: &'static str, routes: Router) -> Result<Router, BoxError> {
+        let (routes, chaos) = with_chaos(routes)?;
+        self.chaos.insert(name, chaos);
+        Ok(self.requests.wrap(name, routes))
+    }
 }
 
 impl System {
@@ -108,6 +133,10 @@ impl System {
         let bind = config.service_bind;
         let background = Shutdown::new();
         let mut services = Vec::new();
+        let mut instrument = Instrument {
+            requests: RequestLog::new(500),
+            chaos: BTreeMap::new(),
+        };
 
         let db = open_db(dir, "inventory.db").await?;
         let stock: Vec<(String, i64)> = product::seed_catalog()
@@ -119,7 +148,7 @@ impl System {
         services.push(
             serve(
                 "inventory-service",
-                inventory::routes(db.clone()),
+                instrument.routes("inventory-service", inventory::routes(db.clone()))?,
                 db,
                 &registry,
                 bind,
@@ -132,7 +161,7 @@ impl System {
         services.push(
             serve(
                 "payment-service",
-                payment::routes(db.clone()),
+                instrument.routes("payment-service", payment::routes(db.clone()))?,
                 db,
                 &registry,
                 bind,
@@ -143,6 +172,7 @@ impl System {
         let db = open_db(dir, "shipping.db").await?;
         shipping::migrate(&db).await?;
         let routes = shipping::routes(db.clone(), &config.shipping_fail_marker);
+        let routes = instrument.routes("shipping-service", routes)?;
         services.push(serve("shipping-service", routes, db, &registry, bind).await?);
 
         let db = open_db(dir, "products.db").await?;
@@ -150,7 +180,7 @@ impl System {
         services.push(
             serve(
                 "product-service",
-                product::routes(db.clone()),
+                instrument.routes("product-service", product::routes(db.clone()))?,
                 db,
                 &registry,
                 bind,
@@ -169,6 +199,7 @@ impl System {
             feed.clone(),
         ));
         let routes = notification::routes(db.clone(), feed.clone());
+        let routes = instrument.routes("notification-service", routes)?;
         services.push(serve("notification-service", routes, db, &registry, bind).await?);
 
         let db = open_db(dir, "orders.db").await?;
@@ -178,6 +209,20 @@ impl System {
             payment: ServiceClient::new(&registry, "payment-service")?,
             shipping: ServiceClient::new(&registry, "shipping-service")?,
         };
+        let breakers: Vec<ClientBreaker> = [
+            &downstream.products,
+            &downstream.inventory,
+            &downstream.payment,
+            &downstream.shipping,
+        ]
+        .into_iter()
+        .map(|c| ClientBreaker {
+            caller: "order-service",
+            callee: c.service(),
+            breaker: c.breaker().clone(),
+        })
+        .collect();
+        let sagas = SqliteSagaStore::new(db.clone());
         let orders = OrderService::start(
             db.clone(),
             downstream,
@@ -185,7 +230,8 @@ impl System {
             background.stop_accepting(),
         )
         .await?;
-        services.push(serve("order-service", orders.routes(), db, &registry, bind).await?);
+        let routes = instrument.routes("order-service", orders.routes())?;
+        services.push(serve("order-service", routes, db, &registry, bind).await?);
 
         // The gateway, then user-service (its logins reload the gateway).
         let keys = gateway::KeyRing::default();
@@ -194,7 +240,7 @@ impl System {
         let issuer = keys.issuer();
         let users = serve(
             "user-service",
-            user::routes(user_db.clone(), issuer),
+            instrument.routes("user-service", user::routes(user_db.clone(), issuer))?,
             user_db,
             &registry,
             bind,
@@ -213,7 +259,17 @@ impl System {
             async move { gw.serve_with_shutdown(listener, &shutdown).await }
         });
         tracing::info!(%gateway_addr, "gateway started");
+        let dashboard = Dashboard::new(
+            gw.clone(),
+            registry.clone(),
+            services.iter().map(|s| s.name).collect(),
+            breakers,
+            instrument.chaos,
+            instrument.requests,
+            sagas,
+        );
         Ok(System {
+            dashboard,
             registry,
             gateway: gw,
             gateway_addr,
@@ -234,6 +290,36 @@ impl System {
     /// The gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    /// The live dashboard's data and routes.
+    pub fn dashboard(&self) -> &Dashboard {
+        &self.dashboard
+    }
+
+    /// Serves the dashboard with msp-gateway's admin endpoints behind it on
+    /// `listener` until the system stops; `prometheus` installs the
+    /// process's Prometheus recorder for `/metrics` (once per process).
+    pub fn serve_dashboard(
+        &self,
+        listener: tokio::net::TcpListener,
+        prometheus: bool,
+    ) -> Result<(), BoxError> {
+        let mut admin = Admin::new(self.gateway.clone());
+        if prometheus {
+            admin = admin.with_prometheus()?;
+        }
+        let app = self.dashboard.router(admin);
+        let stop = self.stop_background.stop_accepting();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(error = %e, "dashboard listener failed");
+            }
+        });
+        Ok(())
     }
 
     /// The discovery registry every service is registered in.

@@ -14,7 +14,12 @@ async fn main() -> Result<(), BoxError> {
         _ => return Err(format!("unexpected arguments {args:?} (usage: ecommerce [demo])").into()),
     };
     // The demo's story is its output; logs only for errors unless RUST_LOG.
-    let default_filter = if demo { "error" } else { "warn,ecommerce=info" };
+    let default_filter = if demo {
+        // Chapter 7 injects 503s on purpose: tower-http would log each one.
+        "error,tower_http::trace=off"
+    } else {
+        "warn,ecommerce=info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -33,15 +38,13 @@ async fn main() -> Result<(), BoxError> {
         return system.stop().await;
     }
 
-    // The admin listener, with the process's Prometheus recorder.
-    let admin_shutdown = msp_core::shutdown::Shutdown::new();
+    // The gateway's admin listener, with the dashboard and the process's
+    // Prometheus recorder.
     let mut admin_url = None;
     if let Some(admin) = system.gateway().config().admin() {
         let listener = tokio::net::TcpListener::bind(admin.listen).await?;
         admin_url = Some(format!("http://{}", listener.local_addr()?));
-        let admin = msp_gateway::admin::Admin::new(system.gateway().clone()).with_prometheus()?;
-        let shutdown = admin_shutdown.clone();
-        tokio::spawn(async move { admin.serve(listener, &shutdown).await });
+        system.serve_dashboard(listener, true)?;
     }
 
     println!("ecommerce: gateway on {url}  (Ctrl-C to stop; data in target/ecommerce-data)");
@@ -68,12 +71,15 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     if let Some(admin) = &admin_url {
+        println!("  open {admin}/dashboard   # live: services, breakers, limits, sagas, traces");
+        println!(
+            "  curl -X POST {admin}/chaos/payment-service   # payment fails: watch order-service's breaker open (DELETE to recover)"
+        );
         println!(
             "  curl {admin}/metrics | grep msp_http_requests_total   # every service's RED metrics"
         );
     }
     tokio::signal::ctrl_c().await?;
-    admin_shutdown.trigger();
     println!("stopping: gateway, then each service (deregister → drain)");
     system.stop().await
 }

@@ -30,11 +30,13 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use msp_core::backoff::Backoff;
 use msp_core::health::{Check, HealthRegistry};
+use msp_core::http::{HttpErrorLayer, Problem};
 use msp_core::observe::{self, PropagateTraceContextLayer, metrics as red};
 use msp_core::shutdown::{DrainLayer, Shutdown, ShutdownReport};
 use msp_core::{BoxError, Instance};
 use msp_discovery::{DiscoveryClient, MemoryRegistry, Registry};
-use msp_resilience::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use msp_resilience::chaos::{ChaosConfig, ChaosHandle, ChaosLayer, InjectedFault};
+use msp_resilience::circuit_breaker::{Breaker, CircuitBreakerConfig, CircuitBreakerLayer};
 use msp_resilience::retry::ReplayBody;
 use msp_resilience::{ResilienceBuilderExt, RetryLayer};
 use sqlx::SqlitePool;
@@ -173,6 +175,27 @@ pub async fn serve(
     })
 }
 
+/// `routes` behind a chaos switch, off until the returned handle enables
+/// it: an injected fault answers `503` `injected_fault` (problem+json)
+/// without calling the routes, as a failing instance would.
+pub fn with_chaos(routes: Router) -> Result<(Router, ChaosHandle), BoxError> {
+    let chaos = ChaosLayer::new(ChaosConfig {
+        enabled: false,
+        error_rate: 1.0,
+        ..ChaosConfig::default()
+    })?;
+    let handle = chaos.handle();
+    let errors = HttpErrorLayer::new().map(|_: &InjectedFault| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "injected_fault",
+            "chaos: fault injected by the dashboard or the demo",
+        )
+    });
+    let routes = routes.layer(ServiceBuilder::new().layer(errors).layer(chaos));
+    Ok((routes, handle))
+}
+
 type Stack = BoxCloneSyncService<
     Request<Full<Bytes>>,
     http::Response<msp_discovery::ResponseBody>,
@@ -187,6 +210,7 @@ type Stack = BoxCloneSyncService<
 pub struct ServiceClient {
     service: &'static str,
     stack: Stack,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -214,25 +238,46 @@ impl Reply {
 }
 
 impl ServiceClient {
-    /// A client to `service`, resolved through `registry`.
+    /// A client to `service`, resolved through `registry`. Its breaker,
+    /// named after the service, opens after 5 consecutive failures (a
+    /// `5xx`, a timeout or a transport error) and lets a probe through
+    /// after 2 s (longer after each trip in a row).
     pub fn new(registry: &MemoryRegistry, service: &'static str) -> Result<Self, BoxError> {
         let client = DiscoveryClient::builder(registry.clone()).build::<ReplayBody<Full<Bytes>>>();
         let retry = RetryLayer::idempotent_http()
             .max_attempts(3)
             .backoff(Backoff::constant(Duration::from_millis(50))?);
-        let breaker =
-            CircuitBreakerLayer::new(CircuitBreakerConfig::default()).classify_http_status();
+        let breaker = Breaker::new(
+            CircuitBreakerConfig::builder()
+                .name(service)
+                .consecutive_failures(5)
+                .open_duration(Duration::from_secs(2))
+                .build()?,
+        );
+        let breaker_layer =
+            CircuitBreakerLayer::from_breaker(breaker.clone()).classify_http_status();
         let stack = ServiceBuilder::new()
             .msp_timeout(Duration::from_secs(2))
             .msp_retry(retry)
-            .msp_circuit_breaker(breaker)
+            .msp_circuit_breaker(breaker_layer)
             .layer(PropagateTraceContextLayer::new())
             .service(client)
             .map_err(Into::<BoxError>::into);
         Ok(ServiceClient {
             service,
             stack: BoxCloneSyncService::new(stack),
+            breaker,
         })
+    }
+
+    /// The service this client calls.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The client's circuit breaker (shared by its clones).
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// Sends `method path` with an optional JSON body and `Idempotency-Key`,

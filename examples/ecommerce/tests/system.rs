@@ -216,6 +216,13 @@ async fn the_demo_story_runs() {
     assert_eq!(story.stock_before_after.0, story.stock_before_after.1);
     assert_eq!(story.charge_state, "refunded");
     assert!(story.rate_limited);
+    // Chapter 7: the breaker to payment-service opened under injected
+    // faults, rejected payment attempts at once, and closed again.
+    assert!(story.breaker.opened, "{story:?}");
+    assert_eq!(story.breaker.during.1, "compensated", "{story:?}");
+    assert!(story.breaker.fast_failures >= 1, "{story:?}");
+    assert_eq!(story.breaker.after.1, "completed", "{story:?}");
+    assert_eq!(story.breaker.final_state, "closed", "{story:?}");
     // 20/minute on /api/auth/*: signup + login took 2 (no exact count:
     // the quota refills with time).
     assert!(story.requests_before_429 >= 1, "{story:?}");

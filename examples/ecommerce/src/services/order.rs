@@ -168,10 +168,14 @@ fn forward_key(ctx: &StepContext<OrderData>) -> Result<String, StepError> {
 
 /// The place-order saga: inventory → payment → shipping.
 pub fn place_order_saga(d: &Downstream) -> Result<Saga<OrderData>, BoxError> {
+    // Six retries, 0.1 s doubling to 1 s (3.5 s in all): longer than the
+    // clients' breakers stay open after a first trip (2 s), so a step
+    // retried past an open breaker gets through once the service is back.
     let retry = Backoff::builder()
-        .initial(Duration::from_millis(50))
+        .initial(Duration::from_millis(100))
         .max_delay(Duration::from_secs(1))
-        .max_attempts(3)
+        .max_attempts(6)
+        .jitter(msp_core::backoff::Jitter::None)
         .build()?;
     let (inv1, inv2, pay1, pay2, ship) = (
         d.inventory.clone(),

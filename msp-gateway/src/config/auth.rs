@@ -197,11 +197,13 @@ pub struct ConsumerConfig {
 ///     timeout: 5s
 /// ```
 ///
-/// HMAC algorithms (`HS256`, `HS384`, `HS512`) take a shared secret instead
-/// of `jwks`: `secret_base64` (put a `${ENV}` reference there and let
-/// msp-config interpolate it) or `secret_env` (the variable holding the
-/// base64 secret). A provider pins HMAC or public-key algorithms, never
-/// both.
+/// HMAC algorithms (`HS256`, `HS384`, `HS512`) take a shared secret of at
+/// least 32 bytes instead of `jwks`: `secret_env` (the environment
+/// variable holding the base64 secret — what the standalone gateway's file
+/// loader, which does not interpolate, needs) or `secret_base64` (a
+/// `${ENV}` reference there works when the config is loaded through
+/// msp-config with interpolation on). A provider pins HMAC or public-key
+/// algorithms, never both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]

@@ -648,3 +648,28 @@ async fn hmac_secrets_must_exist_and_be_long_enough() {
     let err = JwtAuth::new("hs", &short).expect_err("16 bytes");
     assert!(err.to_string().contains("at least 32"), "{err}");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_key_set_even_with_the_jwks_server_down() {
+    let mut jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let (addr, _backend) = common::spawn_backend().await;
+    let url = format!("http://{}/jwks", jwks.addr);
+    let config = |extra: &str| {
+        let yaml = yaml(addr, &url, "1h").replace(
+            "  - path: \"/api/open/*\"",
+            &format!("{extra}  - path: \"/api/open/*\""),
+        );
+        GatewayConfig::from_yaml(&yaml, "jwt.yaml").expect("valid")
+    };
+    let gateway = Gateway::from_config(config("")).await.expect("gateway");
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    assert_eq!(bearer(&gateway, "/api/orders/1", &token).await.status, 200);
+    jwks.stop().await;
+
+    // A new route, same provider: the new generation keeps its keys.
+    let extra = "  - path: \"/api/new/*\"\n    service: orders\n    auth_required: true\n";
+    gateway.reload(config(extra)).await.expect("reload");
+    assert_eq!(bearer(&gateway, "/api/new/1", &token).await.status, 200);
+    assert_eq!(bearer(&gateway, "/api/orders/1", &token).await.status, 200);
+    assert_eq!(jwks.fetches(), 1, "no re-fetch on reload");
+}

@@ -85,7 +85,9 @@ impl Auth {
                         .map_err(|e| BuildError::invalid(at(), e))?,
                 ),
                 AuthProviderConfig::Jwt(jwt) => Provider::Jwt(
-                    JwtAuth::new(name.clone(), jwt).map_err(|e| BuildError::invalid(at(), e))?,
+                    // Shared with the generation being replaced: a reload
+                    // keeps the keys.
+                    JwtAuth::shared(name.clone(), jwt).map_err(|e| BuildError::invalid(at(), e))?,
                 ),
                 #[allow(unreachable_patterns)]
                 _ => {

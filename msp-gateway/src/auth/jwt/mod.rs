@@ -121,6 +121,10 @@ struct Inner {
     keys: Keys,
 }
 
+/// The JWKS providers alive in this process, for [`JwtAuth::shared`].
+type Live = Vec<(String, JwtConfig, std::sync::Weak<Inner>)>;
+static LIVE: std::sync::Mutex<Live> = std::sync::Mutex::new(Vec::new());
+
 /// JWT authentication for one provider; see the [`auth` module docs](crate::auth).
 /// Cheap to clone; clones share the key cache.
 #[derive(Clone)]
@@ -193,6 +197,33 @@ impl JwtAuth {
     /// a JWKS file is read now.
     pub fn new(name: impl Into<String>, config: &JwtConfig) -> Result<Self, InvalidJwtConfig> {
         Self::with_client(name, config, ProxyClient::new())
+    }
+
+    /// Like [`new`](Self::new), but a provider of the same name and
+    /// config that is still alive in this process (the generation a reload
+    /// is replacing) is shared, key cache included: a reload keeps the
+    /// last good key set — even while the JWKS endpoint is down — and
+    /// does not re-fetch. HMAC providers are always built anew (their
+    /// secret may come from the environment).
+    pub fn shared(name: impl Into<String>, config: &JwtConfig) -> Result<Self, InvalidJwtConfig> {
+        let name = name.into();
+        if config.jwks.is_none() {
+            return Self::new(name, config);
+        }
+        let mut live = LIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.retain(|(_, _, weak)| weak.strong_count() > 0);
+        let found = live
+            .iter()
+            .filter(|(n, c, _)| *n == name && c == config)
+            .find_map(|(_, _, weak)| weak.upgrade());
+        if let Some(inner) = found {
+            return Ok(JwtAuth { inner });
+        }
+        let auth = Self::new(name.clone(), config)?;
+        live.push((name, config.clone(), Arc::downgrade(&auth.inner)));
+        Ok(auth)
     }
 
     /// Like [`new`](Self::new), fetching a JWKS URL through `client`.

@@ -15,6 +15,7 @@
 //! | [`auth`] | [`ApiKeyAuth`](auth::ApiKeyAuth) (consumers by SHA-256 digests of their keys) and [`JwtAuth`](auth::JwtAuth) (pinned algorithms, JWKS from a URL or file, refetch on unknown `kid`, last good keys on outage); identity headers stripped then set; 401/403 with `WWW-Authenticate` |
 //! | [`upstream`] | per service: registry view, balancer (p2c peak-EWMA by default), health checks, outlier ejection and **one circuit breaker per upstream service** |
 //! | [`gateway`] | the [`Gateway`] service: an `ArcSwap`'d snapshot of the table and per-route stacks, reload and file hot reload, serving (HTTP/1.1 + h2c) |
+//! | [`bff`] | backends for frontends: [`Aggregate`](bff::Aggregate) endpoints fanning out to several backends (timeouts, `required`, partial markers, sequential steps, collections), per-client shaping (web, mobile, MessagePack/CBOR for IoT, `?fields=`), in the gateway (`aggregates:`) or your own axum service |
 //! | [`admin`] | the admin listener: routes, upstreams, breakers, limiters, config version and last reload error, Prometheus `/metrics` |
 //!
 //! # Where it sits

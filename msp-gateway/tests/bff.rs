@@ -128,10 +128,16 @@ async fn the_krakend_marker_is_configurable() {
             .build()
             .expect("test value")
     };
-    let res = build(true).oneshot(request("/users/1")).await.expect("test value");
+    let res = build(true)
+        .oneshot(request("/users/1"))
+        .await
+        .expect("test value");
     assert_eq!(res.headers()["x-krakend-completed"], "false");
     assert_eq!(json(res).await["_partial"]["reasons"]["more"], "status");
-    let res = build(false).oneshot(request("/users/1")).await.expect("test value");
+    let res = build(false)
+        .oneshot(request("/users/1"))
+        .await
+        .expect("test value");
     assert_eq!(res.headers()["x-krakend-completed"], "true");
     assert!(json(res).await.get("_partial").is_none());
 }
@@ -474,9 +480,20 @@ aggregates:
         .header("host", "gw")
         .body(msp_gateway::Body::empty())
         .expect("test value");
-    assert_eq!(gateway.clone().oneshot(post).await.expect("test value").status(), 405);
+    assert_eq!(
+        gateway
+            .clone()
+            .oneshot(post)
+            .await
+            .expect("test value")
+            .status(),
+        405
+    );
     // Ordinary routes still work beside it.
-    let res = gateway.oneshot(request("/api/users/5")).await.expect("test value");
+    let res = gateway
+        .oneshot(request("/api/users/5"))
+        .await
+        .expect("test value");
     assert_eq!(res.status(), 200);
 }
 
@@ -505,4 +522,71 @@ aggregates:
     let bad = "aggregates:\n  - name: a\n    path: /a\n    backends: []\n    colour: red\n";
     let err = GatewayConfig::from_yaml(bad, "g.yaml").expect_err("an error");
     assert!(err.to_string().contains("colour"), "{err}");
+}
+
+#[tokio::test]
+async fn a_users_own_service_aggregates_through_a_discovery_client() {
+    use msp_core::Instance;
+    use msp_discovery::client::DiscoveryClient;
+    use msp_discovery::registry::MemoryRegistry;
+
+    let addr = shop().await;
+    let registry = MemoryRegistry::new();
+    registry
+        .insert(Instance::parse("user-service", &addr.to_string()).expect("instance"))
+        .expect("registered");
+    let client = DiscoveryClient::builder(registry).build::<msp_gateway::Body>();
+    let build = |path: &str, user_service: &str| {
+        Aggregate::builder("user-page")
+            .path(path)
+            .backend(
+                BackendConfig::new("user", format!("http://{user_service}/users/{{id}}"))
+                    .required()
+                    .allow(["name"]),
+            )
+            .client(client.clone())
+            .build()
+            .expect("aggregate")
+    };
+    // Mounted in the user's own axum router.
+    let app: Router = Router::new()
+        .route_service("/users/{id}", build("/users/{id}", "user-service"))
+        .route_service("/gone/{id}", build("/gone/{id}", "nobody"));
+    let req = |path: &str| {
+        http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let res = app
+        .clone()
+        .oneshot(req("/users/9"))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body, r#"{"name":"Ada"}"#);
+    // A service with no instance: 503, not 500.
+    let res = app.oneshot(req("/gone/9")).await.expect("infallible");
+    assert_eq!(res.status(), 503);
+}
+
+#[test]
+fn the_readme_aggregate_loads() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("### Aggregates: backends for frontends")
+        .nth(1)
+        .expect("the README's BFF section");
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("its YAML block");
+    let services = "services:\n  order-service: { instances: [\"127.0.0.1:1\"] }\n  product-service: { instances: [\"127.0.0.1:2\"] }\n  review-service: { instances: [\"127.0.0.1:3\"] }\n";
+    let config = GatewayConfig::from_yaml(&format!("{services}{yaml}"), "README.md")
+        .expect("the README's aggregate loads");
+    assert_eq!(config.aggregates()[0].backends.len(), 4);
 }

@@ -351,6 +351,8 @@ impl AggregateBuilder {
     }
 
     /// The path pattern (`/orders/{id}`), whose parameters templates use.
+    /// Requests are matched against it (a path it does not match is a
+    /// 404), so mount the aggregate at the same pattern.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.config.path = path.into();
         self

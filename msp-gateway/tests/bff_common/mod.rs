@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 
 /// Serves `app` on 127.0.0.1:0.
 pub async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test value");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test value");
     let addr = listener.local_addr().expect("test value");
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
@@ -18,13 +20,19 @@ pub async fn serve(app: Router) -> SocketAddr {
 
 /// A loopback address nothing listens on.
 pub async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test value");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test value");
     listener.local_addr().expect("test value")
 }
 
 /// The response's body bytes.
 pub async fn bytes(res: http::Response<Body>) -> bytes::Bytes {
-    res.into_body().collect().await.expect("test value").to_bytes()
+    res.into_body()
+        .collect()
+        .await
+        .expect("test value")
+        .to_bytes()
 }
 
 /// The response's body as JSON.

@@ -466,6 +466,20 @@ async fn api_keys_still_work_beside_jwt() {
     let a = send(&s.gateway, "/api/either/1", &[]).await;
     assert_eq!(a.status, 401);
     assert_eq!(a.body["code"], "missing_credentials");
+    // Nothing sent: a challenge per provider the route accepts.
+    let challenges: Vec<&str> = a
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect();
+    assert_eq!(
+        challenges,
+        [
+            r#"ApiKey realm="keys", header="x-api-key""#,
+            r#"Bearer realm="idp""#
+        ]
+    );
 
     // The same route takes a token.
     let token = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
@@ -589,6 +603,11 @@ fn bad_jwt_providers_are_load_errors_naming_provider_and_field() {
     ));
     assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
 
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        forward_claims: [\"a b\"]\n        jwks: { file: jwks.json }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.forward_claims[0]");
+
     let found = problems(&jwt_yaml("        algorithms: []\n        secret_env: S\n"));
     assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms");
 }
@@ -672,4 +691,27 @@ async fn a_reload_keeps_the_key_set_even_with_the_jwks_server_down() {
     assert_eq!(bearer(&gateway, "/api/new/1", &token).await.status, 200);
     assert_eq!(bearer(&gateway, "/api/orders/1", &token).await.status, 200);
     assert_eq!(jwks.fetches(), 1, "no re-fetch on reload");
+}
+
+#[tokio::test]
+async fn rate_limit_by_consumer_keys_on_the_token_subject() {
+    let jwks = jwks_server(set(&[jwk(&rsa1(), Algorithm::RS256, "k1")]), None).await;
+    let (addr, _backend) = common::spawn_backend().await;
+    let url = format!("http://{}/jwks", jwks.addr);
+    let yaml = yaml(addr, &url, "1h").replace(
+        "  - path: \"/api/orders/*\"\n    service: orders\n    auth_required: true\n",
+        "  - path: \"/api/orders/*\"\n    service: orders\n    auth_required: true\n    rate_limit: 1/hour\n    rate_limit_by: consumer\n",
+    );
+    let config = GatewayConfig::from_yaml(&yaml, "jwt.yaml").expect("valid");
+    let gateway = Gateway::from_config(config).await.expect("gateway");
+    let alice = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
+    let bob = sign(
+        Algorithm::RS256,
+        Some("k1"),
+        &rsa1(),
+        &with(claims(), "sub", json!("bob")),
+    );
+    assert_eq!(bearer(&gateway, "/api/orders/1", &alice).await.status, 200);
+    assert_eq!(bearer(&gateway, "/api/orders/1", &alice).await.status, 429);
+    assert_eq!(bearer(&gateway, "/api/orders/1", &bob).await.status, 200);
 }

@@ -50,6 +50,9 @@ pub enum AuthErrorKind {
 pub struct AuthError {
     kind: AuthErrorKind,
     challenge: HeaderValue,
+    /// The challenges of the route's other providers (RFC 7235: one per
+    /// scheme the client may use), when no credentials were sent.
+    others: Vec<HeaderValue>,
     detail: Cow<'static, str>,
 }
 
@@ -62,8 +65,17 @@ impl AuthError {
         AuthError {
             kind,
             challenge,
+            others: Vec::new(),
             detail: detail.into(),
         }
+    }
+
+    /// Adds the challenge of another provider the request could have used.
+    pub(crate) fn also_challenge(mut self, other: &AuthError) -> Self {
+        if other.challenge != self.challenge && !self.others.contains(&other.challenge) {
+            self.others.push(other.challenge.clone());
+        }
+        self
     }
 
     /// What was wrong.
@@ -76,15 +88,19 @@ impl AuthError {
         &self.challenge
     }
 
-    /// The problem+json response, with `WWW-Authenticate` on 401 and 403.
+    /// The problem+json response, with `WWW-Authenticate` on 401 and 403
+    /// (one per provider of the route when no credentials were sent).
     pub fn into_response<B>(&self) -> Response<ProblemBody<B>> {
         let mut res = self.to_problem().into_response();
         if matches!(
             res.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
-            res.headers_mut()
-                .insert(WWW_AUTHENTICATE, self.challenge.clone());
+            let headers = res.headers_mut();
+            headers.insert(WWW_AUTHENTICATE, self.challenge.clone());
+            for other in &self.others {
+                headers.append(WWW_AUTHENTICATE, other.clone());
+            }
         }
         res
     }

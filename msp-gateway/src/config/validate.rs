@@ -618,6 +618,15 @@ fn check_jwt(name: &str, j: &JwtConfig, p: &mut impl FnMut(ProblemKind, String, 
             format!("{:?} is not a header name", j.header),
         );
     }
+    for (i, claim) in j.forward_claims.iter().enumerate() {
+        if HeaderName::from_bytes(format!("x-{}", claim.to_ascii_lowercase()).as_bytes()).is_err() {
+            p(
+                ProblemKind::Invalid,
+                format!("{base}.forward_claims[{i}]"),
+                format!("{claim:?} cannot be part of a header name"),
+            );
+        }
+    }
     for (field, list) in [
         ("required_claims", &j.required_claims),
         ("required_scopes", &j.required_scopes),

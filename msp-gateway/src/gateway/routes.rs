@@ -4,7 +4,8 @@
 use super::error::BuildError;
 use super::limit::RouteLimiter;
 use crate::auth::{
-    ApiKeyAuth, AuthError, Identity, IdentityHeaders, JwtAuth, JwtStatus, ProviderStatus,
+    ApiKeyAuth, AuthError, AuthErrorKind, Identity, IdentityHeaders, JwtAuth, JwtStatus,
+    ProviderStatus,
 };
 use crate::config::{AuthConfig, AuthProviderConfig, RouteConfig};
 use crate::proxy::HostPolicy;
@@ -166,18 +167,24 @@ impl RouteAuth {
         headers: &http::HeaderMap,
         query: Option<&str>,
     ) -> Result<Identity, AuthError> {
-        let mut refusal: Option<AuthError> = None;
+        let mut refusals: Vec<AuthError> = Vec::with_capacity(self.providers.len());
         for p in &self.providers {
             match p.authenticate(headers, query).await {
                 Ok(identity) => return Ok(identity),
-                Err(e) => {
-                    if refusal.as_ref().is_none_or(|r| e.rank() > r.rank()) {
-                        refusal = Some(e);
-                    }
-                }
+                Err(e) => refusals.push(e),
             }
         }
-        match refusal {
+        // The most specific refusal (the first of equals); with no
+        // credentials at all, every provider's challenge.
+        let best = refusals
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, e)| (e.rank(), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        match best.map(|i| refusals.remove(i)) {
+            Some(e) if e.kind() == AuthErrorKind::Missing => {
+                Err(refusals.iter().fold(e, AuthError::also_challenge))
+            }
             Some(e) => Err(e),
             // A RouteAuth always has a provider.
             None => self.first.authenticate(headers, query).await,

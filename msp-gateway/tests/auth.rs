@@ -168,3 +168,52 @@ fn the_gateway_config_provider_builds_an_authenticator() {
         "web"
     );
 }
+
+#[test]
+fn identity_headers_are_stripped_whole_and_set_from_the_identity_only() {
+    use msp_gateway::auth::{Identity, IdentityHeaders};
+    use msp_gateway::config::IdentityHeadersConfig;
+    let ids = IdentityHeaders::new(&IdentityHeadersConfig::default()).expect("defaults");
+    let mut h = HeaderMap::new();
+    h.append("x-consumer", HeaderValue::from_static("a"));
+    h.append("x-consumer", HeaderValue::from_static("b"));
+    h.insert("x-jwt-sub", HeaderValue::from_static("root"));
+    h.insert("x-auth-provider", HeaderValue::from_static("keys"));
+    h.insert("x-jwt-claim-anything", HeaderValue::from_static("x"));
+    h.insert("x-api-key", HeaderValue::from_static("web-key"));
+    h.insert("x-other", HeaderValue::from_static("kept"));
+    let consumer = auth().authenticate(&h, None).expect("key");
+    ids.strip(&mut h);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h["x-other"], "kept");
+
+    ids.set(&mut h, &Identity::from_consumer("keys", &consumer));
+    assert_eq!(h["x-consumer"], "web");
+    assert_eq!(h["x-auth-provider"], "keys");
+    assert!(!h.contains_key("x-jwt-sub"), "an API key has no subject");
+}
+
+#[test]
+fn custom_identity_header_names_are_used_and_checked() {
+    use msp_gateway::auth::IdentityHeaders;
+    use msp_gateway::config::IdentityHeadersConfig;
+    let mut config = IdentityHeadersConfig::default();
+    config.consumer = "x-user".into();
+    config.claim_prefix = "X-Claim-".into();
+    let ids = IdentityHeaders::new(&config).expect("valid");
+    let mut h = HeaderMap::new();
+    h.insert("x-user", HeaderValue::from_static("spoof"));
+    h.insert("x-claim-role", HeaderValue::from_static("admin"));
+    h.insert("x-consumer", HeaderValue::from_static("not ours any more"));
+    ids.strip(&mut h);
+    assert_eq!(
+        h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["x-consumer"]
+    );
+
+    config.subject = "bad header".into();
+    assert!(IdentityHeaders::new(&config).is_err());
+    let yaml = "auth:\n  identity_headers:\n    consumer: \"bad header\"\n";
+    let err = GatewayConfig::from_yaml(yaml, "t.yaml").expect_err("invalid");
+    assert_eq!(err.problems()[0].field(), "auth.identity_headers.consumer");
+}

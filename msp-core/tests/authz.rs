@@ -435,6 +435,10 @@ async fn path_wildcards_match_prefixes_segments_and_normalized_paths() {
         call(&svc, "GET", "/health/%2e%2e/admin", None, "10.0.0.1").await,
         403
     );
+    assert_eq!(
+        call(&svc, "GET", "/health//../admin", None, "10.0.0.1").await,
+        403
+    );
 
     // ... nor into a denied one.
     let deny = service(policies(
@@ -445,6 +449,7 @@ async fn path_wildcards_match_prefixes_segments_and_normalized_paths() {
         call(&deny, "GET", "/health/%2E%2E/admin", None, "10.0.0.1").await,
         403
     );
+    assert_eq!(call(&deny, "GET", "//admin", None, "10.0.0.1").await, 403);
     assert_eq!(
         call(&deny, "GET", "/health/live", None, "10.0.0.1").await,
         200

@@ -290,8 +290,11 @@ impl Source {
 /// | `ports`, `not_ports` | the port in the request's authority (URI or `Host`); a request naming no port matches no `ports` entry |
 ///
 /// Paths are matched on the normalized path without the query:
-/// percent-encoded unreserved characters decoded and `.` / `..` segments
-/// removed (RFC 3986), so `/payments/%2e%2e/admin` is matched as `/admin`.
+/// percent-encoded unreserved characters decoded, repeated slashes merged
+/// and `.` / `..` segments removed (RFC 3986; Envoy's `normalize_path`
+/// with `merge_slashes`), so `/payments/%2e%2e/admin` and
+/// `/payments//../admin` are matched as `/admin`. Other escapes (such as
+/// `%2F`) stay encoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[must_use]

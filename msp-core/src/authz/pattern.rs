@@ -290,15 +290,18 @@ impl ValuePattern {
 }
 
 /// The path policies see: percent-encoded unreserved characters decoded
-/// and dot segments removed (RFC 3986 §2.3, §5.2.4). Borrows when there is
-/// nothing to do (the usual case).
+/// (RFC 3986 §2.3), repeated slashes merged and dot segments removed
+/// (§5.2.4) — what Envoy's `normalize_path` with `merge_slashes` gives, so
+/// a path cannot look allowed here and mean something else to a server
+/// that normalizes (`/public//../admin` is `/admin`). Borrows when there
+/// is nothing to do (the usual case).
 pub(super) fn normalize_path(path: &str) -> Cow<'_, str> {
     let dotted = path.split('/').any(|s| s == "." || s == "..");
-    if !dotted && !path.contains('%') {
+    if !dotted && !path.contains('%') && !path.contains("//") {
         return Cow::Borrowed(path);
     }
     let decoded = decode_unreserved(path);
-    Cow::Owned(remove_dot_segments(&decoded))
+    Cow::Owned(merge_and_remove_dot_segments(&decoded))
 }
 
 fn decode_unreserved(path: &str) -> Cow<'_, str> {
@@ -328,28 +331,25 @@ fn decode_unreserved(path: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn remove_dot_segments(path: &str) -> String {
-    let absolute = path.starts_with('/');
+fn merge_and_remove_dot_segments(path: &str) -> String {
     let body = path.strip_prefix('/').unwrap_or(path);
     let mut out: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for seg in body.split('/') {
-        trailing_slash = false;
+        // A path ending in `/`, `/.` or `/..` names a directory.
+        trailing_slash = matches!(seg, "" | "." | "..");
         match seg {
-            "." => trailing_slash = true,
+            "" | "." => {}
             ".." => {
                 out.pop();
-                trailing_slash = true;
             }
             s => out.push(s),
         }
     }
-    let mut result = String::with_capacity(path.len());
-    if absolute {
-        result.push('/');
-    }
+    let mut result = String::with_capacity(path.len() + 1);
+    result.push('/');
     result.push_str(&out.join("/"));
-    if trailing_slash && !result.ends_with('/') {
+    if trailing_slash && !out.is_empty() {
         result.push('/');
     }
     result
@@ -367,6 +367,11 @@ mod tests {
         assert_eq!(normalize_path("/a/./b/"), "/a/b/");
         assert_eq!(normalize_path("/a/b/.."), "/a/");
         assert_eq!(normalize_path("/../../x"), "/x");
+        assert_eq!(normalize_path("//admin"), "/admin");
+        assert_eq!(normalize_path("/a//b"), "/a/b");
+        assert_eq!(normalize_path("/public//../admin"), "/admin");
+        assert_eq!(normalize_path("/a/.."), "/");
+        assert_eq!(normalize_path("/."), "/");
         // Reserved characters stay encoded; a broken escape stays as is.
         assert_eq!(normalize_path("/a%2Fb/%41"), "/a%2Fb/A");
         assert_eq!(normalize_path("/a%2"), "/a%2");

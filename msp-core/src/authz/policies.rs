@@ -232,6 +232,24 @@ impl AuthorizationPolicies {
     ///
     /// [`AuthorizationLayer`](super::AuthorizationLayer) calls this for
     /// every request; call it directly where a tower layer does not fit.
+    ///
+    /// ```
+    /// use msp_core::authz::{AuthorizationPolicies, Policy, Rule, Source};
+    ///
+    /// let policies = AuthorizationPolicies::builder()
+    ///     .policy(Policy::deny("lan-only").rule(Rule::new().from(Source::new().not_ip_blocks(["10.0.0.0/8"]))))
+    ///     .build()?;
+    /// let req = http::Request::get("/orders").body(())?;
+    ///
+    /// let outside = policies.decide(&req, Some("192.0.2.1".parse()?));
+    /// assert!(!outside.is_allowed());
+    /// assert_eq!((outside.policy(), outside.rule()), (Some("lan-only"), Some("0")));
+    ///
+    /// let inside = policies.decide(&req, Some("10.1.1.1".parse()?));
+    /// assert!(inside.is_allowed());
+    /// assert_eq!(inside.policy(), None); // no ALLOW policy: allowed by default
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn decide<B>(&self, req: &Request<B>, peer_ip: Option<IpAddr>) -> Decision<'_> {
         let (host, port) = authority(req);
         let view = RequestView {

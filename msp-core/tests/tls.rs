@@ -1,165 +1,24 @@
 //! mTLS over real loopback connections: what a strict or permissive
-//! listener accepts and refuses, what the client accepts, and rotation.
+//! listener accepts and refuses and what the client accepts.
 #![cfg(feature = "tls")]
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-use axum::{Router, extract::Extension, routing::get};
+mod tls_support;
+
+use self::tls_support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use msp_core::identity::{PeerIdentity, TrustDomain};
-use msp_core::tls::dev::{CertOptions, DevCa, IssuedCert};
+use msp_core::tls::dev::{CertOptions, DevCa};
 use msp_core::tls::{
-    ExpectedIdentity, IdentityFiles, Mode, MtlsConnector, MtlsListener, Reload, SvidError,
-    TlsError, WorkloadIdentity, svid_of, with_peer_identity,
+    ExpectedIdentity, Mode, MtlsConnector, MtlsListener, SvidError, TlsError, WorkloadIdentity,
+    svid_of,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-fn td(name: &str) -> TrustDomain {
-    name.parse().unwrap()
-}
-
-fn identity(ca: &DevCa, cert: &IssuedCert) -> WorkloadIdentity {
-    WorkloadIdentity::from_pem(
-        cert.cert_pem().as_bytes(),
-        cert.key_pem().as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .unwrap()
-}
-
-fn workload(ca: &DevCa, service: &str) -> WorkloadIdentity {
-    identity(ca, &ca.issue(service).unwrap())
-}
-
-/// The app every test serves: who is calling.
-fn app() -> Router {
-    Router::new().route(
-        "/whoami",
-        get(|peer: Option<Extension<PeerIdentity>>| async move {
-            match peer {
-                Some(Extension(p)) => p.to_string(),
-                None => "anonymous".to_owned(),
-            }
-        }),
-    )
-}
-
-async fn serve(listener: MtlsListener) -> SocketAddr {
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, with_peer_identity(app())).await });
-    addr
-}
-
-async fn serve_strict(server: &WorkloadIdentity) -> SocketAddr {
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    serve(MtlsListener::new(tcp, server).unwrap()).await
-}
-
-/// A GET through an msp client presenting `client` and expecting `expected`.
-async fn msp_get(
-    client: &WorkloadIdentity,
-    expected: &str,
-    addr: SocketAddr,
-) -> Result<(String, Option<PeerIdentity>), BoxError> {
-    let connector = MtlsConnector::new(client, expected.parse()?)?;
-    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
-    let res = client.get(format!("http://{addr}/whoami").parse()?).await?;
-    let server = res.extensions().get::<PeerIdentity>().cloned();
-    let body = res.into_body().collect().await?.to_bytes();
-    Ok((String::from_utf8(body.to_vec())?, server))
-}
-
-/// Test-only: accepts any server certificate, so the tests below exercise
-/// the server's checks of whatever client certificate they present.
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A GET over TLS with a plain rustls client presenting `cert` (or none),
-/// whatever the certificate is.
-async fn raw_get(addr: SocketAddr, cert: Option<&IssuedCert>) -> Result<String, BoxError> {
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyServer));
-    let config = match cert {
-        Some(c) => builder.with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(c.cert_pem().as_bytes())?],
-            PrivateKeyDer::from_pem_slice(c.key_pem().as_bytes())?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    let tcp = TcpStream::connect(addr).await?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
-    http1_get(TokioIo::new(tls)).await
-}
-
-/// A GET /whoami over an established connection.
-async fn http1_get<I>(io: I) -> Result<String, BoxError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await?;
-    tokio::spawn(conn);
-    let req = http::Request::get("/whoami")
-        .header("host", "test")
-        .body(Empty::new())?;
-    let res = send.send_request(req).await?;
-    let body = res.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8(body.to_vec())?)
-}
 
 #[tokio::test]
 async fn strict_server_accepts_a_good_svid_and_the_handler_sees_its_spiffe_id() {
@@ -381,11 +240,6 @@ async fn client_refuses_a_server_from_an_untrusted_ca() {
     assert!(matches!(err, TlsError::Handshake { .. }), "{err}");
 }
 
-async fn plain_get(addr: SocketAddr) -> Result<String, BoxError> {
-    let tcp = TcpStream::connect(addr).await?;
-    http1_get(TokioIo::new(tcp)).await
-}
-
 #[tokio::test]
 async fn permissive_mode_serves_plaintext_and_mtls_on_one_port() {
     let ca = DevCa::new(td("shop")).unwrap();
@@ -468,201 +322,6 @@ async fn a_stalled_handshake_times_out_without_blocking_other_clients() {
 }
 
 #[tokio::test]
-async fn rotation_presents_the_new_certificate_while_open_connections_keep_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = DevCa::new(td("shop")).unwrap();
-    ca.write(dir.path()).unwrap();
-    let first = ca.issue("payment-service").unwrap();
-    first.write(dir.path()).unwrap();
-    let server =
-        WorkloadIdentity::from_files(IdentityFiles::in_dir(dir.path(), "payment-service")).unwrap();
-    let addr = serve_strict(&server).await;
-
-    let client = workload(&ca, "order-service");
-    let mut connector =
-        MtlsConnector::new(&client, "spiffe://shop/payment-service".parse().unwrap()).unwrap();
-    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
-
-    // An open connection on the first certificate.
-    let stream = connector.call(uri.clone()).await.unwrap();
-    assert_eq!(stream.peer_certificate(), first.cert_der());
-    let (mut open, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(stream)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let get = || {
-        http::Request::get("/whoami")
-            .header("host", "payment-service")
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
-    assert!(
-        open.send_request(get())
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-
-    // Renewed on disk: nothing changes until the reload.
-    let second = ca.issue("payment-service").unwrap();
-    second.write(dir.path()).unwrap();
-    assert_eq!(
-        connector
-            .call(uri.clone())
-            .await
-            .unwrap()
-            .peer_certificate(),
-        first.cert_der()
-    );
-    assert!(matches!(
-        server.reload_now().unwrap(),
-        Reload::Rotated { .. }
-    ));
-    assert_eq!(server.reload_now().unwrap(), Reload::Unchanged);
-
-    // The next handshake presents the new certificate...
-    assert_eq!(
-        connector
-            .call(uri.clone())
-            .await
-            .unwrap()
-            .peer_certificate(),
-        second.cert_der()
-    );
-    // ...and the open connection keeps serving.
-    let res = open.send_request(get()).await.unwrap();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, "spiffe://shop/order-service");
-
-    // A bad new file keeps the last good credentials.
-    std::fs::write(dir.path().join("payment-service.pem"), "garbage").unwrap();
-    assert!(server.reload_now().is_err());
-    let mismatched = ca.issue("payment-service").unwrap();
-    std::fs::write(
-        dir.path().join("payment-service.pem"),
-        mismatched.cert_pem(),
-    )
-    .unwrap();
-    let err = server.reload_now().unwrap_err();
-    assert!(matches!(err, TlsError::Credentials { .. }), "{err}");
-    assert_eq!(
-        connector.call(uri).await.unwrap().peer_certificate(),
-        second.cert_der()
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_watcher_rotates_on_its_interval_and_skips_bad_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = DevCa::new(td("shop")).unwrap();
-    ca.write(dir.path()).unwrap();
-    let first = ca.issue("payment-service").unwrap();
-    first.write(dir.path()).unwrap();
-    let identity =
-        WorkloadIdentity::from_files(IdentityFiles::in_dir(dir.path(), "payment-service")).unwrap();
-    let _watcher = identity.watch(Duration::from_secs(10));
-    let not_after = |id: &WorkloadIdentity| id.svid().not_after;
-    let initial = not_after(&identity);
-
-    // A bad file is ignored.
-    std::fs::write(dir.path().join("payment-service.pem"), "garbage").unwrap();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    }
-    assert_eq!(not_after(&identity), initial);
-
-    // A good one with another validity is picked up within a few ticks.
-    let now = SystemTime::now();
-    let renewed = ca
-        .issue_with(CertOptions::workload("payment-service").validity(now - DAY, now + 7 * DAY))
-        .unwrap();
-    renewed.write(dir.path()).unwrap();
-    let mut rotated = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        if not_after(&identity) != initial {
-            rotated = true;
-            break;
-        }
-    }
-    assert!(rotated, "the watcher never picked up the renewed files");
-    assert_eq!(
-        identity.spiffe_id().as_str(),
-        "spiffe://shop/payment-service"
-    );
-}
-
-#[test]
-fn loading_sets_the_expiry_gauge_labelled_by_spiffe_id() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let ca = DevCa::new(td("shop")).unwrap();
-    let now = SystemTime::now();
-    let cert = ca
-        .issue_with(CertOptions::workload("order-service").validity(now - DAY, now + 2 * DAY))
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || identity(&ca, &cert));
-    let gauges: Vec<(String, f64)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| match value {
-            DebugValue::Gauge(v) => Some((
-                key.key()
-                    .labels()
-                    .find(|l| l.key() == "spiffe_id")
-                    .map(|l| l.value().to_owned())
-                    .unwrap_or_default(),
-                v.into_inner(),
-            )),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(gauges.len(), 1, "{gauges:?}");
-    assert_eq!(gauges[0].0, "spiffe://shop/order-service");
-    let secs = gauges[0].1;
-    assert!(
-        secs > DAY.as_secs_f64() && secs <= 2.0 * DAY.as_secs_f64(),
-        "{secs}"
-    );
-}
-
-#[test]
-fn dev_ca_reuses_valid_files_and_replaces_invalid_ones() {
-    use msp_core::tls::dev::{Issued, ensure_dir};
-    let dir = tempfile::tempdir().unwrap();
-    let shop = td("shop");
-    let first = ensure_dir(dir.path(), &shop, &["order-service", "payment-service"]).unwrap();
-    assert!(first.iter().all(|(_, i)| *i == Issued::New));
-    let ca_pem = std::fs::read(dir.path().join("ca.pem")).unwrap();
-
-    let again = ensure_dir(dir.path(), &shop, &["order-service", "payment-service"]).unwrap();
-    assert!(again.iter().all(|(_, i)| *i == Issued::Reused), "{again:?}");
-    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_pem);
-
-    // A broken certificate is reissued; the other one is kept.
-    std::fs::write(dir.path().join("order-service.pem"), "garbage").unwrap();
-    let fixed = ensure_dir(dir.path(), &shop, &["order-service", "payment-service"]).unwrap();
-    assert_eq!(
-        fixed,
-        vec![
-            ("order-service".to_owned(), Issued::New),
-            ("payment-service".to_owned(), Issued::Reused)
-        ]
-    );
-    let id =
-        WorkloadIdentity::from_files(IdentityFiles::in_dir(dir.path(), "order-service")).unwrap();
-    assert_eq!(id.spiffe_id().as_str(), "spiffe://shop/order-service");
-
-    // Another trust domain gets a new CA, so every service is reissued.
-    let other = ensure_dir(dir.path(), &td("other"), &["order-service"]).unwrap();
-    assert_eq!(other[0].1, Issued::New);
-    assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_pem);
-}
-
-#[tokio::test]
 async fn hyper_serves_accepted_streams_with_the_peer_identity() {
     use hyper_util::service::TowerToHyperService;
     use msp_core::tls::PeerIdentityService;
@@ -695,4 +354,33 @@ async fn hyper_serves_accepted_streams_with_the_peer_identity() {
     .await
     .unwrap();
     assert_eq!(body, "spiffe://shop/order-service");
+}
+
+#[tokio::test]
+async fn client_refuses_an_expired_server_certificate() {
+    let ca = DevCa::new(td("shop")).unwrap();
+    let now = SystemTime::now();
+    let expired = ca
+        .issue_with(CertOptions::workload("payment-service").validity(now - 2 * DAY, now - DAY))
+        .unwrap();
+    // A server can still load it (and warns); clients must refuse it.
+    let addr = serve_strict(&identity(&ca, &expired)).await;
+    let mut connector = MtlsConnector::new(
+        &workload(&ca, "order-service"),
+        "spiffe://shop/payment-service".parse().unwrap(),
+    )
+    .unwrap();
+    let err = connector
+        .call(format!("https://{addr}/").parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TlsError::Handshake { .. }), "{err}");
+
+    let fresh = ca.issue("payment-service").unwrap();
+    let addr = serve_strict(&identity(&ca, &fresh)).await;
+    let stream = connector
+        .call(format!("https://{addr}/").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stream.peer_certificate(), fresh.cert_der());
 }

@@ -44,7 +44,8 @@ pub enum SvidError {
     /// The leaf certificate is a CA (basic constraints `CA=true`).
     #[error("leaf certificate is a CA")]
     IsCa,
-    /// Key usage lacks `digitalSignature` or has `keyCertSign`/`cRLSign`.
+    /// Key usage is absent, lacks `digitalSignature` or has
+    /// `keyCertSign`/`cRLSign`.
     #[error(
         "leaf key usage {usage:?} must have digitalSignature and neither keyCertSign nor cRLSign"
     )]

@@ -14,6 +14,7 @@ use x509_parser::prelude::FromDer;
 /// What an X509-SVID leaf certificate says about its holder, once it passed
 /// the [SVID checks](svid_of).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SvidInfo {
     /// The workload's SPIFFE ID (the certificate's only URI SAN).
     pub spiffe_id: SpiffeId,
@@ -46,9 +47,9 @@ fn system_time(secs: i64) -> SystemTime {
 
 /// Checks the X509-SVID rules of a DER leaf certificate and returns its
 /// SPIFFE ID and validity: exactly one URI SAN holding a SPIFFE ID with a
-/// non-empty path, not a CA (basic constraints `CA=false` or absent), key
-/// usage (when present) with `digitalSignature` and without `keyCertSign`
-/// and `cRLSign`.
+/// non-empty path, not a CA (basic constraints `CA=false` or absent), a key
+/// usage extension with `digitalSignature` and without `keyCertSign` and
+/// `cRLSign` (as go-spiffe checks).
 ///
 /// It does not verify the chain, the signature or the validity period:
 /// msp's verifiers run rustls's WebPKI verification first.
@@ -97,11 +98,18 @@ pub fn svid_of(der: &[u8]) -> Result<SvidInfo, SvidError> {
     {
         return Err(SvidError::IsCa);
     }
-    if let Some(ku) = cert.key_usage().map_err(malformed)? {
-        let ku = ku.value;
-        if !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign() {
+    match cert.key_usage().map_err(malformed)? {
+        Some(ku) => {
+            let ku = ku.value;
+            if !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign() {
+                return Err(SvidError::KeyUsage {
+                    usage: ku.to_string(),
+                });
+            }
+        }
+        None => {
             return Err(SvidError::KeyUsage {
-                usage: ku.to_string(),
+                usage: "absent".to_owned(),
             });
         }
     }

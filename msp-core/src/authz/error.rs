@@ -1,12 +1,13 @@
 //! Why a policy set was rejected ([`PolicyError`]) and what a denied
 //! request is answered with ([`PermissionDenied`]).
 
-use crate::http::{Problem, ProblemBody, ToProblem};
+use crate::http::{Problem, ProblemBody, ToProblem, register};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{Either, Full};
 use std::fmt;
+use std::sync::Once;
 
 /// Why an authorization policy set was rejected. Every variant names the
 /// policy and the rule (its `name`, else its position from 0) so the
@@ -71,11 +72,13 @@ pub enum PolicyError {
 /// assert_eq!(denied.to_problem().status(), 403);
 /// assert_eq!(denied.to_problem().code(), "permission_denied");
 ///
+/// assert!(msp_core::http::is_registered::<PermissionDenied>());
+///
 /// let grpc = denied.grpc_response::<()>();
 /// assert_eq!(grpc.status(), 200);
 /// assert_eq!(grpc.headers()["grpc-status"], "7");
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("access denied by authorization policy")]
 #[non_exhaustive]
 pub struct PermissionDenied;
@@ -86,8 +89,14 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 impl PermissionDenied {
-    /// The denial.
+    /// The denial. The first call [registers](crate::http::register) the
+    /// type, so code that returns it as an error (a gateway stage calling
+    /// [`AuthorizationPolicies::decide`](super::AuthorizationPolicies::decide)
+    /// itself) gets the same `403` from
+    /// [`HttpErrorLayer`](crate::http::HttpErrorLayer).
     pub fn new() -> Self {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(register::<PermissionDenied>);
         PermissionDenied
     }
 
@@ -123,6 +132,12 @@ impl PermissionDenied {
         } else {
             self.to_problem().into_response()
         }
+    }
+}
+
+impl Default for PermissionDenied {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -214,7 +214,14 @@ impl AuthorizationPolicies {
                 Action::Allow => allow.push(policy),
             }
         }
-        let default = |decision: &'static str| metrics::counter!(DECISIONS, "policy" => "", "rule" => "", "decision" => decision);
+        let default = |decision: &'static str| {
+            metrics::counter!(
+                DECISIONS,
+                "policy" => "",
+                "rule" => "",
+                "decision" => decision
+            )
+        };
         AuthorizationPolicies {
             spec,
             audit: audit.into(),

@@ -136,6 +136,18 @@ async fn a_trust_domain_in_the_bundle_is_refused_unless_accepted() {
         raw_get(both, Some(&foreign)).await.unwrap(),
         "spiffe://other/order-service"
     );
+    // A domain's CA vouches for its own workloads only: other's CA cannot
+    // mint a shop identity, though both domains are accepted.
+    let minted = other
+        .issue_with(CertOptions::workload("order-service").uris(["spiffe://shop/order-service"]))
+        .unwrap();
+    assert!(raw_get(both, Some(&minted)).await.is_err());
+    assert_eq!(
+        raw_get(both, Some(&shop.issue("order-service").unwrap()))
+            .await
+            .unwrap(),
+        "spiffe://shop/order-service"
+    );
 }
 
 #[test]
@@ -165,7 +177,7 @@ fn svid_checks_name_the_broken_rule() {
     assert_eq!(svid_of(&der(base().ca(true))), Err(SvidError::IsCa));
     assert!(matches!(
         svid_of(ca.cert_der()),
-        Err(SvidError::NoSpiffeId | SvidError::IsCa)
+        Err(SvidError::NotAWorkload(_))
     ));
     assert!(matches!(
         svid_of(b"not a certificate"),

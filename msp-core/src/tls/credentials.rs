@@ -12,6 +12,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,13 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 /// Where a workload's credentials live: the certificate chain (leaf
 /// first), the private key and the trust bundle (the CA certificates of
 /// the accepted trust domains), all PEM.
+///
+/// A bundle CA whose URI SAN is a trust domain's SPIFFE ID
+/// (`spiffe://other`, as the [development CA](super::dev) writes) vouches
+/// for that trust domain only; one without such a SAN for the workload's
+/// own trust domain. A peer is verified against the CAs of the trust
+/// domain its SPIFFE ID names, so one domain's CA cannot mint another's
+/// identities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityFiles {
     cert: PathBuf,
@@ -113,17 +121,54 @@ impl Pems {
     }
 }
 
+/// The CA certificates of one trust domain, and a WebPKI client verifier
+/// over them.
+pub(crate) struct Bundle {
+    pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) client_verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// The trust domain a bundle CA vouches for: the SPIFFE ID of a trust
+/// domain in its URI SAN (`spiffe://shop`), else `default`.
+fn ca_trust_domain(ca: &[u8], default: &str) -> String {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::FromDer;
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(ca) else {
+        return default.to_owned();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return default.to_owned();
+    };
+    san.value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            GeneralName::URI(uri) => SpiffeId::new(uri)
+                .ok()
+                .filter(|id| !id.is_workload())
+                .map(|id| id.trust_domain_str().to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| default.to_owned())
+}
+
 /// One consistent set of credentials.
 pub(crate) struct Credentials {
     pub(crate) key: Arc<CertifiedKey>,
-    pub(crate) roots: Arc<RootCertStore>,
-    pub(crate) client_verifier: Arc<dyn ClientCertVerifier>,
+    /// Per trust domain: a peer claiming an ID in a trust domain is
+    /// verified against that domain's CAs only.
+    bundles: HashMap<String, Bundle>,
     pub(crate) svid: SvidInfo,
     fingerprint: u64,
     warned: AtomicBool,
 }
 
 impl Credentials {
+    /// The bundle of `trust_domain`.
+    pub(crate) fn bundle(&self, trust_domain: &str) -> Option<&Bundle> {
+        self.bundles.get(trust_domain)
+    }
+
     fn parse(pems: &Pems, names: &IdentityFiles) -> Result<Self, TlsError> {
         let pem_err = |path: &Path, e: rustls_pki_types::pem::Error| TlsError::Pem {
             path: path.to_owned(),
@@ -143,14 +188,20 @@ impl Credentials {
             source,
         })?;
         let key = PrivateKeyDer::from_pem_slice(&pems.key).map_err(|e| pem_err(&names.key, e))?;
-        let mut roots = RootCertStore::empty();
+        let own_domain = svid.spiffe_id.trust_domain_str();
+        let mut stores: HashMap<String, RootCertStore> = HashMap::new();
         for ca in CertificateDer::pem_slice_iter(&pems.bundle) {
             let ca = ca.map_err(|e| pem_err(&names.bundle, e))?;
-            roots.add(ca).map_err(|e| TlsError::Credentials {
-                reason: format!("{}: {e}", names.bundle.display()),
-            })?;
+            let domain = ca_trust_domain(&ca, own_domain);
+            stores
+                .entry(domain)
+                .or_insert_with(RootCertStore::empty)
+                .add(ca)
+                .map_err(|e| TlsError::Credentials {
+                    reason: format!("{}: {e}", names.bundle.display()),
+                })?;
         }
-        if roots.is_empty() {
+        if stores.is_empty() {
             return Err(TlsError::Pem {
                 path: names.bundle.clone(),
                 reason: "no CERTIFICATE in the trust bundle".to_owned(),
@@ -161,16 +212,26 @@ impl Credentials {
             CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Credentials {
                 reason: format!("{}: {e}", names.key.display()),
             })?;
-        let roots = Arc::new(roots);
-        let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider)
-            .build()
-            .map_err(|e| TlsError::Credentials {
-                reason: format!("{}: {e}", names.bundle.display()),
-            })?;
+        let mut bundles = HashMap::with_capacity(stores.len());
+        for (domain, roots) in stores {
+            let roots = Arc::new(roots);
+            let client_verifier =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                    .build()
+                    .map_err(|e| TlsError::Credentials {
+                        reason: format!("{}: {e}", names.bundle.display()),
+                    })?;
+            bundles.insert(
+                domain,
+                Bundle {
+                    roots,
+                    client_verifier,
+                },
+            );
+        }
         Ok(Self {
             key: Arc::new(key),
-            roots,
-            client_verifier,
+            bundles,
             svid,
             fingerprint: pems.fingerprint(),
             warned: AtomicBool::new(false),

@@ -112,6 +112,11 @@ fn ca_params(trust_domain: &TrustDomain) -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    // The trust domain's SPIFFE ID, which places this CA in the domain's
+    // bundle when several domains share a bundle file.
+    if let Ok(uri) = Ia5String::try_from(trust_domain.id_string()) {
+        params.subject_alt_names = vec![SanType::URI(uri)];
+    }
     params
 }
 

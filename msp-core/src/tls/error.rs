@@ -61,6 +61,12 @@ pub enum SvidError {
         /// The accepted trust domains, comma separated.
         accepted: String,
     },
+    /// The trust bundle holds no CA for the peer's trust domain.
+    #[error("no trust bundle for trust domain {trust_domain:?}")]
+    NoBundle {
+        /// The peer's trust domain.
+        trust_domain: String,
+    },
     /// The server's ID is not the one the client expected for the target.
     #[error("server is {found}, expected {expected}")]
     UnexpectedIdentity {

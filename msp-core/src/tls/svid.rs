@@ -63,7 +63,7 @@ fn system_time(secs: i64) -> SystemTime {
 /// assert_eq!(info.spiffe_id.as_str(), "spiffe://shop/order-service");
 ///
 /// // A CA certificate is no workload identity.
-/// assert!(matches!(svid_of(ca.cert_der()), Err(SvidError::IsCa | SvidError::NoSpiffeId)));
+/// assert!(matches!(svid_of(ca.cert_der()), Err(SvidError::NotAWorkload(_))));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn svid_of(der: &[u8]) -> Result<SvidInfo, SvidError> {

@@ -2,7 +2,7 @@
 //! verification, certificate resolvers reading the current credentials, and
 //! the rustls configurations built from them.
 
-use super::credentials::{WorkloadIdentity, provider};
+use super::credentials::{Bundle, Credentials, WorkloadIdentity, provider};
 use super::error::{SvidError, TlsError, to_rustls};
 use super::svid::{ExpectedIdentity, svid_of};
 use crate::identity::{SpiffeId, TrustDomain};
@@ -59,8 +59,20 @@ fn check_leaf(end_entity: &CertificateDer<'_>) -> Result<SpiffeId, rustls::Error
     svid_of(end_entity).map(|i| i.spiffe_id).map_err(to_rustls)
 }
 
-/// The server's verifier of client certificates: WebPKI against the current
-/// trust bundle, then the X509-SVID rules and the accepted trust domains.
+/// The CAs of the trust domain `id` claims: a peer is verified against its
+/// own trust domain's bundle only, so one domain's CA cannot vouch for
+/// another domain's workloads.
+fn bundle_of<'c>(creds: &'c Credentials, id: &SpiffeId) -> Result<&'c Bundle, rustls::Error> {
+    creds.bundle(id.trust_domain_str()).ok_or_else(|| {
+        to_rustls(SvidError::NoBundle {
+            trust_domain: id.trust_domain_str().to_owned(),
+        })
+    })
+}
+
+/// The server's verifier of client certificates: the X509-SVID rules and
+/// the accepted trust domains, then WebPKI against the bundle of the
+/// client's trust domain.
 pub(crate) struct SvidClientVerifier {
     identity: WorkloadIdentity,
     accepted: Arc<[TrustDomain]>,
@@ -95,10 +107,6 @@ impl ClientCertVerifier for SvidClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let creds = self.identity.current();
-        creds
-            .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)?;
         let id = check_leaf(end_entity)?;
         if !self.accepted.iter().any(|td| id.is_member_of(td)) {
             return Err(to_rustls(SvidError::UntrustedDomain {
@@ -106,6 +114,11 @@ impl ClientCertVerifier for SvidClientVerifier {
                 accepted: domains_list(&self.accepted),
             }));
         }
+        let creds = self.identity.current();
+        let bundle = bundle_of(&creds, &id)?;
+        bundle
+            .client_verifier
+            .verify_client_cert(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -144,9 +157,10 @@ impl ClientCertVerifier for SvidClientVerifier {
     }
 }
 
-/// The client's verifier of server certificates: WebPKI chain verification
-/// against the current trust bundle (no DNS name check: an SVID is named by
-/// its SPIFFE ID), then the X509-SVID rules and the expected identity.
+/// The client's verifier of server certificates: the X509-SVID rules, WebPKI
+/// chain verification against the bundle of the server's trust domain (no
+/// DNS name check: an SVID is named by its SPIFFE ID), then the expected
+/// identity.
 pub(crate) struct SvidServerVerifier {
     identity: WorkloadIdentity,
     expected: ExpectedIdentity,
@@ -169,16 +183,17 @@ impl ServerCertVerifier for SvidServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let found = check_leaf(end_entity)?;
         let creds = self.identity.current();
+        let bundle = bundle_of(&creds, &found)?;
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &creds.roots,
+            &bundle.roots,
             intermediates,
             now,
             provider().signature_verification_algorithms.all,
         )?;
-        let found = check_leaf(end_entity)?;
         if !self.expected.matches(&found) {
             return Err(to_rustls(SvidError::UnexpectedIdentity {
                 expected: self.expected.clone(),

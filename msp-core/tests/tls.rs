@@ -396,3 +396,42 @@ async fn client_refuses_an_expired_server_certificate() {
         .unwrap();
     assert_eq!(stream.peer_certificate(), fresh.cert_der());
 }
+
+#[tokio::test]
+async fn connect_info_exposes_the_peer_identity_to_axum_handlers() {
+    use axum::extract::ConnectInfo;
+    use msp_core::tls::TlsConnectInfo;
+
+    let ca = DevCa::new(td("shop")).unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = MtlsListener::new(tcp, &workload(&ca, "payment-service")).unwrap();
+    let app = axum::Router::new().route(
+        "/whoami",
+        axum::routing::get(
+            |ConnectInfo(info): ConnectInfo<TlsConnectInfo>| async move {
+                let peer = info.peer_identity().map(|p| p.to_string());
+                format!(
+                    "{} from {}",
+                    peer.unwrap_or_default(),
+                    info.remote_addr().ip()
+                )
+            },
+        ),
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TlsConnectInfo>(),
+        )
+        .await
+    });
+    let (body, _) = msp_get(
+        &workload(&ca, "order-service"),
+        "spiffe://shop/payment-service",
+        addr,
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, "spiffe://shop/order-service from 127.0.0.1");
+}

@@ -1,13 +1,13 @@
 //! Why a policy set was rejected ([`PolicyError`]) and what a denied
 //! request is answered with ([`PermissionDenied`]).
 
-use crate::http::{Problem, ProblemBody, ToProblem, register};
+use crate::http::{PROBLEM_JSON, Problem, ProblemBody, ToProblem, register};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{Either, Full};
 use std::fmt;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// Why an authorization policy set was rejected. Every variant names the
 /// policy and the rule (its `name`, else its position from 0) so the
@@ -74,6 +74,10 @@ pub enum PolicyError {
 ///
 /// assert!(msp_core::http::is_registered::<PermissionDenied>());
 ///
+/// let res = denied.problem_response::<()>();
+/// assert_eq!(res.status(), 403);
+/// assert_eq!(res.headers()["content-type"], "application/problem+json");
+///
 /// let grpc = denied.grpc_response::<()>();
 /// assert_eq!(grpc.status(), 200);
 /// assert_eq!(grpc.headers()["grpc-status"], "7");
@@ -130,8 +134,20 @@ impl PermissionDenied {
         if is_grpc(request_headers) {
             self.grpc_response()
         } else {
-            self.to_problem().into_response()
+            self.problem_response()
         }
+    }
+
+    /// The `403` problem+json answer. The document never changes, so it is
+    /// serialized once: a flood of denied requests costs no JSON encoding.
+    pub fn problem_response<B>(&self) -> Response<ProblemBody<B>> {
+        static BODY: OnceLock<Bytes> = OnceLock::new();
+        let body = BODY.get_or_init(|| self.to_problem().to_bytes()).clone();
+        let mut res = Response::new(Either::Right(Full::new(body)));
+        *res.status_mut() = StatusCode::FORBIDDEN;
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res
     }
 }
 

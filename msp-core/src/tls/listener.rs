@@ -23,6 +23,11 @@ use tokio_rustls::TlsAcceptor;
 /// or came from a trust domain not accepted, `tls` for any other failure).
 pub const HANDSHAKE_FAILURES: &str = "msp_tls_server_handshake_failures_total";
 
+/// The counter of accepted connections, labelled `protocol` (`mtls`, or
+/// `plaintext` in [`Mode::Permissive`]): when a migration is done,
+/// `plaintext` stops growing.
+pub const CONNECTIONS: &str = "msp_tls_server_connections_total";
+
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -362,6 +367,8 @@ async fn handshake(
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(stream)) => {
+            let protocol = if stream.is_tls() { "mtls" } else { "plaintext" };
+            metrics::counter!(CONNECTIONS, "protocol" => protocol).increment(1);
             let info = TlsConnectInfo::new(remote, stream.peer.clone());
             Some((stream, info))
         }

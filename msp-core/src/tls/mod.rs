@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `msp_tls_certificate_expiry_seconds` | gauge | `spiffe_id` |
 //! | `msp_tls_server_handshake_failures_total` | counter | `reason` (`svid`, `tls`, `timeout`) |
+//! | `msp_tls_server_connections_total` | counter | `protocol` (`mtls`, `plaintext`) |
 //!
 //! # Example
 //!
@@ -100,7 +101,8 @@ pub use self::credentials::{
 };
 pub use self::error::{SvidError, TlsError};
 pub use self::listener::{
-    HANDSHAKE_FAILURES, Mode, MtlsListener, MtlsListenerBuilder, MtlsStream, TlsConnectInfo,
+    CONNECTIONS, HANDSHAKE_FAILURES, Mode, MtlsListener, MtlsListenerBuilder, MtlsStream,
+    TlsConnectInfo,
 };
 pub use self::service::{MakePeerIdentity, PeerIdentityService, with_peer_identity};
 pub use self::svid::{ExpectedIdentity, SvidInfo, svid_of};

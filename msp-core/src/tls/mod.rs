@@ -8,12 +8,14 @@
 //!   new handshakes use the new certificate, open connections go on. An
 //!   expiry gauge ([`CERT_EXPIRY_GAUGE`]) per certificate and a warning
 //!   when less than a third of its lifetime is left.
-//! - **Verification**: the peer's chain is verified by rustls's WebPKI
-//!   against the trust bundle, then the X509-SVID rules ([`svid_of`]:
-//!   exactly one URI SAN, a SPIFFE ID with a path, not a CA, key usage)
-//!   and the trust domain (server side) or the [`ExpectedIdentity`]
-//!   (client side; server names are SPIFFE IDs, not DNS names). Failures
-//!   are typed ([`SvidError`] inside a [`TlsError`]).
+//! - **Verification**: the X509-SVID rules ([`svid_of`]: exactly one URI
+//!   SAN, a SPIFFE ID with a path, not a CA, key usage), then rustls's
+//!   WebPKI chain verification against the CAs of the trust domain the ID
+//!   names (one bundle per trust domain: a domain's CA cannot vouch for
+//!   another's workloads), then the accepted trust domains (server side) or
+//!   the [`ExpectedIdentity`] (client side; server names are SPIFFE IDs,
+//!   not DNS names). Failures are typed ([`SvidError`] inside a
+//!   [`TlsError`]).
 //! - **Server**: [`MtlsListener`], an axum `Listener` (and a plain
 //!   [`accept`](MtlsListener::accept) for hyper) in [`Mode::Strict`] or
 //!   [`Mode::Permissive`] (plaintext and mTLS on one port); ALPN `h2` and

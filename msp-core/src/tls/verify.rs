@@ -54,7 +54,8 @@ fn domains_list(domains: &[TrustDomain]) -> String {
         .join(", ")
 }
 
-/// Checks the SVID rules of a verified leaf and returns its ID.
+/// Checks the X509-SVID rules of a peer's leaf and returns its ID (the
+/// chain is verified separately, against the bundle of that ID's domain).
 fn check_leaf(end_entity: &CertificateDer<'_>) -> Result<SpiffeId, rustls::Error> {
     svid_of(end_entity).map(|i| i.spiffe_id).map_err(to_rustls)
 }

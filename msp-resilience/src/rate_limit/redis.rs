@@ -6,6 +6,33 @@
 //! reached within the timeout, [`OnRedisError`] decides: admit
 //! (`fail_open`), reject (`fail_closed`), or enforce the quota locally in
 //! each process (`local`, the default).
+//!
+//! # When Redis fails
+//!
+//! What each fault does (each is tested against a real `redis-server` in
+//! `tests/rate_limit_redis_faults.rs`):
+//!
+//! - **Down or killed.** A check that reaches for Redis fails at once
+//!   (connection refused or reset) or at the timeout, and [`OnRedisError`]
+//!   answers. Redis is then not tried again for `recheck`: under load, each
+//!   concurrent caller makes at most one failing round trip per recheck
+//!   interval, and the other checks fall back at once.
+//! - **Slower than the timeout** (stalled, overloaded). A check gives up
+//!   after `timeout` and falls back. Its script may already be in Redis's
+//!   input buffer: when Redis resumes it still runs, so such a request can
+//!   count against the quota although the fallback answered it (with
+//!   `fail_closed`, a rejected request may have used quota). The error is
+//!   on the safe side: never more admitted than the quota. A check is never
+//!   retried after a timeout, so it counts at most once.
+//! - **Back.** The first check after the recheck interval tries Redis
+//!   again. If the connection died meanwhile, that same check waits for a
+//!   new one (one more try, within the same timeout), so degraded mode ends
+//!   at that check, not one interval later.
+//! - **Restarted with its state wiped** (no persistence, or a fail-over to
+//!   an empty replica). The limiter keeps no copy of the counts: every key
+//!   starts afresh, so each may use a whole burst again (at most one extra
+//!   burst per key per wipe). Run Redis with persistence or replication if
+//!   that matters. The script, wiped too, is loaded again by itself.
 
 use super::error::RateLimited;
 use super::gcra::{Admitted, SharedParams};
@@ -259,10 +286,18 @@ impl RedisRateLimiter {
             .key(format!("{}:{}", inner.prefix, key))
             .arg(interval)
             .arg(tolerance);
-        let answer = tokio::time::timeout(
-            inner.timeout,
-            invocation.invoke_async::<Vec<i64>>(&mut conn),
-        )
+        let answer = tokio::time::timeout(inner.timeout, async {
+            match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
+                // The connection was dead (Redis restarted, or is back after
+                // an outage): the manager has begun a new one, which this
+                // second try waits for, within the same timeout. Not after a
+                // timeout: that script may still run, and would count twice.
+                Err(e) if !e.is_timeout() && (e.is_io_error() || e.is_unrecoverable_error()) => {
+                    invocation.invoke_async::<Vec<i64>>(&mut conn).await
+                }
+                other => other,
+            }
+        })
         .await;
         let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
         let error = match answer {

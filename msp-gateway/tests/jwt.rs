@@ -218,6 +218,15 @@ async fn alg_none_and_hs_rs_confusion_are_rejected() {
         401
     );
 
+    // A critical header extension the gateway cannot understand.
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    header.crit = Some(vec!["urn:example:unknown".into()]);
+    let crit = jsonwebtoken::encode(&header, &claims(), &rsa1()).expect("sign");
+    let a = bearer(&s.gateway, "/api/orders/1", &crit).await;
+    assert_eq!(a.status, 401);
+    assert!(challenge(&a).contains("critical"), "{}", challenge(&a));
+
     // The genuine token passes: the rejections were about the algorithm.
     let good = sign(Algorithm::RS256, Some("k1"), &rsa1(), &claims());
     assert_eq!(bearer(&s.gateway, "/api/orders/1", &good).await.status, 200);

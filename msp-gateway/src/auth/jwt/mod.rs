@@ -385,6 +385,12 @@ impl JwtAuth {
         if !self.inner.algorithms.contains(&header.alg) {
             return Err(self.invalid(format!("algorithm {:?} is not accepted", header.alg)));
         }
+        // No extension is understood, so none may be critical (RFC 7515
+        // §4.1.11). Keys named in the token (`jwk`, `jku`, `x5u`, `x5c`)
+        // are never used: only the provider's own.
+        if header.crit.is_some() {
+            return Err(self.invalid("critical header parameters are not supported"));
+        }
         let kid = header.kid.as_deref();
         let claims = match &self.inner.keys {
             Keys::Secret(set) => self.verify(token, set, kid, header.alg)?,
@@ -494,7 +500,10 @@ impl JwtAuth {
         }
         Err(self.invalid(match (last, kid) {
             (Some(_), _) => "the signature is not valid".to_owned(),
-            (None, Some(kid)) => format!("no key with kid {:?}", quotable(kid)),
+            (None, Some(kid)) => format!(
+                "no key with kid {:?}",
+                quotable(kid).chars().take(64).collect::<String>()
+            ),
             (None, None) => "no key for this token".to_owned(),
         }))
     }

@@ -1,18 +1,31 @@
 //! `cargo run -p ecommerce`: starts the whole system on embedded defaults
 //! and prints what to curl, until Ctrl-C. `cargo run -p ecommerce -- demo`:
-//! starts it, tells the demo's story, and stops.
+//! starts it, tells the demo's story, and stops. `--gateway-config FILE`
+//! replaces `config/gateway.yaml` (the load run in `benches/ecommerce`
+//! raises the rate limits with it).
 
 use ecommerce::{System, SystemConfig};
 use msp_core::BoxError;
 
+const USAGE: &str = "usage: ecommerce [demo] [--gateway-config gateway.yaml]";
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let demo = match args.as_slice() {
-        [] => false,
-        [cmd] if cmd == "demo" => true,
-        _ => return Err(format!("unexpected arguments {args:?} (usage: ecommerce [demo])").into()),
-    };
+    let mut demo = false;
+    let mut gateway_yaml = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "demo" => demo = true,
+            "--gateway-config" => {
+                let path = args.next().ok_or("--gateway-config needs a file")?;
+                gateway_yaml = Some(
+                    std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?,
+                );
+            }
+            _ => return Err(format!("unexpected argument {arg:?} ({USAGE})").into()),
+        }
+    }
     // The demo's story is its output; logs only for errors unless RUST_LOG.
     let default_filter = if demo {
         // Chapter 7 injects 503s on purpose: tower-http would log each one.
@@ -27,6 +40,9 @@ async fn main() -> Result<(), BoxError> {
         )
         .init();
     let mut config = SystemConfig::default();
+    if let Some(yaml) = gateway_yaml {
+        config.gateway_yaml = yaml;
+    }
     if demo {
         // The demo's own port, so it runs next to a running system.
         config.gateway_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));

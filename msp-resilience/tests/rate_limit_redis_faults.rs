@@ -93,8 +93,10 @@ async fn redis_state(url: &str, key: &str) -> (Option<String>, i64) {
 const TASKS: usize = 16;
 /// Calls per task at most (the loops' bound).
 const MAX_CALLS: usize = 5_000;
-/// Calls started after the kill before the load stops.
+/// Calls started after the kill before the load stops (at least).
 const CALLS_AFTER_KILL: usize = 600;
+/// How many recheck intervals the load goes on after the kill (at least).
+const OUTAGE_WINDOWS: u32 = 3;
 /// The quota: a day's period, so nothing replenishes during a test.
 const QUOTA: usize = 20;
 
@@ -153,7 +155,12 @@ async fn kill_under_load(on_error: OnRedisError) -> Option<Load> {
                     rejected.fetch_add(1, Ordering::SeqCst);
                 }
                 calls.push((after, result, took));
-                tokio::task::yield_now().await;
+                if after {
+                    // Spread the load over several recheck intervals.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
             }
             calls
         });
@@ -167,6 +174,7 @@ async fn kill_under_load(on_error: OnRedisError) -> Option<Load> {
     killed.store(true, Ordering::SeqCst);
     wait_until("the load went on after the kill", || {
         after_kill.load(Ordering::SeqCst) >= CALLS_AFTER_KILL
+            && killed_at.elapsed() >= OUTAGE_WINDOWS * recheck
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -203,7 +211,8 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 /// What holds in every mode: every call returned within the timeout, the
 /// limiter says it is degraded, and Redis was tried at most once per task
 /// per recheck interval (plus the calls in flight at the kill) — an outage
-/// does not turn every check into a failing round trip.
+/// does not turn every check into a failing round trip. (That Redis is tried
+/// again after the interval is the "back" test's business.)
 fn assert_bounded(load: &Load) {
     let slowest = load.calls.iter().map(|(_, _, took)| *took).max();
     assert!(
@@ -215,9 +224,16 @@ fn assert_bounded(load: &Load) {
     let windows =
         u64::try_from(load.since_kill.as_nanos() / load.recheck.as_nanos()).expect("small") + 2;
     let bound = u64::try_from(TASKS).expect("small") * windows;
+    eprintln!(
+        "{} calls, {} after the kill (over {:?}); {} Redis errors (expected 1..={bound}); slowest {slowest:?}",
+        load.calls.len(),
+        load.after_kill().count(),
+        load.since_kill,
+        load.redis_errors,
+    );
     assert!(
         (1..=bound).contains(&load.redis_errors),
-        "{} Redis errors for {} calls after the kill; at most {bound} expected",
+        "{} Redis errors for {} calls after the kill; 1..={bound} expected",
         load.redis_errors,
         load.after_kill().count()
     );

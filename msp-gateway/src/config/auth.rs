@@ -343,8 +343,9 @@ impl JwtConfig {
     }
 }
 
-/// A secret from the config: never shown by `Debug` and serialized
-/// redacted.
+/// A secret from the config: never shown by `Debug` and serialized as
+/// `<redacted>` — so a serialized config does not carry (or round-trip)
+/// its secrets; `secret_env` keeps them out of the config altogether.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);

@@ -590,3 +590,57 @@ fn the_readme_aggregate_loads() {
         .expect("the README's aggregate loads");
     assert_eq!(config.aggregates()[0].backends.len(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_deadline_header_shortens_the_endpoint_deadline() {
+    let addr = shop().await;
+    let agg = Aggregate::builder("user-page")
+        .path("/users/{id}")
+        .deadline(Duration::from_secs(3600))
+        .backend(backend("user", addr, "/slow").required())
+        .client(ProxyClient::new())
+        .build()
+        .expect("aggregate");
+    let mut req = request("/users/1");
+    req.headers_mut().insert(
+        msp_core::http::header::DEADLINE_MS,
+        http::HeaderValue::from_static("250"),
+    );
+    let started = Instant::now();
+    let res = agg.oneshot(req).await.expect("infallible");
+    assert_eq!(res.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_partials_and_backend_failures() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // Current-thread runtime: every task records into this thread's recorder.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let addr = shop().await;
+    let agg = Aggregate::builder("metered")
+        .path("/users/{id}")
+        .backend(backend("user", addr, "/users/{id}").required())
+        .backend(backend("extra", addr, "/missing"))
+        .client(ProxyClient::new())
+        .build()
+        .expect("aggregate");
+    for _ in 0..2 {
+        let res = agg
+            .clone()
+            .oneshot(request("/users/1"))
+            .await
+            .expect("infallible");
+        assert_eq!(res.status(), 200);
+    }
+    let text = handle.render();
+    for line in [
+        r#"msp_bff_requests_total{aggregate="metered",outcome="partial"} 2"#,
+        r#"msp_bff_partial_responses_total{aggregate="metered"} 2"#,
+        r#"msp_bff_backend_failures_total{aggregate="metered",backend="extra",reason="status"} 2"#,
+        r#"msp_bff_backend_duration_seconds_count{aggregate="metered",backend="user"} 2"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+}

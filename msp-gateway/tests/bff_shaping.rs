@@ -199,7 +199,8 @@ async fn cache_keys_differ_per_client_type_and_format() {
     let web = key(&[]).expect("test value");
     let mobile = key(&[("x-client-type", "mobile")]).expect("test value");
     let iot_cbor = key(&[("x-client-type", "iot")]).expect("test value");
-    let iot_msgpack = key(&[("x-client-type", "iot"), ("accept", "application/msgpack")]).expect("test value");
+    let iot_msgpack =
+        key(&[("x-client-type", "iot"), ("accept", "application/msgpack")]).expect("test value");
     assert_eq!(web, "product-page|web|application/json|/products/3?limit=1");
     let all = [&web, &mobile, &iot_cbor, &iot_msgpack];
     for (i, a) in all.iter().enumerate() {
@@ -208,4 +209,32 @@ async fn cache_keys_differ_per_client_type_and_format() {
         }
     }
     assert_eq!(key(&[("x-client-type", "fridge")]), None);
+}
+
+#[tokio::test]
+async fn a_route_can_fix_the_client_type() {
+    let app = Router::new().route(
+        "/p",
+        get(|| async { j(json!({"id": 1, "description": "long", "note": null})) }),
+    );
+    let addr = serve(app).await;
+    let agg = Aggregate::builder("mobile-only")
+        .path("/m")
+        .client_type("mobile")
+        .backend(BackendConfig::new("p", format!("http://{addr}/p")).required())
+        .profile(
+            "mobile",
+            ClientProfile::new().deny(["description"]).omit_nulls(),
+        )
+        .client(ProxyClient::new())
+        .build()
+        .expect("aggregate");
+    // The header is ignored: the route decides, so only Accept varies.
+    let res = agg
+        .oneshot(request("/m", &[("x-client-type", "web")]))
+        .await
+        .expect("infallible");
+    assert_eq!(res.headers()["vary"], "accept");
+    assert_eq!(res.headers()["x-client-type"], "mobile");
+    assert_eq!(json(res).await, json!({"id": 1}));
 }

@@ -1,16 +1,15 @@
 //! Aggregate endpoints over real axum backends on loopback: merging,
 //! partial failures, required failures, sequential steps, collections,
-//! cancellation, and the same aggregate through the Gateway from YAML.
+//! cancellation, deadlines, metrics, and use in a user's own axum service.
+//! Through the Gateway: tests/bff_gateway.rs.
 
 mod bff_common;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery};
+use axum::extract::Path;
 use axum::routing::get;
-use bff_common::{closed_port, get as request, j, json, query_param, serve};
-use msp_gateway::Gateway;
+use bff_common::{closed_port, get as request, j, json, serve, shop};
 use msp_gateway::bff::{Aggregate, AggregateError, BackendConfig, PartialMarker};
-use msp_gateway::config::GatewayConfig;
 use msp_gateway::proxy::ProxyClient;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -20,30 +19,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
-
-/// Users, orders and reviews; `/slow` never answers.
-async fn shop() -> SocketAddr {
-    let app = Router::new()
-        .route(
-            "/users/{id}",
-            get(|Path(id): Path<u32>| async move {
-                j(json!({"id": id, "name": "Ada", "email": "ada@example.com", "password_hash": "x"}))
-            }),
-        )
-        .route(
-            "/orders",
-            get(|RawQuery(q): RawQuery| async move {
-                j(json!([{"id": 1, "user": query_param(q.as_deref(), "user"), "total": 10}]))
-            }),
-        )
-        .route(
-            "/reviews/{id}",
-            get(|Path(id): Path<u32>| async move { j(json!({"user": id, "stars": [5, 4]})) }),
-        )
-        .route("/slow", get(std::future::pending::<axum::response::Response>))
-        .route("/missing", get(|| async { http::StatusCode::NOT_FOUND }));
-    serve(app).await
-}
 
 fn backend(name: &str, addr: SocketAddr, path: &str) -> BackendConfig {
     BackendConfig::new(name, format!("http://{addr}{path}"))
@@ -430,101 +405,6 @@ async fn invalid_settings_name_every_field() {
 }
 
 #[tokio::test]
-async fn the_gateway_serves_an_aggregate_from_yaml() {
-    let addr = shop().await;
-    let yaml = format!(
-        r#"
-services:
-  user-service: {{ instances: ["{addr}"] }}
-  review-service: {{ instances: ["{addr}"] }}
-routes:
-  - path: "/api/users/*"
-    service: user-service
-    strip_prefix: "/api"
-aggregates:
-  - name: user-page
-    path: "/bff/users/{{id}}"
-    deadline: 2s
-    backends:
-      - name: user
-        url: "http://user-service/users/{{id}}"
-        required: true
-        deny: [password_hash]
-      - name: reviews
-        url: "http://review-service/reviews/{{id}}"
-        group: reviews
-      - name: slow
-        url: "http://review-service/slow"
-        timeout: 100ms
-"#
-    );
-    let config = GatewayConfig::from_yaml(&yaml, "gateway.yaml").expect("test value");
-    let gateway = Gateway::from_config(config).await.expect("test value");
-    let res = gateway
-        .clone()
-        .oneshot(request("/bff/users/5"))
-        .await
-        .expect("test value");
-    assert_eq!(res.status(), 200, "{}", json(res).await);
-    assert_eq!(res.headers()["x-partial"], "true");
-    assert_eq!(
-        json(res).await,
-        json!({
-            "id": 5, "name": "Ada", "email": "ada@example.com",
-            "reviews": {"user": 5, "stars": [5, 4]},
-            "_partial": {"failed": ["slow"], "reasons": {"slow": "timeout"}},
-        })
-    );
-    // Methods other than the aggregate's: 405 from the route table.
-    let post = http::Request::post("/bff/users/5")
-        .header("host", "gw")
-        .body(msp_gateway::Body::empty())
-        .expect("test value");
-    assert_eq!(
-        gateway
-            .clone()
-            .oneshot(post)
-            .await
-            .expect("test value")
-            .status(),
-        405
-    );
-    // Ordinary routes still work beside it.
-    let res = gateway
-        .oneshot(request("/api/users/5"))
-        .await
-        .expect("test value");
-    assert_eq!(res.status(), 200);
-}
-
-#[test]
-fn gateway_config_errors_name_the_aggregate_field_and_line() {
-    let yaml = r#"
-services:
-  user-service: { instances: ["127.0.0.1:1"] }
-aggregates:
-  - name: user-page
-    path: "/bff/users/{id}"
-    backends:
-      - name: user
-        url: "http://user-service/users/{id}"
-      - name: reviews
-        url: "http://nowhere/reviews/{user.id}"
-        concurrency: 0
-"#;
-    let err = GatewayConfig::from_yaml(yaml, "gateway.yaml").expect_err("an error");
-    let text = err.to_string();
-    assert_eq!(
-        text,
-        "gateway.yaml:11: `aggregates[0].backends[1].url`: aggregate #0 (user-page): unknown service \"nowhere\"\n\
-         gateway.yaml:12: `aggregates[0].backends[1].concurrency`: aggregate #0 (user-page): must be at least 1"
-    );
-    let bad = "aggregates:\n  - name: a\n    path: /a\n    backends: []\n    colour: red\n";
-    let err = GatewayConfig::from_yaml(bad, "g.yaml").expect_err("an error");
-    assert!(err.to_string().contains("colour"), "{err}");
-}
-
-#[tokio::test]
 async fn a_users_own_service_aggregates_through_a_discovery_client() {
     use msp_core::Instance;
     use msp_discovery::client::DiscoveryClient;
@@ -571,24 +451,6 @@ async fn a_users_own_service_aggregates_through_a_discovery_client() {
     // A service with no instance: 503, not 500.
     let res = app.oneshot(req("/gone/9")).await.expect("infallible");
     assert_eq!(res.status(), 503);
-}
-
-#[test]
-fn the_readme_aggregate_loads() {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("### Aggregates: backends for frontends")
-        .nth(1)
-        .expect("the README's BFF section");
-    let yaml = section
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|s| s.split("```").next())
-        .expect("its YAML block");
-    let services = "services:\n  order-service: { instances: [\"127.0.0.1:1\"] }\n  product-service: { instances: [\"127.0.0.1:2\"] }\n  review-service: { instances: [\"127.0.0.1:3\"] }\n";
-    let config = GatewayConfig::from_yaml(&format!("{services}{yaml}"), "README.md")
-        .expect("the README's aggregate loads");
-    assert_eq!(config.aggregates()[0].backends.len(), 4);
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@
 use axum::Router;
 use http_body_util::BodyExt;
 use msp_gateway::Body;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 
 /// Serves `app` on 127.0.0.1:0.
@@ -64,4 +64,28 @@ pub fn query_param(raw: Option<&str>, name: &str) -> Option<String> {
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+/// Users, orders and reviews; `/slow` never answers.
+pub async fn shop() -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            axum::routing::get(|axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                j(json!({"id": id, "name": "Ada", "email": "ada@example.com", "password_hash": "x"}))
+            }),
+        )
+        .route(
+            "/orders",
+            axum::routing::get(|axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                j(json!([{"id": 1, "user": query_param(q.as_deref(), "user"), "total": 10}]))
+            }),
+        )
+        .route(
+            "/reviews/{id}",
+            axum::routing::get(|axum::extract::Path(id): axum::extract::Path<u32>| async move { j(json!({"user": id, "stars": [5, 4]})) }),
+        )
+        .route("/slow", axum::routing::get(std::future::pending::<axum::response::Response>))
+        .route("/missing", axum::routing::get(|| async { http::StatusCode::NOT_FOUND }));
+    serve(app).await
 }

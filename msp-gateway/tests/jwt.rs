@@ -439,12 +439,20 @@ async fn the_key_set_is_refreshed_in_the_background_on_max_age() {
             .unwrap_or_else(|_| panic!("fetch {n} in time"))
             .expect("server up");
     }
-    // The rotated key arrives by refresh, not by an unknown-kid fetch.
+    // The rotated key arrives by refresh, not by an unknown-kid fetch:
+    // fetch c+1 started after the change, and once fetch c+2 starts the
+    // (sequential) refresher has stored c+1's set.
     jwks.replace(set(&[jwk(&rsa2(), Algorithm::RS256, "k2")]));
-    tokio::time::timeout(BOUND, jwks.fetched.recv())
-        .await
-        .expect("third fetch in time")
-        .expect("server up");
+    let c = jwks.fetches();
+    while jwks.fetches() < c + 2 {
+        tokio::time::timeout(BOUND, jwks.fetched.recv())
+            .await
+            .expect("refresh in time")
+            .expect("server up");
+    }
+    let providers = gateway.auth_providers();
+    let jwt = providers.iter().find_map(|p| p.jwt.as_ref()).expect("jwt");
+    assert_eq!(jwt.key_ids, ["k2"]);
     let token = sign(Algorithm::RS256, Some("k2"), &rsa2(), &claims());
     let a = bearer(&gateway, "/api/orders/1", &token).await;
     assert_eq!(a.status, 200);

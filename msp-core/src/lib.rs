@@ -19,6 +19,10 @@
 //! - [`identity`]: SPIFFE workload identities ([`identity::SpiffeId`],
 //!   [`identity::TrustDomain`]) and the verified [`identity::PeerIdentity`]
 //!   of a request's peer.
+//! - `tls` (feature `tls`): mutual TLS with SPIFFE workload identities —
+//!   `MtlsListener`, `MtlsConnector`, `WorkloadIdentity` with rotation, the
+//!   development CA.
+//! - `authz` (feature `tls`): authorization policies as a tower layer.
 //! - [`time`]: the timeout marker [`Elapsed`], the request [`time::Deadline`]
 //!   and [`time::ceil_secs`].
 //! - [`observe`]: RED metrics and W3C trace-context layers.
@@ -32,6 +36,13 @@
 //! - `otel`: `observe::otel`, exporting msp's spans with the OpenTelemetry
 //!   SDK over OTLP/HTTP, with the trace and span ids msp propagates in
 //!   `traceparent`.
+//! - `tls`: service-to-service security — [`tls`] (SPIFFE workload
+//!   identities from X.509 SVIDs, an mTLS listener for `axum::serve` and
+//!   hyper in strict or permissive mode, a hyper-util connector that checks
+//!   the server's identity, certificate rotation, a development CA) and
+//!   [`authz`] (Istio-style ALLOW/DENY/AUDIT authorization policies over
+//!   peer identities, addresses and requests, hot-reloadable through a
+//!   `PolicyHandle`).
 //! - `testing`: internal, for msp's own test suites (hidden, no stability
 //!   promise).
 //!

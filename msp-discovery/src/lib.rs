@@ -134,6 +134,7 @@
 //! | `etcd` | `EtcdRegistry` (etcd v3: leases, keep-alive, prefix watch) |
 //! | `dns` | `DnsDiscovery` (SRV and A/AAAA lookups) |
 //! | `tonic` | the `tonic` module |
+//! | `tls` | `DiscoveryClientBuilder::tls`: calls over mTLS with msp-core's SPIFFE workload identity, checking the server's identity per service |
 //!
 //! Everything else — the memory and static registries, balancing, health
 //! checks, outlier ejection, `Discover` and the HTTP client — is always on.

@@ -116,6 +116,38 @@
 //! # }
 //! ```
 //!
+//! The same settings as data — from YAML (or any serde format), unknown
+//! fields refused, every problem listed with its field:
+//!
+//! ```
+//! use msp_gateway::bff::{AggregateBuilder, AggregateConfig, AggregateError};
+//!
+//! let config: AggregateConfig = serde_saphyr::from_str(r#"
+//! name: order-details
+//! path: "/orders/{id}"
+//! deadline: 2s
+//! backends:
+//!   - { name: order, url: "http://order-service/orders/{id}", required: true, timeout: 500ms }
+//!   - { name: product, url: "http://product-service/products/{order.product_id}", group: product }
+//!   - { name: reviews, url: "http://review-service/reviews/{product.sku}", group: reviews }
+//! clients:
+//!   mobile: { deny: [product.description], omit_nulls: true }
+//! "#)?;
+//! assert!(config.validate().is_empty());
+//!
+//! let mut broken = config.clone();
+//! broken.backends[2].url = "http://review-service/reviews/{nothing.sku}".into();
+//! let err = AggregateBuilder::from_config(broken)
+//!     .client(msp_gateway::proxy::ProxyClient::new())
+//!     .build()
+//!     .unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     r#"aggregate "order-details": `backends[2].url`: {nothing.sku}: no backend named "nothing""#
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! In the gateway, the same aggregate is an `aggregates:` entry whose
 //! backend URLs name configured services (`http://order-service/…`); see
 //! [`config`](crate::config) and the README.

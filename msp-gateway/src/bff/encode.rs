@@ -27,11 +27,14 @@ mod tests {
     #[test]
     fn every_format_round_trips() {
         let v = json!({"id": 7, "name": "ü", "tags": ["a"], "price": 1.5, "n": null});
-        let back: Value = serde_json::from_slice(&encode(&v, Format::Json).expect("test value")).expect("test value");
+        let back: Value = serde_json::from_slice(&encode(&v, Format::Json).expect("test value"))
+            .expect("test value");
         assert_eq!(back, v);
-        let back: Value = rmp_serde::from_slice(&encode(&v, Format::Msgpack).expect("test value")).expect("test value");
+        let back: Value = rmp_serde::from_slice(&encode(&v, Format::Msgpack).expect("test value"))
+            .expect("test value");
         assert_eq!(back, v);
-        let back: Value = ciborium::from_reader(&encode(&v, Format::Cbor).expect("test value")[..]).expect("test value");
+        let back: Value = ciborium::from_reader(&encode(&v, Format::Cbor).expect("test value")[..])
+            .expect("test value");
         assert_eq!(back, v);
     }
 }

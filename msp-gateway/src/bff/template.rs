@@ -348,7 +348,10 @@ mod tests {
     #[test]
     fn missing_values_and_bad_templates() {
         let t = Template::parse("/p/{order.nope}").expect("test value");
-        assert_eq!(t.render(&L(json!({}))).expect_err("an error"), "{order.nope}");
+        assert_eq!(
+            t.render(&L(json!({}))).expect_err("an error"),
+            "{order.nope}"
+        );
         assert!(Template::parse("ftp://x/").is_err());
         assert!(Template::parse("http://{id}/").is_err());
         assert!(Template::parse("/a/{id").is_err());

@@ -1,5 +1,6 @@
 //! API-key auth: good, bad, missing keys; header and query; 401 with
 //! WWW-Authenticate and a problem+json body; no key in errors or Debug.
+//! Identity headers stripped and set; JWT providers' load-time checks.
 
 use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
@@ -216,4 +217,77 @@ fn custom_identity_header_names_are_used_and_checked() {
     let yaml = "auth:\n  identity_headers:\n    consumer: \"bad header\"\n";
     let err = GatewayConfig::from_yaml(yaml, "t.yaml").expect_err("invalid");
     assert_eq!(err.problems()[0].field(), "auth.identity_headers.consumer");
+}
+
+// ---- JWT providers: load-time checks (tokens are tested in tests/jwt.rs) ----
+
+fn problems(yaml: &str) -> Vec<(String, String)> {
+    let err = GatewayConfig::from_yaml(yaml, "bad.yaml").expect_err("invalid");
+    err.problems()
+        .iter()
+        .map(|p| (p.field().to_owned(), p.message().to_owned()))
+        .collect()
+}
+
+fn jwt_yaml(body: &str) -> String {
+    format!("auth:\n  providers:\n    idp:\n      jwt:\n{body}")
+}
+
+#[test]
+fn bad_jwt_providers_are_load_errors_naming_provider_and_field() {
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256, XS999]\n        jwks: { url: \"http://127.0.0.1:1/jwks\" }\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms[1]");
+    assert!(found[0].1.contains("XS999"));
+
+    let found = problems(&jwt_yaml("        algorithms: [HS256]\n"));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
+    assert!(found[0].1.contains("secret"), "{found:?}");
+
+    let found = problems(&jwt_yaml("        algorithms: [ES256]\n"));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks");
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256, HS256]\n        jwks: { url: \"http://127.0.0.1:1/jwks\" }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms[1]");
+    assert!(found[0].1.contains("cannot share"));
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        jwks: { url: \"https://idp.example.com/jwks\" }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks.url");
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        secret_base64: c2VjcmV0\n        jwks: { file: jwks.json }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
+
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        forward_claims: [\"a b\"]\n        jwks: { file: jwks.json }\n",
+    ));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.forward_claims[0]");
+
+    let found = problems(&jwt_yaml("        algorithms: []\n        secret_env: S\n"));
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms");
+}
+
+#[tokio::test]
+async fn hmac_secrets_must_exist_and_be_long_enough() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use msp_gateway::auth::{InvalidJwtConfig, JwtAuth};
+    use msp_gateway::config::JwtConfig;
+    let mut config = JwtConfig::new(["HS256"]);
+    config.secret_env = Some("MSP_GATEWAY_TEST_UNSET_SECRET_VARIABLE".into());
+    let err = JwtAuth::new("hs", &config).expect_err("unset variable");
+    assert!(
+        matches!(err, InvalidJwtConfig::Secret(ref m) if m.contains("is not set")),
+        "{err}"
+    );
+    let short = JwtConfig::new(["HS256"]).secret_base64(STANDARD.encode([1u8; 16]));
+    let err = JwtAuth::new("hs", &short).expect_err("16 bytes");
+    assert!(err.to_string().contains("at least 32"), "{err}");
 }

@@ -1,10 +1,12 @@
 //! JWT auth with a real JWKS server on loopback and real tokens signed in
-//! the test (RSA and EC keys under tests/keys): pinned algorithms (`alg:
-//! none`, HS/RS confusion), exp / nbf / iss / aud, scopes (403), one
-//! JWKS re-fetch for 50 concurrent unknown-`kid` requests, key rotation,
-//! the last good keys while the JWKS server is down, 503 before any key
-//! set, identity headers that cannot be spoofed, API keys beside JWT, the
-//! seed YAML end to end, and load-time validation.
+//! the test (RSA, EC and Ed25519 keys under tests/keys): pinned algorithms
+//! (`alg: none`, HS/RS confusion), exp / nbf / iss / aud, scopes (403),
+//! one JWKS re-fetch for 50 concurrent unknown-`kid` requests, key
+//! rotation, background refresh, the last good keys while the JWKS server
+//! is down and across a reload, 503 before any key set, identity headers
+//! that cannot be spoofed, API keys beside JWT, per-consumer limits on
+//! `sub`, a JWKS file, and the seed YAML end to end. (Load-time checks of
+//! JWT providers are in tests/auth.rs.)
 
 mod common;
 mod common_gw;
@@ -17,7 +19,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use jsonwebtoken::{Algorithm, EncodingKey, get_current_timestamp};
 use jwt_support::{
-    AUD, BOUND, ISS, Jwks, claims, der, ec1, jwk, jwks_server, rsa1, rsa2, set, sign, with,
+    AUD, BOUND, ISS, Jwks, claims, der, ec1, ed1, jwk, jwks_server, rsa1, rsa2, set, sign, with,
 };
 use msp_gateway::Gateway;
 use msp_gateway::auth::hash_api_key;
@@ -576,59 +578,6 @@ auth:
     assert_eq!(users.hits(), 1);
 }
 
-fn problems(yaml: &str) -> Vec<(String, String)> {
-    let err = GatewayConfig::from_yaml(yaml, "bad.yaml").expect_err("invalid");
-    err.problems()
-        .iter()
-        .map(|p| (p.field().to_owned(), p.message().to_owned()))
-        .collect()
-}
-
-fn jwt_yaml(body: &str) -> String {
-    format!("auth:\n  providers:\n    idp:\n      jwt:\n{body}")
-}
-
-#[test]
-fn bad_jwt_providers_are_load_errors_naming_provider_and_field() {
-    let found = problems(&jwt_yaml(
-        "        algorithms: [RS256, XS999]\n        jwks: { url: \"http://127.0.0.1:1/jwks\" }\n",
-    ));
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms[1]");
-    assert!(found[0].1.contains("XS999"));
-
-    let found = problems(&jwt_yaml("        algorithms: [HS256]\n"));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
-    assert!(found[0].1.contains("secret"), "{found:?}");
-
-    let found = problems(&jwt_yaml("        algorithms: [ES256]\n"));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks");
-
-    let found = problems(&jwt_yaml(
-        "        algorithms: [RS256, HS256]\n        jwks: { url: \"http://127.0.0.1:1/jwks\" }\n",
-    ));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms[1]");
-    assert!(found[0].1.contains("cannot share"));
-
-    let found = problems(&jwt_yaml(
-        "        algorithms: [RS256]\n        jwks: { url: \"https://idp.example.com/jwks\" }\n",
-    ));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks.url");
-
-    let found = problems(&jwt_yaml(
-        "        algorithms: [RS256]\n        secret_base64: c2VjcmV0\n        jwks: { file: jwks.json }\n",
-    ));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.secret_base64");
-
-    let found = problems(&jwt_yaml(
-        "        algorithms: [RS256]\n        forward_claims: [\"a b\"]\n        jwks: { file: jwks.json }\n",
-    ));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.forward_claims[0]");
-
-    let found = problems(&jwt_yaml("        algorithms: []\n        secret_env: S\n"));
-    assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms");
-}
-
 #[tokio::test]
 async fn an_hmac_provider_verifies_with_its_secret_only() {
     let secret = STANDARD.encode([7u8; 32]);
@@ -667,22 +616,6 @@ auth:
     // An RS256 token to an HMAC provider: the algorithm is not pinned.
     let rs = sign(Algorithm::RS256, None, &rsa1(), &claims());
     assert_eq!(bearer(&gateway, "/api/x", &rs).await.status, 401);
-}
-
-#[tokio::test]
-async fn hmac_secrets_must_exist_and_be_long_enough() {
-    use msp_gateway::auth::{InvalidJwtConfig, JwtAuth};
-    use msp_gateway::config::JwtConfig;
-    let mut config = JwtConfig::new(["HS256"]);
-    config.secret_env = Some("MSP_GATEWAY_TEST_UNSET_SECRET_VARIABLE".into());
-    let err = JwtAuth::new("hs", &config).expect_err("unset variable");
-    assert!(
-        matches!(err, InvalidJwtConfig::Secret(ref m) if m.contains("is not set")),
-        "{err}"
-    );
-    let short = JwtConfig::new(["HS256"]).secret_base64(STANDARD.encode([1u8; 16]));
-    let err = JwtAuth::new("hs", &short).expect_err("16 bytes");
-    assert!(err.to_string().contains("at least 32"), "{err}");
 }
 
 #[tokio::test]
@@ -731,4 +664,47 @@ async fn rate_limit_by_consumer_keys_on_the_token_subject() {
     assert_eq!(bearer(&gateway, "/api/orders/1", &alice).await.status, 200);
     assert_eq!(bearer(&gateway, "/api/orders/1", &alice).await.status, 429);
     assert_eq!(bearer(&gateway, "/api/orders/1", &bob).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_jwks_file_serves_eddsa_and_ps256_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jwks.json");
+    let keys = set(&[
+        jwk(&ed1(), Algorithm::EdDSA, "ed"),
+        jwk(&rsa1(), Algorithm::PS256, "ps"),
+    ]);
+    std::fs::write(&path, keys.to_string()).expect("write JWKS");
+    let (addr, backend) = common::spawn_backend().await;
+    let yaml = format!(
+        r#"
+routes:
+  - {{ path: "/api/*", service: api, auth_required: true }}
+services:
+  api: {{ instances: ["{addr}"] }}
+auth:
+  providers:
+    files:
+      jwt:
+        algorithms: [EdDSA, PS256]
+        jwks: {{ file: "{}" }}
+"#,
+        path.display()
+    );
+    let config = GatewayConfig::from_yaml(&yaml, "file.yaml").expect("valid");
+    let gateway = Gateway::from_config(config).await.expect("gateway");
+    let ed = sign(Algorithm::EdDSA, Some("ed"), &ed1(), &claims());
+    assert_eq!(bearer(&gateway, "/api/x", &ed).await.status, 200);
+    assert_eq!(backend.last().headers["x-jwt-sub"], "alice");
+    let ps = sign(Algorithm::PS256, Some("ps"), &rsa1(), &claims());
+    assert_eq!(bearer(&gateway, "/api/x", &ps).await.status, 200);
+    // The JWK says PS256: the same RSA key under RS256 is refused.
+    let rs = sign(Algorithm::RS256, Some("ps"), &rsa1(), &claims());
+    assert_eq!(bearer(&gateway, "/api/x", &rs).await.status, 401);
+
+    // A missing file is a build error, not a 503 later.
+    let missing = yaml.replace("jwks.json", "nope.json");
+    let config = GatewayConfig::from_yaml(&missing, "file.yaml").expect("valid");
+    let err = Gateway::from_config(config).await.expect_err("no file");
+    assert!(err.to_string().contains("nope.json"), "{err}");
 }

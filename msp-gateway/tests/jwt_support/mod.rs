@@ -164,3 +164,7 @@ impl Jwks {
         }
     }
 }
+
+pub fn ed1() -> EncodingKey {
+    EncodingKey::from_ed_der(&der(include_str!("../keys/ed1.pem")))
+}

@@ -183,7 +183,10 @@ impl fmt::Display for Quota {
             f,
             "{}/{}",
             self.limit,
+            // "1h30m", not "1h 30m": the parser reads the period as one word.
             humantime::format_duration(self.period)
+                .to_string()
+                .replace(' ', "")
         )?;
         if self.burst != self.limit {
             write!(f, " burst {}", self.burst)?;

@@ -412,6 +412,10 @@ async fn no_key_set_ever_fetched_is_503_not_401() {
     let a = bearer(&s.gateway, "/api/orders/1", &token).await;
     assert_eq!(a.status, 503);
     assert_eq!(a.body["code"], "auth_unavailable");
+    assert_eq!(
+        a.headers["retry-after"], "1",
+        "min_refetch_interval, at least 1 s"
+    );
     assert!(!a.headers.contains_key("www-authenticate"));
     // No token at all is still the caller's problem.
     assert_eq!(send(&s.gateway, "/api/orders/1", &[]).await.status, 401);

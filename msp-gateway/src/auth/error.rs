@@ -19,6 +19,7 @@ use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use msp_core::http::{Problem, ProblemBody, ToProblem};
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// What was wrong with the credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,7 @@ pub struct AuthError {
     /// scheme the client may use), when no credentials were sent.
     others: Vec<HeaderValue>,
     detail: Cow<'static, str>,
+    retry_after: Option<Duration>,
 }
 
 impl AuthError {
@@ -67,7 +69,14 @@ impl AuthError {
             challenge,
             others: Vec::new(),
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// When to try again (a `503` while keys are being fetched).
+    pub(crate) fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     /// Adds the challenge of another provider the request could have used.
@@ -125,7 +134,7 @@ impl ToProblem for AuthError {
             AuthErrorKind::InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope"),
             AuthErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
         };
-        Problem::new(status, code, self.detail.clone())
+        Problem::new(status, code, self.detail.clone()).with_retry_after(self.retry_after)
     }
 }
 

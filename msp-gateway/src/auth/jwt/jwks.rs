@@ -98,6 +98,12 @@ impl JwksCache {
         self.state.load_full()
     }
 
+    /// When a request refused for want of keys may try again: the next
+    /// re-fetch it could cause (at least a second).
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.min_refetch.max(Duration::from_secs(1))
+    }
+
     /// Fetch attempts so far.
     pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)

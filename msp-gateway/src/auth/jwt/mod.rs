@@ -412,7 +412,8 @@ impl JwtAuth {
                             "the signing keys of auth provider {:?} are not available yet",
                             self.inner.provider
                         ),
-                    ));
+                    )
+                    .retry_after(cache.retry_after()));
                 };
                 self.verify(token, set, kid, header.alg)?
             }

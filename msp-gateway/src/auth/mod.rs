@@ -27,7 +27,10 @@
 //! token with an unknown `kid` re-fetches the set at most once per
 //! `min_refetch_interval`, and concurrent requests share that one fetch.
 //! A failed fetch keeps the last good set; only a provider that never had
-//! one answers `503`.
+//! one answers `503` (with `Retry-After`). Every fetch counts in
+//! `msp_gateway_jwks_fetches_total{provider, result="ok"|"error"}`; the
+//! admin listener's `GET /auth` shows the key ids, the last fetch and its
+//! error.
 //!
 //! # Crypto backend
 //!

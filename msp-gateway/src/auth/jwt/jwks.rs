@@ -165,9 +165,15 @@ impl JwksCache {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
-        match fetched
-            .and_then(|(bytes, max_age)| Ok((KeySet::parse(&bytes, &self.algorithms)?, max_age)))
-        {
+        let parsed = fetched
+            .and_then(|(bytes, max_age)| Ok((KeySet::parse(&bytes, &self.algorithms)?, max_age)));
+        metrics::counter!(
+            "msp_gateway_jwks_fetches_total",
+            "provider" => self.provider.clone(),
+            "result" => if parsed.is_ok() { "ok" } else { "error" },
+        )
+        .increment(1);
+        match parsed {
             Ok((set, max_age)) => {
                 let next = max_age
                     .unwrap_or(self.max_refresh)

@@ -50,6 +50,7 @@ pub mod services;
 use axum::Router;
 use dashboard::{ClientBreaker, Dashboard};
 use msp_core::BoxError;
+use msp_core::authz::{AuthorizationLayer, AuthorizationPolicies, PolicyHandle};
 use msp_core::shutdown::{Shutdown, ShutdownReport};
 use msp_discovery::MemoryRegistry;
 use msp_gateway::Gateway;
@@ -57,7 +58,7 @@ use msp_gateway::admin::Admin;
 use msp_resilience::chaos::ChaosHandle;
 use msp_saga::outbox::BroadcastPublisher;
 use msp_saga::saga::SqliteSagaStore;
-use platform::{Running, ServiceClient, open_db, serve, with_chaos};
+use platform::{Running, Security, ServiceClient, open_db, serve_with_tls, with_chaos};
 use requests::RequestLog;
 use services::notification::FeedEntry;
 use services::order::{Downstream, OrderService};
@@ -107,14 +108,32 @@ pub struct System {
     feed: broadcast::Sender<FeedEntry>,
     bus: BroadcastPublisher,
     dashboard: Dashboard,
+    security: Security,
     stop_background: Shutdown,
 }
 
-/// Wraps each service's routes the same way: a chaos switch (off), then
-/// the request log, so injected faults show among the recent requests.
+/// The authorization policies of the services only order-service's saga
+/// writes to (`config/authz/internal.yaml`).
+pub const INTERNAL_AUTHZ_YAML: &str = include_str!("../config/authz/internal.yaml");
+
+/// The services of the system, in start order.
+pub const SERVICES: [&str; 7] = [
+    "inventory-service",
+    "payment-service",
+    "shipping-service",
+    "product-service",
+    "notification-service",
+    "order-service",
+    "user-service",
+];
+
+/// Wraps each service's routes the same way: authorization (for the
+/// services that have policies), a chaos switch (off), then the request
+/// log, so denials and injected faults show among the recent requests.
 struct Instrument {
     requests: RequestLog,
     chaos: BTreeMap<&'static str, ChaosHandle>,
+    internal: PolicyHandle,
 }
 
 impl Instrument {
@@ -122,6 +141,12 @@ impl Instrument {
         let (routes, chaos) = with_chaos(routes)?;
         self.chaos.insert(name, chaos);
         Ok(self.requests.wrap(name, routes))
+    }
+
+    /// [`routes`](Self::routes) behind the internal services' policies.
+    fn internal(&mut self, name: &'static str, routes: Router) -> Result<Router, BoxError> {
+        let routes = routes.layer(AuthorizationLayer::new(self.internal.clone()));
+        self.routes(name, routes)
     }
 }
 
@@ -133,9 +158,16 @@ impl System {
         let bind = config.service_bind;
         let background = Shutdown::new();
         let mut services = Vec::new();
+        // Workload identities from the dev CA (created on first run) and
+        // the internal services' authorization policies.
+        let security = Security::dev(dir.join("certs"), &SERVICES)?;
+        let identity = |name: &str| security.identity(name);
+        let internal: AuthorizationPolicies = serde_saphyr::from_str(INTERNAL_AUTHZ_YAML)
+            .map_err(|e| format!("config/authz/internal.yaml: {e}"))?;
         let mut instrument = Instrument {
             requests: RequestLog::new(500),
             chaos: BTreeMap::new(),
+            internal: PolicyHandle::new(internal),
         };
 
         let db = open_db(dir, "inventory.db").await?;
@@ -146,12 +178,13 @@ impl System {
         let stock: Vec<(&str, i64)> = stock.iter().map(|(s, n)| (s.as_str(), *n)).collect();
         inventory::migrate(&db, &stock).await?;
         services.push(
-            serve(
+            serve_with_tls(
                 "inventory-service",
-                instrument.routes("inventory-service", inventory::routes(db.clone()))?,
+                instrument.internal("inventory-service", inventory::routes(db.clone()))?,
                 db,
                 &registry,
                 bind,
+                Some(&identity("inventory-service")?),
             )
             .await?,
         );
@@ -159,12 +192,13 @@ impl System {
         let db = open_db(dir, "payments.db").await?;
         payment::migrate(&db).await?;
         services.push(
-            serve(
+            serve_with_tls(
                 "payment-service",
-                instrument.routes("payment-service", payment::routes(db.clone()))?,
+                instrument.internal("payment-service", payment::routes(db.clone()))?,
                 db,
                 &registry,
                 bind,
+                Some(&identity("payment-service")?),
             )
             .await?,
         );
@@ -172,18 +206,22 @@ impl System {
         let db = open_db(dir, "shipping.db").await?;
         shipping::migrate(&db).await?;
         let routes = shipping::routes(db.clone(), &config.shipping_fail_marker);
-        let routes = instrument.routes("shipping-service", routes)?;
-        services.push(serve("shipping-service", routes, db, &registry, bind).await?);
+        let routes = instrument.internal("shipping-service", routes)?;
+        let id = identity("shipping-service")?;
+        services.push(
+            serve_with_tls("shipping-service", routes, db, &registry, bind, Some(&id)).await?,
+        );
 
         let db = open_db(dir, "products.db").await?;
         product::migrate(&db, &product::seed_catalog()).await?;
         services.push(
-            serve(
+            serve_with_tls(
                 "product-service",
                 instrument.routes("product-service", product::routes(db.clone()))?,
                 db,
                 &registry,
                 bind,
+                Some(&identity("product-service")?),
             )
             .await?,
         );
@@ -200,14 +238,28 @@ impl System {
         ));
         let routes = notification::routes(db.clone(), feed.clone());
         let routes = instrument.routes("notification-service", routes)?;
-        services.push(serve("notification-service", routes, db, &registry, bind).await?);
+        let id = identity("notification-service")?;
+        services.push(
+            serve_with_tls(
+                "notification-service",
+                routes,
+                db,
+                &registry,
+                bind,
+                Some(&id),
+            )
+            .await?,
+        );
 
         let db = open_db(dir, "orders.db").await?;
+        // order-service calls the others over mTLS as itself.
+        let me = identity("order-service")?;
+        let client = |service| ServiceClient::with_identity(&registry, service, Some(&me));
         let downstream = Downstream {
-            products: ServiceClient::new(&registry, "product-service")?,
-            inventory: ServiceClient::new(&registry, "inventory-service")?,
-            payment: ServiceClient::new(&registry, "payment-service")?,
-            shipping: ServiceClient::new(&registry, "shipping-service")?,
+            products: client("product-service")?,
+            inventory: client("inventory-service")?,
+            payment: client("payment-service")?,
+            shipping: client("shipping-service")?,
         };
         let breakers: Vec<ClientBreaker> = [
             &downstream.products,
@@ -231,19 +283,21 @@ impl System {
         )
         .await?;
         let routes = instrument.routes("order-service", orders.routes())?;
-        services.push(serve("order-service", routes, db, &registry, bind).await?);
+        services
+            .push(serve_with_tls("order-service", routes, db, &registry, bind, Some(&me)).await?);
 
         // The gateway, then user-service (its logins reload the gateway).
         let keys = gateway::KeyRing::default();
         let user_db = open_db(dir, "users.db").await?;
         user::migrate(&user_db).await?;
         let issuer = keys.issuer();
-        let users = serve(
+        let users = serve_with_tls(
             "user-service",
             instrument.routes("user-service", user::routes(user_db.clone(), issuer))?,
             user_db,
             &registry,
             bind,
+            Some(&identity("user-service")?),
         )
         .await?;
         services.push(users);
@@ -270,6 +324,7 @@ impl System {
         );
         Ok(System {
             dashboard,
+            security,
             registry,
             gateway: gw,
             gateway_addr,
@@ -290,6 +345,11 @@ impl System {
     /// The gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    /// The services' workload identities (the dev CA's directory).
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// The live dashboard's data and routes.

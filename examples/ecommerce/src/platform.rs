@@ -31,8 +31,11 @@ use http_body_util::{BodyExt, Full};
 use msp_core::backoff::Backoff;
 use msp_core::health::{Check, HealthRegistry};
 use msp_core::http::{HttpErrorLayer, Problem};
+use msp_core::identity::TrustDomain;
 use msp_core::observe::{self, PropagateTraceContextLayer, metrics as red};
 use msp_core::shutdown::{DrainLayer, Shutdown, ShutdownReport};
+use msp_core::tls::dev::ensure_dir;
+use msp_core::tls::{IdentityFiles, Mode, MtlsListener, WorkloadIdentity, with_peer_identity};
 use msp_core::{BoxError, Instance};
 use msp_discovery::{DiscoveryClient, MemoryRegistry, Registry};
 use msp_resilience::chaos::{ChaosConfig, ChaosHandle, ChaosLayer, InjectedFault};
@@ -41,8 +44,9 @@ use msp_resilience::retry::ReplayBody;
 use msp_resilience::{ResilienceBuilderExt, RetryLayer};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -66,6 +70,48 @@ pub async fn open_db(dir: &Path, name: &str) -> Result<SqlitePool, BoxError> {
         .await?;
     msp_saga::migrate_sqlite(&pool).await?;
     Ok(pool)
+}
+
+/// The system's workload identities: a development CA for trust domain
+/// `shop` and a certificate per service in one directory, created on first
+/// run and reused after (msp-core's [`ensure_dir`]).
+#[derive(Debug, Clone)]
+pub struct Security {
+    dir: PathBuf,
+    trust_domain: TrustDomain,
+}
+
+impl Security {
+    /// The trust domain of the example's services.
+    pub const TRUST_DOMAIN: &'static str = "shop";
+
+    /// Makes `dir` hold the CA and a valid certificate for each of
+    /// `services` (issuing what is missing or expiring).
+    pub fn dev(dir: impl Into<PathBuf>, services: &[&str]) -> Result<Self, BoxError> {
+        let dir = dir.into();
+        let trust_domain = TrustDomain::new(Self::TRUST_DOMAIN)?;
+        for (service, issued) in ensure_dir(&dir, &trust_domain, services)? {
+            tracing::debug!(%service, ?issued, dir = %dir.display(), "workload certificate");
+        }
+        Ok(Security { dir, trust_domain })
+    }
+
+    /// Where the CA and the certificates are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// `service`'s workload identity, loaded from its files.
+    pub fn identity(&self, service: &str) -> Result<WorkloadIdentity, BoxError> {
+        Ok(WorkloadIdentity::from_files(IdentityFiles::in_dir(
+            &self.dir, service,
+        ))?)
+    }
 }
 
 /// One service, running: its address, its shutdown coordinator, its
@@ -102,6 +148,21 @@ pub async fn serve(
     db: SqlitePool,
     registry: &MemoryRegistry,
     bind: SocketAddr,
+) -> Result<Running, BoxError> {
+    serve_with_tls(name, routes, db, registry, bind, None).await
+}
+
+/// [`serve`], and with `identity` over mTLS in permissive mode: peers that
+/// present a certificate are verified (their SPIFFE ID reaches the handlers
+/// and authorization policies as a `PeerIdentity`), plaintext clients — the
+/// gateway, the demo's direct reads — are served as unauthenticated peers.
+pub async fn serve_with_tls(
+    name: &'static str,
+    routes: Router,
+    db: SqlitePool,
+    registry: &MemoryRegistry,
+    bind: SocketAddr,
+    identity: Option<&WorkloadIdentity>,
 ) -> Result<Running, BoxError> {
     let health = HealthRegistry::new();
     let shutdown = Shutdown::builder()
@@ -143,12 +204,28 @@ pub async fn serve(
         .deregister_before_drain(&shutdown, Duration::from_secs(2));
 
     let signal = shutdown.stop_accepting();
+    let serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        match identity {
+            Some(identity) => {
+                let mtls = MtlsListener::builder(identity)
+                    .mode(Mode::Permissive)
+                    .build(listener)?;
+                Box::pin(
+                    axum::serve(mtls, with_peer_identity(app))
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+            None => Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            ),
+        };
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await;
+            let served = serving.await;
             shutdown.trigger();
             served
         }
@@ -243,7 +320,21 @@ impl ServiceClient {
     /// `5xx`, a timeout or a transport error) and lets a probe through
     /// after 2 s (longer after each trip in a row).
     pub fn new(registry: &MemoryRegistry, service: &'static str) -> Result<Self, BoxError> {
-        let client = DiscoveryClient::builder(registry.clone()).build::<ReplayBody<Full<Bytes>>>();
+        Self::with_identity(registry, service, None)
+    }
+
+    /// [`new`](Self::new), calling over mTLS as `identity` when given: the
+    /// instance must prove it is `spiffe://{trust domain}/{service}`.
+    pub fn with_identity(
+        registry: &MemoryRegistry,
+        service: &'static str,
+        identity: Option<&WorkloadIdentity>,
+    ) -> Result<Self, BoxError> {
+        let mut builder = DiscoveryClient::builder(registry.clone());
+        if let Some(identity) = identity {
+            builder = builder.tls(identity.clone());
+        }
+        let client = builder.build::<ReplayBody<Full<Bytes>>>();
         let retry = RetryLayer::idempotent_http()
             .max_attempts(3)
             .backoff(Backoff::constant(Duration::from_millis(50))?);

@@ -319,3 +319,76 @@ async fn a_stopped_service_deregisters_first_and_orders_compensate_without_it() 
     assert_eq!(events.len(), 2, "{events:?}");
     system.stop().await.expect("clean stop");
 }
+
+/// Writes to payment-service need order-service's mTLS identity: user-service
+/// (a valid certificate of the same trust domain) and a plaintext client get
+/// 403 problem+json, reads stay open, and a client expecting
+/// payment-service refuses an instance that proves to be another service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_order_service_may_write_to_payment_service_over_mtls() {
+    use ecommerce::platform::ServiceClient;
+    use http::Method;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let system = start(&dir).await;
+    let security = system.security();
+    let identity = |name: &str| security.identity(name).expect("identity files");
+    let charge = json!({"order_id": "mtls-1", "cents": 100});
+    let post = |client: ServiceClient, key: &'static str| {
+        let charge = charge.clone();
+        async move {
+            client
+                .send(Method::POST, "/charges", Some(key), Some(&charge))
+                .await
+                .expect("an answer")
+        }
+    };
+
+    let user = identity("user-service");
+    let as_user = ServiceClient::with_identity(system.registry(), "payment-service", Some(&user))
+        .expect("client");
+    let denied = post(as_user, "mtls-1:payment").await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let problem: Value = denied.json().expect("problem+json");
+    assert_eq!(problem["code"], "permission_denied", "{problem}");
+
+    let plain = ServiceClient::new(system.registry(), "payment-service").expect("client");
+    assert_eq!(
+        post(plain.clone(), "mtls-2:payment").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Reads are open, also in plaintext: no such charge, not forbidden.
+    let read = plain
+        .send(Method::GET, "/charges/mtls-1:payment", None, None)
+        .await
+        .expect("an answer");
+    assert_eq!(read.status, StatusCode::NOT_FOUND);
+
+    let order = identity("order-service");
+    let as_order = ServiceClient::with_identity(system.registry(), "payment-service", Some(&order))
+        .expect("client");
+    assert_eq!(
+        post(as_order, "mtls-3:payment").await.status,
+        StatusCode::CREATED
+    );
+
+    // An impostor: "payment-service" resolved to inventory-service's
+    // address. Over mTLS the server proves it is spiffe://shop/inventory-service,
+    // so the call fails before any request is sent.
+    let impostor = msp_discovery::MemoryRegistry::new();
+    let inventory = system
+        .service_addr("inventory-service")
+        .expect("inventory runs");
+    impostor
+        .insert(
+            msp_core::Instance::parse("payment-service", &inventory.to_string()).expect("instance"),
+        )
+        .expect("registered");
+    let fooled = ServiceClient::with_identity(&impostor, "payment-service", Some(&order))
+        .expect("client")
+        .send(Method::GET, "/charges/mtls-3:payment", None, None)
+        .await;
+    assert!(fooled.is_err(), "an impostor must not answer: {fooled:?}");
+
+    system.stop().await.expect("system stops");
+}

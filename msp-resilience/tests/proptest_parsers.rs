@@ -1,17 +1,28 @@
-//! Property tests of msp-resilience's parsers of outside input: quotas (from
-//! configuration files), `Retry-After` (from upstream responses),
-//! `x-msp-deadline-ms` and `grpc-timeout` (from callers). None panics on
-//! any input, and each one with a formatter reads back what it wrote.
+//! Property tests of msp-resilience's parsers of outside input: quotas and
+//! every middleware's settings (from configuration files), `Retry-After`
+//! (from upstream responses), `x-msp-deadline-ms` and `grpc-timeout` (from
+//! callers). None panics on any input, and each one with a formatter reads
+//! back what it wrote.
 //!
 //! The seed is fixed, so a run is reproducible; `PROPTEST_CASES` raises the
 //! number of cases.
 
 use http::HeaderValue;
-use msp_resilience::rate_limit::Quota;
-use msp_resilience::retry::retry_after;
-use msp_resilience::timeout::{format_grpc_timeout, parse_deadline_ms, parse_grpc_timeout};
+use msp_resilience::bulkhead::Adaptive;
+use msp_resilience::hedge::HedgeDelay;
+use msp_resilience::rate_limit::{Quota, RateLimitConfig};
+use msp_resilience::retry::{BudgetConfig, retry_after};
+use msp_resilience::timeout::{
+    TimeoutConfig, format_grpc_timeout, parse_deadline_ms, parse_grpc_timeout,
+};
+use msp_resilience::{BulkheadConfig, ChaosConfig, CircuitBreakerConfig, HedgeConfig, RetryConfig};
 use proptest::prelude::*;
+use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::fmt::Debug;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn config() -> ProptestConfig {
@@ -158,5 +169,238 @@ proptest! {
         // value: under one part in ten thousand.
         prop_assert!(back >= d, "{:?} -> {:?} -> {:?}", d, formatted, back);
         prop_assert!((back - d).as_nanos() * 10_000 <= d.as_nanos().max(1), "{:?} -> {:?}", d, back);
+    }
+}
+
+/// A JSON value a configuration file might hold where a setting goes:
+/// durations (some too large), quotas, numbers of every kind, words, text.
+fn json_value() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e3f64..1e3).prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "[0-9]{1,25} ?(ns|us|ms|s|m|min|h|d|w|y)".prop_map(Value::from),
+        "[0-9]{1,12}/(s|min|hour|[0-9]{1,4}s)( burst [0-9]{1,12})?".prop_map(Value::from),
+        "[a-z_]{1,16}".prop_map(Value::from),
+        any::<String>().prop_map(Value::from),
+    ];
+    scalar.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            prop::collection::btree_map("[a-z_]{1,12}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A change to one setting: most keep the setting's kind (a number for a
+/// number, a duration for a duration, a quota for a quota) so the edited
+/// settings often pass validation; some are `wild`, any JSON at all.
+#[derive(Debug, Clone)]
+struct Edit {
+    at: Index,
+    wild: bool,
+    any: Value,
+    int: u64,
+    float: f64,
+    duration: String,
+    quota: String,
+    word: String,
+    flag: bool,
+    inner: Index,
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let int = prop_oneof![0u64..10, 0u64..10_000, any::<u64>()];
+    let float = prop_oneof![0.0f64..1.0, 0.0f64..100.0, -1e3f64..1e3, any::<f64>()];
+    let duration = prop_oneof![
+        "[0-9]{1,4}(ms|s|m|h)",
+        "[0-9]{1,25} ?(ns|us|s|d|y)",
+        "[0-9a-z ]{0,8}"
+    ];
+    let word = prop_oneof!["[a-z_]{1,16}", any::<String>()];
+    (
+        (
+            any::<Index>(),
+            prop::bool::weighted(0.2),
+            json_value(),
+            int,
+            float,
+        ),
+        (duration, quota_like(), word, any::<bool>(), any::<Index>()),
+    )
+        .prop_map(
+            |((at, wild, any, int, float), (duration, quota, word, flag, inner))| Edit {
+                at,
+                wild,
+                any,
+                int,
+                float,
+                duration,
+                quota,
+                word,
+                flag,
+                inner,
+            },
+        )
+}
+
+/// `original` changed by `edit`, keeping its kind unless the edit is wild.
+fn edited(original: &Value, edit: &Edit) -> Value {
+    if edit.wild {
+        return edit.any.clone();
+    }
+    match original {
+        Value::Bool(_) => Value::Bool(edit.flag),
+        Value::Number(n) if n.is_f64() => {
+            serde_json::Number::from_f64(edit.float).map_or(Value::Null, Value::Number)
+        }
+        Value::Number(_) => Value::from(edit.int),
+        Value::String(s) if humantime::parse_duration(s).is_ok() => {
+            Value::from(edit.duration.clone())
+        }
+        Value::String(s) if s.parse::<Quota>().is_ok() => Value::from(edit.quota.clone()),
+        Value::String(_) => Value::from(edit.word.clone()),
+        // An optional setting left out: a duration or a number.
+        Value::Null if edit.flag => Value::from(edit.duration.clone()),
+        Value::Null => Value::from(edit.int),
+        Value::Object(map) if !map.is_empty() => {
+            let keys: Vec<&String> = map.keys().collect();
+            let key = edit.inner.get(&keys).to_string();
+            let mut map = map.clone();
+            let inner = edited(
+                &map[&key],
+                &Edit {
+                    wild: false,
+                    ..edit.clone()
+                },
+            );
+            map.insert(key, inner);
+            Value::Object(map)
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let mut items = items.clone();
+            let at = edit.inner.index(items.len());
+            items[at] = edited(
+                &items[at],
+                &Edit {
+                    wild: false,
+                    ..edit.clone()
+                },
+            );
+            Value::Array(items)
+        }
+        Value::Object(_) | Value::Array(_) => edit.any.clone(),
+    }
+}
+
+/// `base` written as JSON plus the optional settings `extra` (left out
+/// when unset), some of its settings changed by `edits`, read back: never a
+/// panic, and what is accepted writes and reads back equal.
+fn edited_config_round_trips<T>(
+    base: &T,
+    extra: Value,
+    edits: Vec<Edit>,
+) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    let Ok(Value::Object(mut map)) = serde_json::to_value(base) else {
+        panic!("{base:?} is not written as a JSON object");
+    };
+    if let Value::Object(extra) = extra {
+        map.extend(extra);
+    }
+    // The unedited settings are valid (so the extra names are right).
+    if let Err(e) = serde_json::from_value::<T>(Value::Object(map.clone())) {
+        panic!("the base settings {map:?} are rejected: {e}");
+    }
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for edit in edits {
+        let key = edit.at.get(&keys);
+        let value = edited(&map[key], &edit);
+        map.insert(key.clone(), value);
+    }
+    if let Ok(config) = serde_json::from_value::<T>(Value::Object(map)) {
+        let written = serde_json::to_value(&config).expect("an accepted config writes");
+        prop_assert_eq!(
+            serde_json::from_value::<T>(written.clone()).ok(),
+            Some(config),
+            "{}",
+            written
+        );
+    }
+    Ok(())
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    prop::collection::vec(edit(), 1..4)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn circuit_breaker_config_from_any_settings(edits in edits()) {
+        edited_config_round_trips(
+            &CircuitBreakerConfig::default(),
+            json!({"slow_call_duration": "2s", "consecutive_failures": 5, "max_wait_in_half_open": "10s"}),
+            edits,
+        )?;
+    }
+
+    #[test]
+    fn retry_config_from_any_settings(edits in edits()) {
+        edited_config_round_trips(
+            &RetryConfig::default(),
+            json!({"per_try_timeout": "1s", "retry_statuses": [503, 429], "never_retry_statuses": [501]}),
+            edits,
+        )?;
+    }
+
+    #[test]
+    fn retry_budget_config_from_any_settings(edits in edits()) {
+        edited_config_round_trips(&BudgetConfig::default(), json!({}), edits)?;
+    }
+
+    #[test]
+    fn bulkhead_config_from_any_settings(edits in edits()) {
+        edited_config_round_trips(
+            &BulkheadConfig::default(),
+            json!({"max_wait": "50ms", "adaptive": Adaptive::default()}),
+            edits,
+        )?;
+    }
+
+    #[test]
+    fn chaos_config_from_any_settings(edits in edits()) {
+        edited_config_round_trips(&ChaosConfig::default(), json!({}), edits)?;
+    }
+
+    #[test]
+    fn timeout_config_from_any_settings(edits in edits()) {
+        let base = TimeoutConfig::builder(Duration::from_secs(2)).build().expect("valid");
+        edited_config_round_trips(&base, json!({}), edits)?;
+    }
+
+    #[test]
+    fn hedge_config_from_any_settings(edits in edits(), fixed in any::<bool>()) {
+        let delay = if fixed {
+            HedgeDelay::Fixed(Duration::from_millis(50))
+        } else {
+            HedgeDelay::Percentile { percentile: 95.0, min_samples: 20, window: Duration::from_secs(30) }
+        };
+        let base = HedgeConfig::builder(delay).build().expect("valid");
+        edited_config_round_trips(&base, json!({}), edits)?;
+    }
+
+    #[test]
+    fn rate_limit_config_from_any_settings(edits in edits()) {
+        let base = RateLimitConfig::new("100/min burst 10".parse().expect("quota"));
+        edited_config_round_trips(&base, json!({"per_key": {"10.0.0.7": "10/s burst 5"}}), edits)?;
     }
 }

@@ -403,4 +403,14 @@ proptest! {
         let base = RateLimitConfig::new("100/min burst 10".parse().expect("quota"));
         edited_config_round_trips(&base, json!({"per_key": {"10.0.0.7": "10/s burst 5"}}), edits)?;
     }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_rate_limit_config_from_any_settings(edits in edits()) {
+        let base = msp_resilience::rate_limit::RedisRateLimitConfig::new(
+            "redis://127.0.0.1:6379",
+            "100/min".parse().expect("quota"),
+        );
+        edited_config_round_trips(&base, json!({}), edits)?;
+    }
 }

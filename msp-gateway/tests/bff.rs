@@ -506,3 +506,18 @@ async fn metrics_count_requests_partials_and_backend_failures() {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
 }
+
+#[test]
+fn a_standalone_aggregate_refuses_auth_settings() {
+    let mut config = msp_gateway::bff::AggregateConfig::new("a", "/a");
+    config.backends.push(BackendConfig::new("x", "http://svc/"));
+    config.auth_required = true;
+    let err = msp_gateway::bff::AggregateBuilder::from_config(config)
+        .client(ProxyClient::new())
+        .build()
+        .expect_err("auth is the gateway's");
+    let AggregateError::Invalid { problems, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(problems[0].field(), "auth_required");
+}

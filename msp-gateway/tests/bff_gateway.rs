@@ -217,3 +217,51 @@ aggregates:
         .expect("infallible");
     assert_eq!(json(res).await, json!({"name": "Ada"}));
 }
+
+#[tokio::test]
+async fn an_aggregate_can_require_authentication() {
+    let addr = shop().await;
+    let yaml = format!(
+        r#"
+auth:
+  providers:
+    keys:
+      api_key:
+        consumers:
+          - {{ name: web, key_sha256: {} }}
+services:
+  user-service: {{ instances: ["{addr}"] }}
+aggregates:
+  - name: user-page
+    path: "/bff/users/{{id}}"
+    auth_required: true
+    backends:
+      - name: user
+        url: "http://user-service/users/{{id}}"
+        required: true
+        allow: [name]
+"#,
+        msp_gateway::auth::hash_api_key("web-key")
+    );
+    let config = GatewayConfig::from_yaml(&yaml, "gateway.yaml").expect("config");
+    let gateway = Gateway::from_config(config).await.expect("gateway");
+    let res = gateway
+        .clone()
+        .oneshot(request("/bff/users/1"))
+        .await
+        .expect("infallible");
+    assert_eq!(res.status(), 401);
+    let mut req = request("/bff/users/1");
+    req.headers_mut()
+        .insert("x-api-key", http::HeaderValue::from_static("web-key"));
+    let res = gateway.oneshot(req).await.expect("infallible");
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await, json!({"name": "Ada"}));
+    // An unknown provider is a load error on the aggregate's field.
+    let bad = yaml.replace(
+        "auth_required: true",
+        "auth_required: true\n    auth: [nope]",
+    );
+    let err = GatewayConfig::from_yaml(&bad, "gateway.yaml").expect_err("unknown provider");
+    assert_eq!(err.problems()[0].field(), "aggregates[0].auth[0]");
+}

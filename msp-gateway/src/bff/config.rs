@@ -50,6 +50,14 @@ pub struct AggregateConfig {
     /// The largest backend response body read (default 8 MiB).
     #[serde(default = "default_max_body")]
     pub max_backend_body_bytes: usize,
+    /// In the gateway: requests must authenticate (with `auth` or the
+    /// default provider), like a route's `auth_required`. A standalone
+    /// aggregate refuses it: put your own auth layer in front.
+    #[serde(default)]
+    pub auth_required: bool,
+    /// In the gateway: the auth providers to try, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<String>,
 }
 
 /// One backend call of an aggregate.
@@ -208,6 +216,8 @@ impl AggregateConfig {
             default_client: default_client(),
             clients: BTreeMap::new(),
             max_backend_body_bytes: default_max_body(),
+            auth_required: false,
+            auth: Vec::new(),
         }
     }
 

@@ -445,7 +445,13 @@ impl AggregateBuilder {
     pub fn build(self) -> Result<Aggregate, AggregateError> {
         metrics::describe();
         let config = self.config;
-        let problems = config.validate();
+        let mut problems = config.validate();
+        if config.auth_required || !config.auth.is_empty() {
+            problems.push(super::config::AggregateProblem::new(
+                "auth_required".into(),
+                "authentication is the gateway's (`aggregates:`); in your own service put an auth layer in front".into(),
+            ));
+        }
         let invalid = |problems| AggregateError::Invalid {
             name: config.name.clone(),
             problems,

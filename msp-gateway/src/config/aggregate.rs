@@ -1,7 +1,7 @@
 //! The checks of the `aggregates:` section: each aggregate's own settings
 //! ([`AggregateConfig::validate`]), backend URLs naming configured
 //! services, unique names, and paths that no route or other aggregate
-//! already serves. Each problem names the aggregate and its field
+//! already serves, auth providers that exist. Each problem names the aggregate and its field
 //! (`aggregates[0].backends[1].url`), so YAML loading finds its line.
 
 use super::error::{ConfigProblem, ProblemKind};
@@ -12,9 +12,20 @@ use std::collections::HashMap;
 
 /// The route an aggregate is matched by.
 pub(crate) fn route_of(aggregate: &AggregateConfig) -> RouteConfig {
-    RouteConfig::new(aggregate.path.clone())
+    let mut route = RouteConfig::new(aggregate.path.clone())
         .name(format!("aggregate:{}", aggregate.name))
-        .methods(aggregate.methods.iter().cloned())
+        .methods(aggregate.methods.iter().cloned());
+    route.auth_required = aggregate.auth_required;
+    route.auth = aggregate.auth.clone();
+    route
+}
+
+/// The aggregate as the BFF builds it: authentication is the route's.
+pub(crate) fn without_auth(aggregate: &AggregateConfig) -> AggregateConfig {
+    let mut a = aggregate.clone();
+    a.auth_required = false;
+    a.auth.clear();
+    a
 }
 
 /// The service named by an absolute backend URL (`http://order-service/…`).
@@ -43,6 +54,29 @@ pub(crate) fn validate(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
                 "name".into(),
                 format!("aggregate #{j} has the same name"),
             );
+        }
+        if a.auth_required && a.auth.is_empty() && b.auth.default_provider_name().is_none() {
+            p(
+                ProblemKind::Auth,
+                "auth_required".into(),
+                "no auth provider to use: name one in `auth` or set `auth.default_provider`".into(),
+            );
+        }
+        if !a.auth.is_empty() && !a.auth_required {
+            p(
+                ProblemKind::Auth,
+                "auth".into(),
+                "providers are named but `auth_required` is false; set it to true".into(),
+            );
+        }
+        for (j, name) in a.auth.iter().enumerate() {
+            if !b.auth.providers.contains_key(name) {
+                p(
+                    ProblemKind::Auth,
+                    format!("auth[{j}]"),
+                    format!("no auth provider {name:?} under `auth.providers`"),
+                );
+            }
         }
         for problem in a.validate() {
             p(

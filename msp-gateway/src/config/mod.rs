@@ -70,7 +70,9 @@ pub use self::service::{
     RateLimitStoreConfig, RedisStoreConfig, RegistryConfig, ServiceConfig,
 };
 
-pub(crate) use self::aggregate::{route_of as aggregate_route, service_of};
+pub(crate) use self::aggregate::{
+    route_of as aggregate_route, service_of, without_auth as aggregate_without_auth,
+};
 use self::lines::{Node, PathPart, Step};
 use crate::bff::AggregateConfig;
 use ipnet::IpNet;

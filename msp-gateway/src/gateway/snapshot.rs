@@ -495,15 +495,16 @@ impl Snapshot {
             routes.push(RouteStack::new(route, limiter, route_auth, targets, mirror));
         }
         // Aggregates: routes after the configured ones (the table was
-        // built the same way), served by the BFF over each service's
-        // discovery + resilience stack.
+        // built the same way), authenticated like routes, served by the
+        // BFF over each service's discovery + resilience stack.
         if !config.aggregates().is_empty() {
             let client = service_client(&upstreams);
             for agg in config.aggregates() {
-                let aggregate = AggregateBuilder::from_config(agg.clone())
-                    .client(client.clone())
-                    .build()
-                    .map_err(|e| BuildError::invalid(route_id_of(agg), e))?;
+                let aggregate =
+                    AggregateBuilder::from_config(crate::config::aggregate_without_auth(agg))
+                        .client(client.clone())
+                        .build()
+                        .map_err(|e| BuildError::invalid(route_id_of(agg), e))?;
                 let route = crate::config::aggregate_route(agg);
                 let target = Target::new(&agg.name, 1, aggregate_stack(aggregate));
                 let access = auth.for_route(&route)?;

@@ -1,7 +1,7 @@
 //! The response future of [`CircuitBreaker`](super::CircuitBreaker).
 
-use super::permit::OwnedPermit;
 use super::error::CircuitOpen;
+use super::permit::OwnedPermit;
 use msp_core::BoxError;
 use msp_core::classify::Classify;
 use pin_project_lite::pin_project;

@@ -278,3 +278,85 @@ services:
     );
     shadow.release.add_permits(2);
 }
+
+/// `Gateway::with_registry`: the gateway follows the registry the services
+/// register themselves in — a new registration is routed to, and a
+/// deregistered instance leaves the balancer (no static instances).
+#[tokio::test]
+async fn with_an_external_registry_the_gateway_follows_registrations() {
+    use msp_discovery::{MemoryRegistry, Registry};
+
+    let x = backend("x").await;
+    let y = backend("y").await;
+    let registry = MemoryRegistry::new();
+    let instance = |addr: std::net::SocketAddr| {
+        msp_core::Instance::parse("s", &addr.to_string()).expect("instance")
+    };
+    let ttl = std::time::Duration::from_secs(30);
+    let rx = registry.register(instance(x.addr), ttl).await.expect("x");
+    let config = msp_gateway::config::GatewayConfig::from_yaml(
+        "routes:\n  - path: \"/s/*\"\n    service: s\nservices:\n  s: {}\n",
+        "inline",
+    )
+    .expect("config");
+    let gw = msp_gateway::Gateway::with_registry(config, registry.clone())
+        .await
+        .expect("gateway");
+    let endpoints = gw.endpoints("s").expect("service s");
+    let mut changes = endpoints.subscribe();
+    wait_for(&endpoints, &mut changes, 1).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn({
+        let gw = gw.clone();
+        let shutdown = msp_core::shutdown::Shutdown::new();
+        async move { gw.serve_with_shutdown(listener, &shutdown).await }
+    });
+    let http = Http::new(addr);
+    assert_eq!(http.get("/s/1").await.body, "x GET /s/1");
+
+    // y registers, x deregisters: only y serves.
+    let ry = registry.register(instance(y.addr), ttl).await.expect("y");
+    wait_for(&endpoints, &mut changes, 2).await;
+    rx.deregister().await.expect("x deregistered");
+    wait_for(&endpoints, &mut changes, 1).await;
+    for i in 0..3 {
+        assert_eq!(
+            http.get(&format!("/s/{i}")).await.body,
+            format!("y GET /s/{i}")
+        );
+    }
+
+    // Static instances next to an external registry are a load error.
+    let with_statics = msp_gateway::config::GatewayConfig::from_yaml(
+        &format!(
+            "routes:\n  - path: \"/s/*\"\n    service: s\nservices:\n  s:\n    instances: [\"{}\"]\n",
+            x.addr
+        ),
+        "inline",
+    )
+    .expect("config");
+    let err = msp_gateway::Gateway::with_registry(with_statics, registry.clone())
+        .await
+        .expect_err("statics refused");
+    assert!(err.to_string().contains("external registry"), "{err}");
+    drop(ry);
+}
+
+/// Waits (bounded) until `endpoints` holds `n` instances.
+async fn wait_for(
+    endpoints: &msp_discovery::EndpointSet,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    n: usize,
+) {
+    tokio::time::timeout(common_gw::BOUND, async {
+        while endpoints.snapshot().endpoints().len() != n {
+            changes.changed().await.expect("endpoints alive");
+        }
+    })
+    .await
+    .expect("the registry change reaches the gateway");
+}

@@ -2,11 +2,11 @@
 //! filled in, and the [`KeyRing`] through which user-service's logins add
 //! API-key consumers to it.
 //!
-//! msp-gateway builds its own registry from its config (memory with the
-//! static instances, or etcd); it cannot share the services' in-process
-//! [`MemoryRegistry`](msp_discovery::MemoryRegistry). So [`config`] copies
-//! each service's address from the started services into
-//! `services.<name>.instances` before the gateway is built.
+//! The gateway shares the services' discovery registry
+//! ([`Gateway::with_registry`] over the system's
+//! [`MemoryRegistry`](msp_discovery::MemoryRegistry)): an instance that
+//! registers is routed to, one that deregisters on shutdown leaves the
+//! gateway's balancer before it drains.
 //!
 //! # Example
 //!
@@ -44,8 +44,9 @@ pub const DEFAULT_YAML: &str = include_str!("../config/gateway.yaml");
 /// The API-key provider user-service's logins add consumers to.
 pub const KEY_PROVIDER: &str = "keys";
 
-/// Loads `yaml`, overrides `listen` when given, and points every service the
-/// config names at the started instance of that name.
+/// Loads `yaml`, overrides `listen` when given, and checks that every
+/// service it names is one this system runs (the instances themselves come
+/// from the services' registry: [`Gateway::with_registry`]).
 pub fn config(
     yaml: &str,
     listen: Option<SocketAddr>,
@@ -56,13 +57,12 @@ pub fn config(
     if let Some(addr) = listen {
         builder = builder.listen(addr);
     }
-    for (name, settings) in loaded.services() {
-        let running = services.iter().find(|s| s.name == name).ok_or_else(|| {
-            format!("gateway.yaml names {name:?}, which this system does not run")
-        })?;
-        let mut settings = settings.clone();
-        settings.instances = vec![running.addr];
-        builder = builder.service(name.clone(), settings);
+    for name in loaded.services().keys() {
+        if !services.iter().any(|s| s.name == name) {
+            return Err(
+                format!("gateway.yaml names {name:?}, which this system does not run").into(),
+            );
+        }
     }
     Ok(builder.build()?)
 }

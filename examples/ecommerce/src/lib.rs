@@ -305,7 +305,7 @@ impl System {
         let gw_config = gateway::config(&config.gateway_yaml, config.gateway_listen, &services)?;
         let listener = tokio::net::TcpListener::bind(gw_config.listen()).await?;
         let gateway_addr = listener.local_addr()?;
-        let gw = Gateway::from_config(gw_config).await?;
+        let gw = Gateway::with_registry(gw_config, registry.clone()).await?;
         keys.attach(gw.clone());
         let gateway_shutdown = Shutdown::new();
         let gateway_task = tokio::spawn({

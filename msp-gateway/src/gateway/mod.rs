@@ -104,6 +104,11 @@ pub struct Gateway {
 
 struct Shared {
     current: ArcSwap<Snapshot>,
+    /// The response caches, kept across reloads.
+    cache: crate::cache::ResponseCache,
+    /// The registry given to [`Gateway::with_registry`], used by every
+    /// generation instead of the config's `registry:`.
+    external: Option<Arc<snapshot::RegistryEntry>>,
     /// Serialises reloads (a build awaits the registry).
     reloading: tokio::sync::Mutex<()>,
     status: Mutex<status::Reloads>,
@@ -115,14 +120,61 @@ impl Gateway {
     /// their registry at once. Fails if a route or service cannot be built
     /// (the config's own problems are already caught by its loader).
     pub async fn from_config(config: GatewayConfig) -> Result<Gateway, BuildError> {
+        Gateway::build(config, None).await
+    }
+
+    /// Builds a gateway whose upstream instances come from `registry` —
+    /// the one the services register themselves in — instead of the
+    /// config's `registry:` section, for this gateway's whole life
+    /// (reloads keep it). Services are listed under `services:` as usual
+    /// (for their settings) but without static `instances` (a build error
+    /// says which service lists some). An instance that deregisters, or whose lease runs
+    /// out, leaves the gateway's balancer at once.
+    ///
+    /// ```
+    /// use msp_core::Instance;
+    /// use msp_discovery::MemoryRegistry;
+    /// use msp_gateway::Gateway;
+    /// use msp_gateway::config::GatewayConfig;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), msp_core::BoxError> {
+    /// let registry = MemoryRegistry::new();
+    /// registry.insert(Instance::parse("user-service", "127.0.0.1:9001")?)?;
+    /// let config = GatewayConfig::from_yaml(r#"
+    /// routes:
+    ///   - path: "/api/users/*"
+    ///     service: user-service
+    /// services:
+    ///   user-service: {} # settings only: the instances are in the registry
+    /// "#, "inline")?;
+    /// let gateway = Gateway::with_registry(config, registry).await?;
+    /// assert_eq!(gateway.upstreams()[0].instances[0].addr, "127.0.0.1:9001");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_registry(
+        config: GatewayConfig,
+        registry: impl msp_discovery::Registry + 'static,
+    ) -> Result<Gateway, BuildError> {
+        let external = snapshot::RegistryEntry::external(Arc::new(registry));
+        Gateway::build(config, Some(external)).await
+    }
+
+    async fn build(
+        config: GatewayConfig,
+        external: Option<Arc<snapshot::RegistryEntry>>,
+    ) -> Result<Gateway, BuildError> {
         log::describe();
         msp_core::http::register::<crate::upstream::NoInstance>();
-        let snapshot = Snapshot::build(config, 1, None).await?;
+        let snapshot = Snapshot::build(config, 1, None, external.as_ref()).await?;
         snapshot.ready(Duration::from_secs(5)).await;
         metrics::gauge!("msp_gateway_config_version").set(1.0);
         Ok(Gateway {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(snapshot),
+                cache: crate::cache::ResponseCache::new(),
+                external,
                 reloading: tokio::sync::Mutex::new(()),
                 status: Mutex::new(status::Reloads::default()),
                 attempts: tokio::sync::watch::Sender::new(0),
@@ -142,7 +194,14 @@ impl Gateway {
         let _one_at_a_time = self.shared.reloading.lock().await;
         let current = self.shared.current.load_full();
         let version = current.version + 1;
-        match Snapshot::build(config, version, Some(&current)).await {
+        match Snapshot::build(
+            config,
+            version,
+            Some(&current),
+            self.shared.external.as_ref(),
+        )
+        .await
+        {
             Ok(next) => {
                 next.ready(Duration::from_secs(5)).await;
                 self.shared.current.store(Arc::new(next));
@@ -204,6 +263,11 @@ impl Gateway {
         self.shared.current.load().config.clone()
     }
 
+    /// The routes' response caches (to purge them).
+    pub fn cache(&self) -> &crate::cache::ResponseCache {
+        &self.shared.cache
+    }
+
     fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.current.load_full()
     }
@@ -235,6 +299,7 @@ where
         // Loaded once: this request finishes on this snapshot even if a
         // reload swaps in another meanwhile.
         let snapshot = self.snapshot();
-        Box::pin(async move { Ok(handle::handle(snapshot, req.map(Body::new)).await) })
+        let cache = self.shared.cache.clone();
+        Box::pin(async move { Ok(handle::handle(snapshot, cache, req.map(Body::new)).await) })
     }
 }

@@ -110,6 +110,38 @@ fn dns_registry(
     Ok(registry)
 }
 
+impl RegistryEntry {
+    /// A registry the gateway was given ([`Gateway::with_registry`]):
+    /// one generation for the gateway's whole life, so reloads keep every
+    /// upstream's state.
+    ///
+    /// [`Gateway::with_registry`]: super::Gateway::with_registry
+    pub(crate) fn external(registry: Arc<dyn Registry>) -> Arc<RegistryEntry> {
+        Arc::new(RegistryEntry {
+            generation: REGISTRY_GENERATION.fetch_add(1, Ordering::Relaxed),
+            config: RegistryConfig::default(),
+            registry,
+            memory: None,
+            statics: BTreeSet::new(),
+            dns_names: BTreeMap::new(),
+        })
+    }
+}
+
+/// With an external registry, instances come from it alone: static
+/// instances in the config would silently never be routed to.
+fn no_statics_with_external(config: &GatewayConfig) -> Result<(), BuildError> {
+    match statics_of(config).into_iter().next() {
+        Some((service, addr)) => Err(BuildError::invalid(
+            format!("service {service}"),
+            format!(
+                "lists instance {addr}, but the gateway uses an external registry: register instances there"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 async fn registry_for(
     config: &GatewayConfig,
     previous: Option<&Arc<RegistryEntry>>,
@@ -391,9 +423,16 @@ impl Snapshot {
         config: GatewayConfig,
         version: u64,
         previous: Option<&Snapshot>,
+        external: Option<&Arc<RegistryEntry>>,
     ) -> Result<Snapshot, BuildError> {
         let table = RouteTable::new(&config.with_aggregate_routes())?;
-        let registry = registry_for(&config, previous.map(|p| &p.registry)).await?;
+        let registry = match external {
+            Some(external) => {
+                no_statics_with_external(&config)?;
+                external.clone()
+            }
+            None => registry_for(&config, previous.map(|p| &p.registry)).await?,
+        };
         let breakers = breakers(&config);
         let mut upstreams = BTreeMap::new();
         for (name, service) in config.services() {
@@ -416,7 +455,7 @@ impl Snapshot {
             .flat_map(|r| route_services(r).map(move |s| (r.id().to_owned(), s)));
         for (route, service) in route_services.chain(aggregate_services) {
             if !upstreams.contains_key(service) {
-                if !config.registry().discovers_unlisted() {
+                if external.is_none() && !config.registry().discovers_unlisted() {
                     return Err(unknown_service(&route, service));
                 }
                 let breaker = breakers.get(service).cloned().unwrap_or_default();

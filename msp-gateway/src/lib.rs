@@ -13,6 +13,7 @@
 //! | [`route`] | the [`RouteTable`](route::RouteTable): path params and wildcards, methods (405 + `Allow`), host, header and query predicates, most specific first |
 //! | [`proxy`] | the pooled [`ProxyClient`](proxy::ProxyClient), hop-by-hop and forwarding headers, request validation, upgrades |
 //! | [`auth`] | [`ApiKeyAuth`](auth::ApiKeyAuth) (consumers by SHA-256 digests of their keys) and [`JwtAuth`](auth::JwtAuth) (pinned algorithms, JWKS from a URL or file, refetch on unknown `kid`, last good keys on outage); identity headers stripped then set; 401/403 with `WWW-Authenticate` |
+//! | [`cache`] | the RFC 9111 response cache a route's `cache_ttl` turns on: moka, bounded in bytes, keyed by route + method + host + path + query + `Vary`, coalesced misses, `X-Cache`/`Age`, purge through the admin listener |
 //! | [`upstream`] | per service: registry view, balancer (p2c peak-EWMA by default), health checks, outlier ejection and **one circuit breaker per upstream service** |
 //! | [`gateway`] | the [`Gateway`] service: an `ArcSwap`'d snapshot of the table and per-route stacks, reload and file hot reload, serving (HTTP/1.1 + h2c) |
 //! | [`bff`] | backends for frontends: [`Aggregate`](bff::Aggregate) endpoints fanning out to several backends (timeouts, `required`, partial markers, sequential steps, collections), per-client shaping (web, mobile, MessagePack/CBOR for IoT, `?fields=`), in the gateway (`aggregates:`) or your own axum service |
@@ -118,6 +119,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bff;
+pub mod cache;
 pub mod config;
 pub mod gateway;
 pub mod proxy;

@@ -10,6 +10,7 @@
 //! | `GET /config` | the configuration version, reloads accepted and rejected, the last reload error |
 //! | `GET /metrics` | Prometheus text format (when a recorder was installed with [`Admin::with_prometheus`]) |
 //! | `GET /health` | `200 ok` |
+//! | `DELETE /cache` | purges every route's [response cache](crate::cache); `DELETE /cache?route=ID` one route's (`404` if it never cached) |
 //!
 //! API keys, digests and secrets never appear: only provider names and
 //! JWT key ids.
@@ -131,6 +132,28 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// `DELETE /cache[?route=ID]`.
+    fn purge(&self, query: Option<&str>) -> Response<Body> {
+        let route = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| {
+                let value = pair.strip_prefix("route=")?;
+                Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy())
+            });
+        let cache = self.gateway.cache();
+        match route {
+            None => {
+                cache.purge_all();
+                json(&serde_json::json!({ "purged": "all" }))
+            }
+            Some(id) if cache.purge_route(&id) => json(&serde_json::json!({ "purged": id })),
+            Some(_) => text(StatusCode::NOT_FOUND, "no cache for that route\n"),
+        }
+    }
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut res = Response::new(Body::full(body));
     *res.status_mut() = status;
@@ -172,6 +195,9 @@ impl<B> tower_service::Service<Request<B>> for Admin {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.method() == Method::DELETE && req.uri().path() == "/cache" {
+            return ready(Ok(self.purge(req.uri().query())));
+        }
         ready(Ok(self.answer(req.method(), req.uri().path())))
     }
 }

@@ -5,6 +5,7 @@ use msp_resilience::rate_limit::Quota;
 use msp_resilience::{BulkheadConfig, CircuitBreakerConfig, RetryConfig};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// One route: which requests it matches and where and how they go.
@@ -33,7 +34,8 @@ use std::time::Duration;
 /// | `auth` | `[]` | provider names tried in order |
 /// | `rate_limit` | none | a [`Quota`]: `1000/hour`, `50/s burst 100` |
 /// | `rate_limit_by` | `route` | `route`, `ip`, `consumer` or `{header: name}` |
-/// | `cache_ttl` | none | seconds; accepted, not active yet (edge-policies issue) |
+/// | `cache_ttl` | none | seconds; turns the [response cache](crate::cache) on: the lifetime of responses that give none (`s-maxage`/`max-age` win) |
+/// | `cache_max_bytes` | 64 MiB | the route's cache size in bytes (bodies + headers) |
 /// | `timeout` | none | per-request upstream timeout, `2s` |
 /// | `retry` | none | a [`RetryConfig`] (`max_attempts`, `backoff`, `budget`…) |
 /// | `breaker` | none | a [`CircuitBreakerConfig`] for the upstream service |
@@ -88,9 +90,14 @@ pub struct RouteConfig {
     /// What the rate limit counts per.
     #[serde(default, alias = "limit_by")]
     pub rate_limit_by: RateLimitBy,
-    /// Response cache lifetime in seconds (not active yet).
+    /// Response cache lifetime in seconds for responses that give none;
+    /// set, it turns the [response cache](crate::cache) on for the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl: Option<u64>,
+    /// The route's cache size in bytes (default
+    /// [`DEFAULT_MAX_BYTES`](crate::cache::DEFAULT_MAX_BYTES)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_bytes: Option<NonZeroU64>,
     /// Upstream timeout per request.
     #[serde(
         default,
@@ -133,6 +140,7 @@ impl RouteConfig {
             rate_limit: None,
             rate_limit_by: RateLimitBy::Route,
             cache_ttl: None,
+            cache_max_bytes: None,
             timeout: None,
             retry: None,
             breaker: None,
@@ -236,6 +244,12 @@ impl RouteConfig {
     /// Sets the cache lifetime in seconds.
     pub fn cache_ttl(mut self, secs: u64) -> Self {
         self.cache_ttl = Some(secs);
+        self
+    }
+
+    /// Bounds the route's cache to `bytes`.
+    pub fn cache_max_bytes(mut self, bytes: NonZeroU64) -> Self {
+        self.cache_max_bytes = Some(bytes);
         self
     }
 

@@ -1,10 +1,12 @@
-//! The life of one request: validate → match → limit → auth → rewrite →
-//! the route's upstream stack → response, with metrics and the access log.
+//! The life of one request: validate → match → limit → auth → cache
+//! lookup → rewrite → the route's upstream stack → cache store → response,
+//! with metrics and the access log.
 
 use super::Body;
 use super::limit::{self, ClientKey};
 use super::log::{Exchange, NO_ROUTE};
 use super::snapshot::Snapshot;
+use crate::cache::{self, CacheRequest, Lookup, ResponseCache};
 use crate::proxy::{self, ForwardContext, LimitedBody, ProxyError};
 use crate::route::RouteMatch;
 use crate::upstream::UpstreamInstance;
@@ -46,7 +48,11 @@ fn finish(mut exchange: Exchange, res: Response<Body>) -> Response<Body> {
     res.map(|b| b.on_end(Box::new(exchange)))
 }
 
-pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<Body> {
+pub(crate) async fn handle(
+    snap: Arc<Snapshot>,
+    cache: ResponseCache,
+    req: Request<Body>,
+) -> Response<Body> {
     let started = Instant::now();
     let peer = peer_of(&req);
     let mut exchange = Exchange {
@@ -83,12 +89,12 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
         query,
         req.headers(),
     );
-    let (index, upstream_pq) = match found {
+    let (index, upstream_pq, cache_policy) = match found {
         RouteMatch::Found(m) => {
             let pq = m
                 .route
                 .upstream_path_and_query(req.uri().path(), query, &m.params);
-            (m.index, pq)
+            (m.index, pq, cache::Policy::of(m.route.config()))
         }
         RouteMatch::MethodNotAllowed { allow } => {
             let mut res = problem(Problem::new(
@@ -206,6 +212,7 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
     exchange.service = Some(target.service.clone());
 
     let max_body = snap.limits.max_body_bytes;
+    let cache_req = CacheRequest::new(cache_policy, &req, host.as_deref());
     let (mut parts, body) = req.into_parts();
     // Identity headers come from the gateway only: stripped on every
     // route, then set from what auth verified.
@@ -225,6 +232,17 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
                 )),
             );
         }
+    };
+    // After auth, so a hit still needs credentials; on the headers as
+    // they go upstream, which is what a response's `Vary` names.
+    let pending = match cache.lookup(&route.id, cache_req, &parts.headers).await {
+        Lookup::Hit(mut res) => {
+            if let Some(a) = &admitted {
+                limit::admitted_headers(res.headers_mut(), a);
+            }
+            return finish(exchange, res);
+        }
+        Lookup::Miss(pending) => pending,
     };
     parts.extensions.insert(ctx);
     // W3C trace context: the upstream is a child of the gateway's span.
@@ -264,6 +282,7 @@ pub(crate) async fn handle(snap: Arc<Snapshot>, req: Request<Body>) -> Response<
         }
     };
     exchange.instance = res.extensions_mut().remove::<UpstreamInstance>();
+    let mut res = pending.store(res);
     if let Some(a) = &admitted {
         limit::admitted_headers(res.headers_mut(), a);
     }

@@ -58,7 +58,11 @@ async fn backend() -> Backend {
                 let _ = tx.send(());
                 release.acquire().await.expect("open").forget();
             }
-            let mut res = Response::new(axum::body::Body::from(format!("{path} #{n} {lang}")));
+            let mut text = format!("{path} #{n} {lang}");
+            if last == "big" {
+                text.push_str(&"x".repeat(2 * 1024 * 1024));
+            }
+            let mut res = Response::new(axum::body::Body::from(text));
             let h = res.headers_mut();
             let cc = |v: &'static str| HeaderValue::from_static(v);
             match last.as_str() {
@@ -103,6 +107,11 @@ routes:
   - name: plain
     path: "/plain/*"
     service: s
+  - name: small
+    path: "/small/*"
+    service: s
+    cache_ttl: 300
+    cache_max_bytes: 1000
 services:
   s: {{ instances: ["{addr}"] }}
 "#
@@ -382,4 +391,98 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     }
     assert_eq!(hits, 99);
     assert_eq!(b.hits(), 1, "one upstream request for a hundred misses");
+}
+
+#[tokio::test]
+async fn bodies_over_the_entry_limit_stream_through_uncached() {
+    let (b, _gw, http) = setup().await;
+    for n in 1..=2 {
+        let big = get(&http, "a.example", "/api/big", &[]).await;
+        assert_eq!(x_cache(&big), "MISS");
+        assert_eq!(
+            big.body.len(),
+            format!("/api/big #{n} -").len() + 2 * 1024 * 1024
+        );
+    }
+    // `cache_max_bytes: 1000` also bounds an entry: 1 100 bytes stream on.
+    let long = "y".repeat(1100);
+    for _ in 0..2 {
+        let res = get(&http, "a.example", &format!("/small/{long}"), &[]).await;
+        assert_eq!(x_cache(&res), "MISS");
+    }
+    get(&http, "a.example", "/small/s", &[]).await;
+    assert_eq!(
+        x_cache(&get(&http, "a.example", "/small/s", &[]).await),
+        "HIT"
+    );
+    assert_eq!(b.hits(), 5);
+}
+
+#[tokio::test]
+async fn a_cached_answer_still_needs_the_routes_credentials() {
+    let b = backend().await;
+    let (_gw, addr) = gateway(&format!(
+        r#"
+routes:
+  - path: "/api/*"
+    service: s
+    auth_required: true
+    cache_ttl: 300
+services:
+  s: {{ instances: ["{}"] }}
+auth:
+  providers:
+    keys:
+      api_key:
+        consumers:
+          - name: demo-app
+            key_sha256: "{}"
+"#,
+        b.addr,
+        msp_gateway::auth::hash_api_key("k1")
+    ))
+    .await;
+    let http = Http::new(addr);
+    let key = [("x-api-key", "k1")];
+    assert_eq!(
+        x_cache(&get(&http, "gw", "/api/public", &key).await),
+        "MISS"
+    );
+    assert_eq!(x_cache(&get(&http, "gw", "/api/public", &key).await), "HIT");
+    let anonymous = get(&http, "gw", "/api/public", &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let wrong = get(&http, "gw", "/api/public", &[("x-api-key", "nope")]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test]
+async fn every_request_to_a_caching_route_is_counted_by_result() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // Current-thread runtime: the gateway's tasks record here too.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (_b, _gw, http) = setup().await;
+    get(&http, "a.example", "/api/m", &[]).await;
+    get(&http, "a.example", "/api/m", &[]).await;
+    get(&http, "a.example", "/api/m", &[]).await;
+    get(
+        &http,
+        "a.example",
+        "/api/m",
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    get(&http, "b.example", "/api/nostore", &[]).await;
+    http.send(Method::POST, "/api/m", &[("host", "a.example")])
+        .await;
+    let text = handle.render();
+    for line in [
+        r#"msp_gateway_cache_total{route="a",result="miss"} 1"#,
+        r#"msp_gateway_cache_total{route="a",result="hit"} 2"#,
+        r#"msp_gateway_cache_total{route="a",result="bypass"} 2"#,
+        r#"msp_gateway_cache_total{route="b",result="uncacheable"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
 }

@@ -426,18 +426,19 @@ async fn path_wildcards_match_prefixes_segments_and_normalized_paths() {
     );
     assert_eq!(call(&svc, "POST", "/payments", None, "10.0.0.1").await, 403);
     assert_eq!(call(&svc, "GET", "/admin", None, "10.0.0.1").await, 403);
-    // Dot segments cannot walk out of an allowed prefix.
+    // Dot segments cannot walk out of an allowed prefix: they are refused
+    // before any policy is evaluated.
     assert_eq!(
         call(&svc, "GET", "/health/../admin", None, "10.0.0.1").await,
-        403
+        400
     );
     assert_eq!(
         call(&svc, "GET", "/health/%2e%2e/admin", None, "10.0.0.1").await,
-        403
+        400
     );
     assert_eq!(
         call(&svc, "GET", "/health//../admin", None, "10.0.0.1").await,
-        403
+        400
     );
 
     // ... nor into a denied one.
@@ -447,9 +448,11 @@ async fn path_wildcards_match_prefixes_segments_and_normalized_paths() {
     ));
     assert_eq!(
         call(&deny, "GET", "/health/%2E%2E/admin", None, "10.0.0.1").await,
-        403
+        400
     );
-    assert_eq!(call(&deny, "GET", "//admin", None, "10.0.0.1").await, 403);
+    assert_eq!(call(&deny, "GET", "//admin", None, "10.0.0.1").await, 400);
+    // Encoded unreserved characters are decoded for matching.
+    assert_eq!(call(&deny, "GET", "/%61dmin", None, "10.0.0.1").await, 403);
     assert_eq!(
         call(&deny, "GET", "/health/live", None, "10.0.0.1").await,
         200

@@ -208,3 +208,83 @@ fn dev_ca_reuses_valid_files_and_replaces_invalid_ones() {
     assert_eq!(other[0].1, Issued::New);
     assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_pem);
 }
+
+#[test]
+fn a_rotation_to_another_workload_or_trust_domain_is_refused_and_the_last_good_credentials_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = DevCa::new(td("shop")).unwrap();
+    shop.write(dir.path()).unwrap();
+    shop.issue("payment-service")
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let files = IdentityFiles::in_dir(dir.path(), "payment-service");
+    let identity = WorkloadIdentity::from_files(files.clone()).unwrap();
+    let initial = identity.svid();
+    let put = |cert: &msp_core::tls::dev::IssuedCert| {
+        std::fs::write(files.cert(), cert.cert_pem()).unwrap();
+        std::fs::write(files.key(), cert.key_pem()).unwrap();
+    };
+
+    // Another workload of the same domain, valid and signed by our CA.
+    put(&shop.issue("order-service").unwrap());
+    let err = identity.reload_now().unwrap_err();
+    assert!(matches!(err, TlsError::Credentials { .. }), "{err}");
+    assert!(
+        err.to_string().contains("spiffe://shop/order-service"),
+        "{err}"
+    );
+    assert_eq!(identity.svid(), initial);
+
+    // The same workload name in another trust domain, with that domain's
+    // CA as the bundle: a complete, consistent set, still refused.
+    let other = DevCa::new(td("other")).unwrap();
+    other.write(dir.path()).unwrap();
+    put(&other.issue("payment-service").unwrap());
+    let err = identity.reload_now().unwrap_err();
+    assert!(matches!(err, TlsError::Credentials { .. }), "{err}");
+    assert_eq!(
+        identity.spiffe_id().as_str(),
+        "spiffe://shop/payment-service"
+    );
+
+    // A renewal of the same identity is still accepted.
+    shop.write(dir.path()).unwrap();
+    put(&shop.issue("payment-service").unwrap());
+    assert!(matches!(
+        identity.reload_now().unwrap(),
+        Reload::Rotated { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn watching_with_a_zero_interval_polls_at_the_minimum_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::new(td("shop")).unwrap();
+    ca.write(dir.path()).unwrap();
+    ca.issue("payment-service")
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let identity =
+        WorkloadIdentity::from_files(IdentityFiles::in_dir(dir.path(), "payment-service")).unwrap();
+    let initial = identity.svid().not_after;
+    let _watcher = identity.watch(Duration::ZERO);
+
+    let now = SystemTime::now();
+    ca.issue_with(CertOptions::workload("payment-service").validity(now - DAY, now + 9 * DAY))
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    // A panicking task would never rotate; the clamped one does within a
+    // few minimum intervals.
+    let mut rotated = false;
+    for _ in 0..50 {
+        tokio::time::sleep(msp_core::tls::MIN_WATCH_INTERVAL).await;
+        if identity.svid().not_after != initial {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(rotated, "the watcher never rotated");
+}

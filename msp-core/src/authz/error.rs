@@ -87,6 +87,69 @@ pub enum PolicyError {
 #[non_exhaustive]
 pub struct PermissionDenied;
 
+/// A request refused before any policy is evaluated, because what it
+/// addresses is ambiguous: the policies could decide on one path or host
+/// while the inner service routes another. Answered `400 Bad Request` with
+/// a problem+json body, code `bad_path` or `bad_host`.
+///
+/// ```
+/// use msp_core::authz::MalformedRequest;
+/// use msp_core::http::ToProblem;
+///
+/// let err = MalformedRequest::DotSegment;
+/// assert_eq!(err.to_problem().status(), 400);
+/// assert_eq!(err.to_problem().code(), "bad_path");
+/// assert_eq!(MalformedRequest::ConflictingHost.to_problem().code(), "bad_host");
+/// let res = err.problem_response::<()>();
+/// assert_eq!(res.status(), 400);
+/// assert_eq!(res.headers()["content-type"], "application/problem+json");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedRequest {
+    /// The path has a `.` or `..` segment, raw or percent-encoded
+    /// (`%2e%2e`, any case).
+    #[error("the request path has a '.' or '..' segment")]
+    DotSegment,
+    /// The path has an empty segment (`//`) before its end.
+    #[error("the request path has an empty segment")]
+    EmptySegment,
+    /// The path has a percent-encoded `/` or `\` (`%2f`, `%5c`).
+    #[error("the request path has an encoded '/' or '\\'")]
+    EncodedSeparator,
+    /// The URI authority and the `Host` header name different hosts (or
+    /// ports).
+    #[error("the request URI and the Host header name different hosts")]
+    ConflictingHost,
+    /// The `Host` header is repeated or not text.
+    #[error("the request has an unreadable or repeated Host header")]
+    InvalidHost,
+}
+
+impl MalformedRequest {
+    /// The `400` problem+json answer. The first call
+    /// [registers](crate::http::register) the type.
+    pub fn problem_response<B>(&self) -> Response<ProblemBody<B>> {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(register::<MalformedRequest>);
+        let mut res = Response::new(Either::Right(Full::new(self.to_problem().to_bytes())));
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res
+    }
+}
+
+impl ToProblem for MalformedRequest {
+    fn to_problem(&self) -> Problem {
+        let code = match self {
+            MalformedRequest::ConflictingHost | MalformedRequest::InvalidHost => "bad_host",
+            _ => "bad_path",
+        };
+        Problem::new(StatusCode::BAD_REQUEST, code, self.to_string())
+    }
+}
+
 /// `grpc-status` of PERMISSION_DENIED.
 const GRPC_PERMISSION_DENIED: &str = "7";
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");

@@ -26,6 +26,12 @@
 //! [`with_peer_identity`](crate::tls::with_peer_identity) provides), or
 //! what [`AuthorizationLayer::peer_ip`] reads.
 //!
+//! Before any policy is evaluated, a request whose path normalisation
+//! would change segment by segment (`/admin/..`, `/admin/%2e%2e`, `//x`, an
+//! encoded `/`) or whose URI authority and `Host` header disagree is
+//! refused with `400` problem+json ([`MalformedRequest`], codes `bad_path`,
+//! `bad_host`): what is authorised is exactly what the router routes.
+//!
 //! A denied request never reaches the inner service. It is answered `403
 //! Forbidden` with an RFC 9457 problem+json body (code
 //! `permission_denied`), or, when its `content-type` is
@@ -102,11 +108,12 @@ mod layer;
 mod pattern;
 mod policies;
 mod service;
+mod target;
 
 pub use self::config::{
     Action, AuthorizationPoliciesBuilder, Condition, Operation, Policy, Rule, Source,
 };
-pub use self::error::{PermissionDenied, PolicyError};
+pub use self::error::{MalformedRequest, PermissionDenied, PolicyError};
 pub use self::handle::PolicyHandle;
 pub use self::layer::AuthorizationLayer;
 pub use self::policies::{AuthorizationPolicies, Decision};

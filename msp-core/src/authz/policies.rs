@@ -2,13 +2,14 @@
 //! evaluation into a [`Decision`].
 
 use super::config::{Action, AuthorizationPoliciesBuilder, Operation, Policy, Rule, Source};
-use super::error::{PolicyError, RuleLabel};
+use super::error::{MalformedRequest, PolicyError, RuleLabel};
 use super::pattern::{
     HostPattern, PathPattern, PrincipalPattern, Set, ValuePattern, normalize_path,
     parse_trust_domain,
 };
+use super::target::{check_path, host_and_port};
 use crate::identity::{PeerIdentity, SpiffeId, TrustDomain};
-use http::header::{HOST, HeaderName};
+use http::header::HeaderName;
 use http::{HeaderMap, Method, Request};
 use ipnet::IpNet;
 use metrics::Counter;
@@ -99,6 +100,7 @@ impl Default for AuthorizationPolicies {
 pub struct Decision<'a> {
     allowed: bool,
     matched: Option<(&'a str, &'a str)>,
+    malformed: Option<MalformedRequest>,
 }
 
 impl<'a> Decision<'a> {
@@ -117,6 +119,14 @@ impl<'a> Decision<'a> {
     /// [`policy`](Decision::policy).
     pub fn rule(&self) -> Option<&'a str> {
         self.matched.map(|(_, r)| r)
+    }
+
+    /// Why the request was refused before any policy was evaluated (its
+    /// path or host is ambiguous: see [`MalformedRequest`]), if it was.
+    /// Such a request is never allowed;
+    /// [`AuthorizationLayer`](super::AuthorizationLayer) answers it `400`.
+    pub fn malformed(&self) -> Option<MalformedRequest> {
+        self.malformed
     }
 }
 
@@ -258,7 +268,25 @@ impl AuthorizationPolicies {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decide<B>(&self, req: &Request<B>, peer_ip: Option<IpAddr>) -> Decision<'_> {
-        let (host, port) = authority(req);
+        let target = check_path(req.uri().path()).and_then(|()| host_and_port(req));
+        let (host, port) = match target {
+            Ok(host_port) => host_port,
+            Err(malformed) => {
+                self.default_deny.increment(1);
+                tracing::debug!(
+                    target: "msp_core::authz",
+                    method = %req.method(),
+                    uri = %req.uri(),
+                    reason = %malformed,
+                    "authorization refused an ambiguous request"
+                );
+                return Decision {
+                    allowed: false,
+                    matched: None,
+                    malformed: Some(malformed),
+                };
+            }
+        };
         let view = RequestView {
             method: req.method(),
             path: normalize_path(req.uri().path()),
@@ -295,6 +323,7 @@ impl AuthorizationPolicies {
             return Decision {
                 allowed: false,
                 matched: Some((&policy.name, &rule.label)),
+                malformed: None,
             };
         }
         if let Some((policy, rule)) = first_match(&self.allow, &view) {
@@ -302,6 +331,7 @@ impl AuthorizationPolicies {
             return Decision {
                 allowed: true,
                 matched: Some((&policy.name, &rule.label)),
+                malformed: None,
             };
         }
         let allowed = self.allow.is_empty();
@@ -320,6 +350,7 @@ impl AuthorizationPolicies {
         Decision {
             allowed,
             matched: None,
+            malformed: None,
         }
     }
 }
@@ -349,33 +380,6 @@ fn first_match<'p>(
     policies
         .iter()
         .find_map(|policy| policy.first_match(req).map(|rule| (policy, rule)))
-}
-
-/// The request's host (no port) and port: the URI's authority (HTTP/2,
-/// absolute-form) or the `Host` header.
-fn authority<B>(req: &Request<B>) -> (Option<&str>, Option<u16>) {
-    if let Some(auth) = req.uri().authority() {
-        return (Some(auth.host()), auth.port_u16());
-    }
-    let Some(host) = req.headers().get(HOST).and_then(|v| v.to_str().ok()) else {
-        return (None, None);
-    };
-    if host.starts_with('[') {
-        // [v6]:port
-        return match host.find(']') {
-            Some(end) => (
-                Some(&host[..=end]),
-                host[end + 1..]
-                    .strip_prefix(':')
-                    .and_then(|p| p.parse().ok()),
-            ),
-            None => (Some(host), None),
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) => (Some(h), p.parse().ok()),
-        None => (Some(host), None),
-    }
 }
 
 impl CompiledPolicy {

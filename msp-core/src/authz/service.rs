@@ -14,7 +14,9 @@ use tower_service::Service;
 ///
 /// A denied request never reaches the inner service: it is answered
 /// `403` problem+json, or for gRPC `200` with `grpc-status: 7`
-/// ([`PermissionDenied`]). The inner service's errors pass through.
+/// ([`PermissionDenied`]). A request whose path or host is ambiguous is
+/// answered `400` ([`MalformedRequest`](super::MalformedRequest)) before any policy is evaluated.
+/// The inner service's errors pass through.
 ///
 /// Clones share the [`PolicyHandle`]: cloning is one reference-count
 /// increment, with no allocation (axum clones the service per request).
@@ -86,13 +88,20 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let peer_ip = (self.peer_ip)(req.extensions());
-        let allowed = self
-            .policies
-            .with(|policies| policies.decide(&req, peer_ip).is_allowed());
-        if allowed {
-            ResponseFuture::called(self.inner.call(req))
-        } else {
-            ResponseFuture::denied(PermissionDenied::new().response_for(req.headers()))
+        let decision = self.policies.with(|policies| {
+            let decision = policies.decide(&req, peer_ip);
+            match decision.malformed() {
+                Some(malformed) => Err(Some(malformed)),
+                None if decision.is_allowed() => Ok(()),
+                None => Err(None),
+            }
+        });
+        match decision {
+            Ok(()) => ResponseFuture::called(self.inner.call(req)),
+            Err(Some(malformed)) => ResponseFuture::denied(malformed.problem_response()),
+            Err(None) => {
+                ResponseFuture::denied(PermissionDenied::new().response_for(req.headers()))
+            }
         }
     }
 }

@@ -362,7 +362,9 @@ impl WorkloadIdentity {
     /// [`watch`](Self::watch) (or `spawn_blocking`).
     ///
     /// A failure keeps the current credentials and is returned (and
-    /// logged).
+    /// logged). New files naming another SPIFFE ID (another workload or
+    /// trust domain) are such a failure ([`TlsError::Credentials`]): a
+    /// rotation never changes who the workload is.
     pub fn reload_now(&self) -> Result<Reload, TlsError> {
         self.reload(true)
     }
@@ -390,7 +392,21 @@ impl WorkloadIdentity {
         if !report_again && *last_bad == Some(fingerprint) {
             return Ok(Reload::Unchanged);
         }
-        match Credentials::parse(&pems, files) {
+        let parsed = Credentials::parse(&pems, files).and_then(|creds| {
+            let current = self.inner.current.load();
+            let current = &current.svid.spiffe_id;
+            if creds.svid.spiffe_id == *current {
+                return Ok(creds);
+            }
+            Err(TlsError::Credentials {
+                reason: format!(
+                    "the new certificate is for {}, not {current}: rotation renews a \
+                     workload's certificate, it never changes its identity",
+                    creds.svid.spiffe_id
+                ),
+            })
+        });
+        match parsed {
             Ok(creds) => {
                 *last_bad = None;
                 drop(last_bad);
@@ -399,11 +415,7 @@ impl WorkloadIdentity {
                     not_after: creds.svid.not_after,
                 };
                 tracing::info!(spiffe_id = %creds.svid.spiffe_id, "workload credentials rotated");
-                let old = self.inner.current.swap(Arc::new(creds));
-                if old.svid.spiffe_id != self.spiffe_id() {
-                    metrics::gauge!(CERT_EXPIRY_GAUGE, "spiffe_id" => old.svid.spiffe_id.to_string())
-                        .set(0.0);
-                }
+                self.inner.current.store(Arc::new(creds));
                 self.record_expiry();
                 Ok(reload)
             }
@@ -439,10 +451,12 @@ impl WorkloadIdentity {
     /// expiry gauge. The task stops when the returned guard is dropped.
     ///
     /// A bad new set of files is logged once and the last good credentials
-    /// stay until the files change again. Must be called within a tokio
-    /// runtime.
+    /// stay until the files change again. An `interval` shorter than
+    /// [`MIN_WATCH_INTERVAL`] (100 ms; `Duration::ZERO` included) is raised
+    /// to it. Must be called within a tokio runtime.
     pub fn watch(&self, interval: Duration) -> IdentityWatcher {
         let identity = self.clone();
+        let interval = interval.max(MIN_WATCH_INTERVAL);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -469,6 +483,10 @@ impl fmt::Debug for WorkloadIdentity {
             .finish()
     }
 }
+
+/// The shortest interval [`WorkloadIdentity::watch`] re-reads the files
+/// at: a shorter one (or zero) is raised to it.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The task started by [`WorkloadIdentity::watch`]; dropping it stops the
 /// watching.

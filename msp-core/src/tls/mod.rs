@@ -99,7 +99,7 @@ mod verify;
 
 pub use self::connector::{MtlsClientStream, MtlsConnector, MtlsConnectorBuilder};
 pub use self::credentials::{
-    CERT_EXPIRY_GAUGE, IdentityFiles, IdentityWatcher, Reload, WorkloadIdentity,
+    CERT_EXPIRY_GAUGE, IdentityFiles, IdentityWatcher, MIN_WATCH_INTERVAL, Reload, WorkloadIdentity,
 };
 pub use self::error::{SvidError, TlsError};
 pub use self::listener::{

@@ -91,56 +91,106 @@ async fn discovery_client_calls_a_registered_service_over_mtls() {
 }
 
 #[tokio::test]
-async fn the_expected_identity_comes_from_config_then_metadata() {
+async fn a_registered_spiffe_id_of_another_workload_is_refused_by_default() {
+    let ca = DevCa::new("shop".parse().unwrap()).unwrap();
+    // An attacker's workload of the domain, and its registration as
+    // "billing" claiming its own identity.
+    let attacker = mtls_server(&ca, "inventory-service").await;
+    let registry = MemoryRegistry::new();
+    registry
+        .insert(instance(
+            "billing",
+            "b1",
+            attacker,
+            Some("spiffe://shop/inventory-service"),
+        ))
+        .unwrap();
+    let mut client = DiscoveryClient::builder(registry)
+        .tls(identity(&ca, "order-service"))
+        .build::<Empty<Bytes>>();
+    // billing must prove spiffe://shop/billing; the claim changes nothing.
+    for _ in 0..2 {
+        let err = get_whoami(&mut client, "billing").await.unwrap_err();
+        assert!(err.is_connect(), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_expected_identity_comes_from_config_then_the_service_and_metadata_only_when_trusted() {
     let ca = DevCa::new("shop".parse().unwrap()).unwrap();
     let addr = mtls_server(&ca, "payment-service").await;
     let registry = MemoryRegistry::new();
-    // The instance says it is inventory-service; the server proves
-    // payment-service: refused.
+    // Metadata naming another workload is ignored by default: the service
+    // name decides.
+    registry
+        .insert(instance(
+            "payment-service",
+            "p1",
+            addr,
+            Some("spiffe://shop/inventory-service"),
+        ))
+        .unwrap();
+    // "billing" served by payment-service, which its metadata says.
     registry
         .insert(instance(
             "billing",
             "b1",
             addr,
-            Some("spiffe://shop/inventory-service"),
+            Some("spiffe://shop/payment-service"),
         ))
         .unwrap();
-    // Metadata naming the trust domain accepts any of its workloads.
+    // A bare trust domain, and a value that is no SPIFFE ID.
     registry
         .insert(instance("payments-any", "a1", addr, Some("spiffe://shop")))
         .unwrap();
-    // Metadata that is no SPIFFE ID is an error, not a fallback.
     registry
         .insert(instance("broken", "x1", addr, Some("payment-service")))
         .unwrap();
 
-    let mut client = DiscoveryClient::builder(registry.clone())
+    let mut default = DiscoveryClient::builder(registry.clone())
         .tls(identity(&ca, "order-service"))
         .build::<Empty<Bytes>>();
-    let err = get_whoami(&mut client, "billing").await.unwrap_err();
-    assert!(err.is_connect(), "{err}");
     assert_eq!(
-        get_whoami(&mut client, "payments-any").await.unwrap(),
+        get_whoami(&mut default, "payment-service").await.unwrap(),
         "spiffe://shop/order-service"
     );
-    let err = get_whoami(&mut client, "broken").await.unwrap_err();
-    assert!(
-        matches!(err, DiscoveryError::InvalidRequest { .. }),
-        "{err}"
-    );
+    let err = get_whoami(&mut default, "billing").await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
 
-    // Configuration overrides the instance's claim.
-    let mut configured = DiscoveryClient::builder(registry)
+    // Opted in, the metadata decides, but only when it names a workload.
+    let mut trusting = DiscoveryClient::builder(registry.clone())
+        .tls(identity(&ca, "order-service"))
+        .trust_registry_identities(true)
+        .build::<Empty<Bytes>>();
+    assert_eq!(
+        get_whoami(&mut trusting, "billing").await.unwrap(),
+        "spiffe://shop/order-service"
+    );
+    for service in ["payments-any", "broken"] {
+        let err = get_whoami(&mut trusting, service).await.unwrap_err();
+        assert!(matches!(err, DiscoveryError::TlsConfig { .. }), "{err}");
+        assert_eq!(err.status_code(), http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    // Configuration beats the metadata, trusted or not.
+    let mut configured = DiscoveryClient::builder(registry.clone())
         .tls(identity(&ca, "order-service"))
         .expect_identity(
-            "billing".parse().unwrap(),
+            "payments-any".parse().unwrap(),
             "spiffe://shop/payment-service".parse().unwrap(),
         )
+        .expect_identity(
+            "billing".parse().unwrap(),
+            "spiffe://shop/inventory-service".parse().unwrap(),
+        )
+        .trust_registry_identities(true)
         .build::<Empty<Bytes>>();
     assert_eq!(
-        get_whoami(&mut configured, "billing").await.unwrap(),
+        get_whoami(&mut configured, "payments-any").await.unwrap(),
         "spiffe://shop/order-service"
     );
+    let err = get_whoami(&mut configured, "billing").await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
 }
 
 #[tokio::test]
@@ -153,12 +203,7 @@ async fn a_pooled_connection_is_never_reused_for_another_expected_identity() {
         .insert(instance("payment-service", "p1", addr, None))
         .unwrap();
     registry
-        .insert(instance(
-            "refunds",
-            "r1",
-            addr,
-            Some("spiffe://shop/refund-service"),
-        ))
+        .insert(instance("refunds", "r1", addr, None))
         .unwrap();
     let mut client = DiscoveryClient::builder(registry)
         .tls(identity(&ca, "order-service"))
@@ -171,7 +216,7 @@ async fn a_pooled_connection_is_never_reused_for_another_expected_identity() {
             "spiffe://shop/order-service"
         );
     }
-    // ...and still a request expecting refund-service there is refused,
+    // ...and still a request expecting spiffe://shop/refunds there is refused,
     // every time.
     for _ in 0..3 {
         let err = get_whoami(&mut client, "refunds").await.unwrap_err();

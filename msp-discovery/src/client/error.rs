@@ -67,6 +67,19 @@ pub enum DiscoveryError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The mutual TLS connection to the service cannot be set up (feature
+    /// `tls`): the server identity its instances must prove cannot be
+    /// determined (untrusted or malformed `spiffe_id` metadata, a service
+    /// name that is no SPIFFE path segment), or the TLS configuration
+    /// cannot be built. Nothing was sent. Maps to `500`: it is this
+    /// client's configuration, not the instance, that is wrong.
+    #[error("mTLS to service {service} cannot be set up: {reason}")]
+    TlsConfig {
+        /// The service.
+        service: ServiceName,
+        /// What is wrong.
+        reason: String,
+    },
     /// Connecting to or talking to the picked instance failed; `kind` says
     /// at which step.
     #[error("request to {service} instance {instance} at {addr} failed ({kind}): {source}")]
@@ -171,7 +184,9 @@ impl DiscoveryError {
             DiscoveryError::UnknownService { .. } | DiscoveryError::NoInstances { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            DiscoveryError::InvalidRequest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            DiscoveryError::InvalidRequest { .. } | DiscoveryError::TlsConfig { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             DiscoveryError::Transport { kind, .. } => match kind {
                 TransportKind::Connect => StatusCode::SERVICE_UNAVAILABLE,
                 TransportKind::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -191,6 +206,7 @@ impl DiscoveryError {
 /// | `Transport`, [`ConnectTimeout`](TransportKind::ConnectTimeout) | 504 | `upstream_timeout` |
 /// | `Transport`, [`Request`](TransportKind::Request) or [`Body`](TransportKind::Body) | 502 | `bad_gateway` |
 /// | `InvalidRequest` | 500 | `invalid_upstream_request` |
+/// | `TlsConfig` | 500 | `upstream_tls_config` |
 ///
 /// A connect failure is a 503 (as Envoy answers it): the instance was not
 /// reached, the request was not sent and may be retried; a failure after
@@ -214,6 +230,11 @@ impl ToProblem for DiscoveryError {
                 status,
                 "invalid_upstream_request",
                 "the request cannot be sent to the service",
+            ),
+            DiscoveryError::TlsConfig { service, .. } => Problem::new(
+                status,
+                "upstream_tls_config",
+                format!("no secure connection to service {service} can be set up"),
             ),
             DiscoveryError::Transport { service, kind, .. } => match kind {
                 TransportKind::Connect => Problem::new(

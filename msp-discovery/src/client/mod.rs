@@ -42,10 +42,12 @@
 //! (msp-core's `MtlsConnector`): the client presents its certificate and
 //! accepts an instance only if it proves the identity expected for it — the
 //! one configured for its service
-//! ([`expect_identity`](DiscoveryClientBuilder::expect_identity)), else the
-//! instance's `spiffe_id` metadata ([`SPIFFE_ID_METADATA`]), else
-//! `spiffe://{own trust domain}/{service}`. Connections are pooled per
-//! expected identity, never shared across identities.
+//! ([`expect_identity`](DiscoveryClientBuilder::expect_identity)), else
+//! `spiffe://{own trust domain}/{service}`. The registry does not choose it:
+//! an instance's `spiffe_id` metadata ([`SPIFFE_ID_METADATA`]) is read only
+//! after [`trust_registry_identities(true)`](DiscoveryClientBuilder::trust_registry_identities).
+//! Connections are pooled per expected identity, never shared across
+//! identities.
 //!
 //! # Example
 //!
@@ -212,9 +214,7 @@ pub struct DiscoveryClientBuilder {
     pool_max_idle_per_host: usize,
     allowed: Option<HashSet<ServiceName>>,
     #[cfg(feature = "tls")]
-    tls: Option<msp_core::tls::WorkloadIdentity>,
-    #[cfg(feature = "tls")]
-    expected: HashMap<ServiceName, msp_core::tls::ExpectedIdentity>,
+    tls: tls::TlsSettings,
 }
 
 impl DiscoveryClient<()> {
@@ -243,50 +243,8 @@ impl DiscoveryClientBuilder {
             pool_max_idle_per_host: usize::MAX,
             allowed: None,
             #[cfg(feature = "tls")]
-            tls: None,
-            #[cfg(feature = "tls")]
-            expected: HashMap::new(),
+            tls: tls::TlsSettings::default(),
         }
-    }
-
-    /// Speaks mutual TLS to every instance, presenting `identity` (feature
-    /// `tls`; see the [module docs](self) for which server identity is
-    /// expected). `http` and `https` request URIs both go over mTLS.
-    ///
-    /// ```
-    /// # use msp_discovery::{client::DiscoveryClient, registry::MemoryRegistry};
-    /// use msp_core::tls::{dev::DevCa, WorkloadIdentity};
-    ///
-    /// let ca = DevCa::new("shop".parse()?)?;
-    /// let cert = ca.issue("order-service")?;
-    /// let identity = WorkloadIdentity::from_pem(
-    ///     cert.cert_pem().as_bytes(),
-    ///     cert.key_pem().as_bytes(),
-    ///     ca.cert_pem().as_bytes(),
-    /// )?;
-    /// let client = DiscoveryClient::builder(MemoryRegistry::new())
-    ///     .tls(identity)
-    ///     .expect_identity("payment-service".parse()?, "spiffe://shop/payment-service".parse()?)
-    ///     .build::<http_body_util::Empty<bytes::Bytes>>();
-    /// # drop(client);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, identity: msp_core::tls::WorkloadIdentity) -> Self {
-        self.tls = Some(identity);
-        self
-    }
-
-    /// The server identity every instance of `service` must present over
-    /// mTLS, overriding instance metadata (feature `tls`).
-    #[cfg(feature = "tls")]
-    pub fn expect_identity(
-        mut self,
-        service: ServiceName,
-        expected: msp_core::tls::ExpectedIdentity,
-    ) -> Self {
-        self.expected.insert(service, expected);
-        self
     }
 
     /// Balancing (and outlier detection) for every service.
@@ -394,16 +352,10 @@ impl DiscoveryClientBuilder {
                 targets: ArcSwap::from_pointee(HashMap::new()),
                 create: Mutex::new(()),
                 #[cfg(feature = "tls")]
-                tls: self.tls.map(|identity| {
-                    tls::TlsClients::new(
-                        identity,
-                        self.expected,
-                        tls::PoolSettings {
-                            connect_timeout: self.connect_timeout,
-                            idle_timeout: self.pool_idle_timeout,
-                            max_idle_per_host: self.pool_max_idle_per_host,
-                        },
-                    )
+                tls: self.tls.into_clients(tls::PoolSettings {
+                    connect_timeout: self.connect_timeout,
+                    idle_timeout: self.pool_idle_timeout,
+                    max_idle_per_host: self.pool_max_idle_per_host,
                 }),
             }),
         }
@@ -592,7 +544,10 @@ where
         let client = tls
             .expected_for(&ep)
             .and_then(|expected| tls.client(expected))
-            .map_err(|reason| invalid(req.uri(), &reason))?;
+            .map_err(|reason| DiscoveryError::TlsConfig {
+                service: target.set.service().clone(),
+                reason,
+            })?;
         let call = ep.start();
         let fut = client.request(req);
         return Ok(ResponseFuture::sending(fut, call, target));

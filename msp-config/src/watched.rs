@@ -17,6 +17,11 @@
 //!   [`ConfigEvent::Rejected`]. Accepted changes count in
 //!   `msp_config_reloads_total{app}`, go to the audit sinks and are sent as
 //!   [`ConfigEvent::Updated`]. A reload that changes no value does nothing.
+//!   The directory itself may be deleted and recreated (a deploy replacing
+//!   it): the watch follows the new directory, and while it is missing the
+//!   last good value stays. Watcher failures arrive as
+//!   [`ConfigEvent::WatchFailed`] (and count in
+//!   `msp_config_watch_errors_total`).
 //!
 //! Background tasks stop when the last clone of the `Watched` is dropped.
 //!
@@ -60,16 +65,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+mod files;
+
+use self::files::watch_dirs;
 use arc_swap::ArcSwap;
 use msp_core::BoxError;
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode, Watcher};
 use serde::de::DeserializeOwned;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
 use crate::audit::{AuditRecord, AuditSink, Trigger};
@@ -96,6 +102,12 @@ pub enum ConfigEvent<T> {
         /// Why it was rejected.
         error: Arc<ConfigError>,
     },
+    /// The file watcher reported an error (a [`ConfigError::Watch`]):
+    /// changes may go unseen until it recovers. The current value stays.
+    WatchFailed {
+        /// What the watcher said.
+        error: Arc<ConfigError>,
+    },
 }
 
 impl<T> Clone for ConfigEvent<T> {
@@ -107,6 +119,9 @@ impl<T> Clone for ConfigEvent<T> {
             },
             ConfigEvent::Rejected { trigger, error } => ConfigEvent::Rejected {
                 trigger: trigger.clone(),
+                error: error.clone(),
+            },
+            ConfigEvent::WatchFailed { error } => ConfigEvent::WatchFailed {
                 error: error.clone(),
             },
         }
@@ -125,6 +140,9 @@ impl<T> fmt::Debug for ConfigEvent<T> {
                 .field("trigger", trigger)
                 .field("error", error)
                 .finish(),
+            ConfigEvent::WatchFailed { error } => {
+                f.debug_struct("WatchFailed").field("error", error).finish()
+            }
         }
     }
 }
@@ -394,6 +412,17 @@ impl<T> Shared<T>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
+    /// Reports a watcher failure: logged, counted, sent as
+    /// [`ConfigEvent::WatchFailed`]; the current value stays.
+    fn watch_failed(&self, error: ConfigError) {
+        tracing::warn!(app = self.loader.app(), %error, "config file watch failed; changes may go unseen");
+        metrics::counter!("msp_config_watch_errors_total", "app" => self.loader.app().to_owned())
+            .increment(1);
+        let _ = self.events.send(ConfigEvent::WatchFailed {
+            error: Arc::new(error),
+        });
+    }
+
     async fn apply(
         &self,
         trigger: Trigger,
@@ -464,105 +493,6 @@ where
                 Ok(ReloadOutcome::Changed(audit))
             }
         }
-    }
-}
-
-fn relevant(kind: &EventKind) -> bool {
-    match kind {
-        // Our own reads show up as opens and closes; only writes matter.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    }
-}
-
-/// Watches every existing config directory (not recursively) and spawns the
-/// debounce task.
-fn watch_dirs<T>(
-    shared: &Arc<Shared<T>>,
-    debounce: Duration,
-) -> Result<Option<(notify::RecommendedWatcher, AbortHandle)>, ConfigError>
-where
-    T: DeserializeOwned + Send + Sync + 'static,
-{
-    let dirs: Vec<PathBuf> = shared
-        .loader
-        .dirs()
-        .iter()
-        .filter(|d| d.is_dir())
-        .cloned()
-        .collect();
-    for d in shared.loader.dirs() {
-        if !d.is_dir() {
-            tracing::debug!(dir = %d.display(), "config directory does not exist; not watching it");
-        }
-    }
-    if dirs.is_empty() {
-        return Ok(None);
-    }
-    let app = shared.loader.app().to_owned();
-    let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) if relevant(&ev.kind) => {
-                for p in ev.paths {
-                    let name = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    // The app's files, and Kubernetes' `..data` / `..2024_…` entries.
-                    if name.starts_with(&app) || name.starts_with("..") {
-                        let _ = tx.send(p);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "config file watch error"),
-        })
-        .map_err(|e| ConfigError::Watch {
-            path: dirs[0].clone(),
-            message: e.to_string(),
-        })?;
-    for d in &dirs {
-        watcher
-            .watch(d, RecursiveMode::NonRecursive)
-            .map_err(|e| ConfigError::Watch {
-                path: d.clone(),
-                message: e.to_string(),
-            })?;
-    }
-    let task = tokio::spawn(debounce_files(Arc::downgrade(shared), rx, debounce));
-    Ok(Some((watcher, task.abort_handle())))
-}
-
-async fn debounce_files<T>(
-    shared: Weak<Shared<T>>,
-    mut rx: mpsc::UnboundedReceiver<PathBuf>,
-    quiet: Duration,
-) where
-    T: DeserializeOwned + Send + Sync + 'static,
-{
-    while let Some(mut last) = rx.recv().await {
-        let now = tokio::time::Instant::now();
-        let cap = now
-            .checked_add(quiet.saturating_mul(10))
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-        loop {
-            match tokio::time::timeout(quiet, rx.recv()).await {
-                Ok(Some(p)) => {
-                    last = p;
-                    if tokio::time::Instant::now() >= cap {
-                        break;
-                    }
-                }
-                Ok(None) => return,
-                Err(_) => break,
-            }
-        }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let _ = shared.apply(Trigger::File(last), Update::Keep).await;
     }
 }
 

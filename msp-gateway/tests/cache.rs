@@ -486,3 +486,39 @@ async fn every_request_to_a_caching_route_is_counted_by_result() {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_routes_entries_and_empties_a_changed_one() {
+    let (b, gw, http) = setup().await;
+    get(&http, "a.example", "/api/r", &[]).await;
+    get(&http, "b.example", "/api/r", &[]).await;
+    let same = msp_gateway::config::GatewayConfig::from_yaml(&yaml(b.addr), "same").expect("valid");
+    gw.reload(same).await.expect("reloads");
+    assert_eq!(
+        x_cache(&get(&http, "a.example", "/api/r", &[]).await),
+        "HIT"
+    );
+    // Route b's lifetime changes: its old entries are gone.
+    let changed = yaml(b.addr).replacen(
+        "host: b.example\n    service: s\n    cache_ttl: 300",
+        "host: b.example\n    service: s\n    cache_ttl: 60",
+        1,
+    );
+    assert_ne!(changed, yaml(b.addr));
+    let changed =
+        msp_gateway::config::GatewayConfig::from_yaml(&changed, "changed").expect("valid");
+    gw.reload(changed).await.expect("reloads");
+    assert_eq!(
+        x_cache(&get(&http, "a.example", "/api/r", &[]).await),
+        "HIT"
+    );
+    assert_eq!(
+        x_cache(&get(&http, "b.example", "/api/r", &[]).await),
+        "MISS"
+    );
+    assert_eq!(
+        x_cache(&get(&http, "b.example", "/api/r", &[]).await),
+        "HIT"
+    );
+    assert_eq!(b.hits(), 3);
+}

@@ -27,7 +27,9 @@
 //!   was not storable, go upstream themselves.
 //! - **Size**: each route has its own store bounded in bytes (body +
 //!   headers + key): `cache_max_bytes`, by default [`DEFAULT_MAX_BYTES`].
-//!   Stores outlive reloads; a route whose size changes starts empty.
+//!   A route's store outlives reloads that leave the route's settings as
+//!   they were; once they change (another upstream, TTL, size…), the
+//!   route starts with an empty store.
 //!
 //! Answers carry `X-Cache: HIT` (with `Age`) or `X-Cache: MISS`. The admin
 //! listener purges: `DELETE /cache` (every route) or
@@ -94,7 +96,7 @@ mod step;
 mod store;
 
 pub use self::control::CacheControl;
-pub(crate) use self::step::{CacheRequest, Lookup, Policy};
+pub(crate) use self::step::{CacheRequest, Lookup};
 pub use self::step::{DEFAULT_MAX_BYTES, MAX_ENTRY_BYTES, X_CACHE};
 
 use std::fmt;

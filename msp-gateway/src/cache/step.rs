@@ -32,7 +32,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// A route's cache settings.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Policy {
+struct Policy {
     default_ttl: u64,
     max_bytes: u64,
     max_entry: usize,
@@ -40,7 +40,7 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// `None` for a route without `cache_ttl`.
-    pub(crate) fn of(route: &RouteConfig) -> Option<Policy> {
+    fn of(route: &RouteConfig) -> Option<Policy> {
         let max_bytes = route.cache_max_bytes.map_or(DEFAULT_MAX_BYTES, |n| n.get());
         Some(Policy {
             default_ttl: route.cache_ttl?,
@@ -53,22 +53,29 @@ impl Policy {
 
 /// What the cache needs of a request, taken before it is rewritten.
 #[derive(Debug)]
-pub(crate) struct CacheRequest {
+pub(crate) struct CacheRequest<'a> {
     policy: Policy,
+    route: &'a RouteConfig,
+    version: u64,
     method: Method,
     host: String,
     target: String,
 }
 
-impl CacheRequest {
-    /// For a request to a route with `policy` (nothing without one).
+impl<'a> CacheRequest<'a> {
+    /// For a request to `route` (of config `version`); nothing if the
+    /// route does not cache.
     pub(crate) fn new<B>(
-        policy: Option<Policy>,
+        route: Option<&'a RouteConfig>,
+        version: u64,
         req: &Request<B>,
         host: Option<&str>,
     ) -> Option<Self> {
+        let route = route?;
         Some(CacheRequest {
-            policy: policy?,
+            policy: Policy::of(route)?,
+            route,
+            version,
             method: req.method().clone(),
             host: host.unwrap_or_default().to_owned(),
             target: req
@@ -185,7 +192,7 @@ impl ResponseCache {
     pub(crate) async fn lookup(
         &self,
         route: &Arc<str>,
-        req: Option<CacheRequest>,
+        req: Option<CacheRequest<'_>>,
         headers: &HeaderMap,
     ) -> Lookup {
         let Some(req) = req else {
@@ -197,7 +204,13 @@ impl ResponseCache {
             count(route, "bypass");
             return Lookup::Miss(Pending(State::Bypass));
         }
-        let store = self.stores.of(route, req.policy.max_bytes);
+        let Some(store) = self
+            .stores
+            .of(route, req.route, req.version, req.policy.max_bytes)
+        else {
+            count(route, "bypass");
+            return Lookup::Miss(Pending(State::Bypass));
+        };
         let base = Key::new(route.clone(), req.method.clone(), &req.host, &req.target);
         let flight = match find(&store, &base, headers, Instant::now()).await {
             Found::Hit(stored) => {

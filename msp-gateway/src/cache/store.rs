@@ -2,9 +2,11 @@
 //! in-flight misses that concurrent requests for one key wait on.
 
 use super::key::Key;
+use crate::config::RouteConfig;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -96,15 +98,20 @@ impl moka::Expiry<Key, Slot> for FreshFor {
     }
 }
 
-/// One route's cache.
+/// One route's cache, for one setting of the route.
 pub(crate) struct RouteStore {
-    pub(crate) max_bytes: u64,
+    /// The route's settings the entries were stored under.
+    config: RouteConfig,
+    /// The first config version it served…
+    created: u64,
+    /// …and the last one whose route settings were found equal.
+    seen: AtomicU64,
     entries: moka::future::Cache<Key, Slot>,
     flights: Mutex<HashMap<Key, watch::Sender<()>>>,
 }
 
 impl RouteStore {
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    pub(crate) fn new(config: &RouteConfig, version: u64, max_bytes: u64) -> Self {
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &Key, v: &Slot| {
@@ -113,7 +120,9 @@ impl RouteStore {
             .expire_after(FreshFor)
             .build();
         RouteStore {
-            max_bytes,
+            config: config.clone(),
+            created: version,
+            seen: AtomicU64::new(version),
             entries,
             flights: Mutex::new(HashMap::new()),
         }
@@ -181,27 +190,70 @@ pub(crate) struct Stores {
     routes: std::sync::RwLock<HashMap<Arc<str>, Arc<RouteStore>>>,
 }
 
+/// Whether a store serves a request of config `version`.
+enum Fit {
+    Yes,
+    /// The request is of an older config than the store: no cache for it.
+    Older,
+    /// A newer config: the store is kept if the route did not change.
+    Newer,
+}
+
+impl RouteStore {
+    fn fits(&self, version: u64) -> Fit {
+        if version < self.created {
+            Fit::Older
+        } else if version <= self.seen.load(Ordering::Acquire) {
+            Fit::Yes
+        } else {
+            Fit::Newer
+        }
+    }
+}
+
 impl Stores {
-    /// The store of `route`, made (or remade, if its size changed) on demand.
-    pub(crate) fn of(&self, route: &Arc<str>, max_bytes: u64) -> Arc<RouteStore> {
+    /// The store of route `id` as `config` (of config `version`) sets it
+    /// up: the same store while the route's settings stay equal across
+    /// reloads, a new empty one once they change. `None` for a request
+    /// still on an older config than the store's (during a reload).
+    pub(crate) fn of(
+        &self,
+        id: &Arc<str>,
+        config: &RouteConfig,
+        version: u64,
+        max_bytes: u64,
+    ) -> Option<Arc<RouteStore>> {
         if let Some(store) = self
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(route)
-            && store.max_bytes == max_bytes
+            .get(id)
         {
-            return store.clone();
-        }
-        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        match routes.get(route) {
-            Some(store) if store.max_bytes == max_bytes => store.clone(),
-            _ => {
-                let store = Arc::new(RouteStore::new(max_bytes));
-                routes.insert(route.clone(), store.clone());
-                store
+            match store.fits(version) {
+                Fit::Yes => return Some(store.clone()),
+                Fit::Older => return None,
+                Fit::Newer if store.config == *config => {
+                    store.seen.fetch_max(version, Ordering::AcqRel);
+                    return Some(store.clone());
+                }
+                Fit::Newer => {}
             }
         }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(store) = routes.get(id) {
+            match store.fits(version) {
+                Fit::Yes => return Some(store.clone()),
+                Fit::Older => return None,
+                Fit::Newer if store.config == *config => {
+                    store.seen.fetch_max(version, Ordering::AcqRel);
+                    return Some(store.clone());
+                }
+                Fit::Newer => {}
+            }
+        }
+        let store = Arc::new(RouteStore::new(config, version, max_bytes));
+        routes.insert(id.clone(), store.clone());
+        Some(store)
     }
 
     /// Drops every entry of `route` (every route's with `None`); false if

@@ -6,7 +6,7 @@ use super::Body;
 use super::limit::{self, ClientKey};
 use super::log::{Exchange, NO_ROUTE};
 use super::snapshot::Snapshot;
-use crate::cache::{self, CacheRequest, Lookup, ResponseCache};
+use crate::cache::{CacheRequest, Lookup, ResponseCache};
 use crate::proxy::{self, ForwardContext, LimitedBody, ProxyError};
 use crate::route::RouteMatch;
 use crate::upstream::UpstreamInstance;
@@ -89,12 +89,12 @@ pub(crate) async fn handle(
         query,
         req.headers(),
     );
-    let (index, upstream_pq, cache_policy) = match found {
+    let (index, upstream_pq) = match found {
         RouteMatch::Found(m) => {
             let pq = m
                 .route
                 .upstream_path_and_query(req.uri().path(), query, &m.params);
-            (m.index, pq, cache::Policy::of(m.route.config()))
+            (m.index, pq)
         }
         RouteMatch::MethodNotAllowed { allow } => {
             let mut res = problem(Problem::new(
@@ -212,7 +212,12 @@ pub(crate) async fn handle(
     exchange.service = Some(target.service.clone());
 
     let max_body = snap.limits.max_body_bytes;
-    let cache_req = CacheRequest::new(cache_policy, &req, host.as_deref());
+    let cache_req = CacheRequest::new(
+        snap.table.route(index).map(|r| r.config()),
+        snap.version,
+        &req,
+        host.as_deref(),
+    );
     let (mut parts, body) = req.into_parts();
     // Identity headers come from the gateway only: stripped on every
     // route, then set from what auth verified.

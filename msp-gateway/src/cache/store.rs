@@ -256,16 +256,19 @@ impl Stores {
         Some(store)
     }
 
-    /// Drops every entry of `route` (every route's with `None`); false if
-    /// the route never cached anything.
+    /// Drops every entry of `route` (every route's with `None`, stores of
+    /// routes a reload removed included); false if the route never cached
+    /// anything.
     pub(crate) fn purge(&self, route: Option<&str>) -> bool {
-        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        match route {
-            None => {
-                routes.values().for_each(|s| s.clear());
-                true
-            }
-            Some(id) => routes.get(id).map(|s| s.clear()).is_some(),
-        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let purged: Vec<Arc<RouteStore>> = match route {
+            None => routes.drain().map(|(_, store)| store).collect(),
+            Some(id) => routes.remove(id).into_iter().collect(),
+        };
+        drop(routes);
+        // Responses still streaming into a purged store land in a store
+        // nobody looks up any more.
+        purged.iter().for_each(|store| store.clear());
+        route.is_none() || !purged.is_empty()
     }
 }

@@ -274,6 +274,34 @@ fn bad_jwt_providers_are_load_errors_naming_provider_and_field() {
     assert_eq!(found[0].0, "auth.providers.idp.jwt.algorithms");
 }
 
+#[test]
+fn a_sub_second_min_refresh_in_a_file_is_a_load_error() {
+    let found = problems(&jwt_yaml(
+        "        algorithms: [RS256]\n        jwks: { url: \"http://127.0.0.1:1/jwks\", min_refresh: 500ms, max_refresh: 500ms }\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks.min_refresh");
+    assert!(found[0].1.contains("at least 1s"), "{found:?}");
+}
+
+#[test]
+fn a_plain_http_jwks_url_to_another_host_is_a_load_error() {
+    for url in [
+        "http://idp.example.com/jwks",
+        "http://10.0.0.7:8080/jwks",
+        "http://[2001:db8::1]/jwks",
+        "http://localhost.example.com/jwks",
+    ] {
+        let found = problems(&jwt_yaml(&format!(
+            "        algorithms: [RS256]\n        jwks: {{ url: \"{url}\" }}\n"
+        )));
+        assert_eq!(found.len(), 1, "{url}: {found:?}");
+        assert_eq!(found[0].0, "auth.providers.idp.jwt.jwks.url", "{url}");
+        assert!(found[0].1.contains("loopback"), "{found:?}");
+        assert!(found[0].1.contains("file"), "{found:?}");
+    }
+}
+
 #[tokio::test]
 async fn hmac_secrets_must_exist_and_be_long_enough() {
     use base64::Engine;

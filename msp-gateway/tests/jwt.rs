@@ -5,8 +5,9 @@
 //! rotation, background refresh, the last good keys while the JWKS server
 //! is down and across a reload, 503 before any key set, identity headers
 //! that cannot be spoofed, API keys beside JWT, per-consumer limits on
-//! `sub`, a JWKS file, and the seed YAML end to end. (Load-time checks of
-//! JWT providers are in tests/auth.rs.)
+//! `sub`, and the seed YAML end to end. (Load-time checks of JWT providers
+//! are in tests/auth.rs; a JWKS file, refresh bounds and loopback-only
+//! JWKS URLs in tests/jwt_hardening.rs.)
 
 mod common;
 mod common_gw;
@@ -19,7 +20,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use jsonwebtoken::{Algorithm, EncodingKey, get_current_timestamp};
 use jwt_support::{
-    AUD, BOUND, ISS, Jwks, claims, der, ec1, ed1, jwk, jwks_server, rsa1, rsa2, set, sign, with,
+    AUD, BOUND, ISS, Jwks, claims, der, ec1, jwk, jwks_server, rsa1, rsa2, set, sign, with,
 };
 use msp_gateway::Gateway;
 use msp_gateway::auth::hash_api_key;
@@ -668,47 +669,4 @@ async fn rate_limit_by_consumer_keys_on_the_token_subject() {
     assert_eq!(bearer(&gateway, "/api/orders/1", &alice).await.status, 200);
     assert_eq!(bearer(&gateway, "/api/orders/1", &alice).await.status, 429);
     assert_eq!(bearer(&gateway, "/api/orders/1", &bob).await.status, 200);
-}
-
-#[tokio::test]
-async fn a_jwks_file_serves_eddsa_and_ps256_keys() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("jwks.json");
-    let keys = set(&[
-        jwk(&ed1(), Algorithm::EdDSA, "ed"),
-        jwk(&rsa1(), Algorithm::PS256, "ps"),
-    ]);
-    std::fs::write(&path, keys.to_string()).expect("write JWKS");
-    let (addr, backend) = common::spawn_backend().await;
-    let yaml = format!(
-        r#"
-routes:
-  - {{ path: "/api/*", service: api, auth_required: true }}
-services:
-  api: {{ instances: ["{addr}"] }}
-auth:
-  providers:
-    files:
-      jwt:
-        algorithms: [EdDSA, PS256]
-        jwks: {{ file: "{}" }}
-"#,
-        path.display()
-    );
-    let config = GatewayConfig::from_yaml(&yaml, "file.yaml").expect("valid");
-    let gateway = Gateway::from_config(config).await.expect("gateway");
-    let ed = sign(Algorithm::EdDSA, Some("ed"), &ed1(), &claims());
-    assert_eq!(bearer(&gateway, "/api/x", &ed).await.status, 200);
-    assert_eq!(backend.last().headers["x-jwt-sub"], "alice");
-    let ps = sign(Algorithm::PS256, Some("ps"), &rsa1(), &claims());
-    assert_eq!(bearer(&gateway, "/api/x", &ps).await.status, 200);
-    // The JWK says PS256: the same RSA key under RS256 is refused.
-    let rs = sign(Algorithm::RS256, Some("ps"), &rsa1(), &claims());
-    assert_eq!(bearer(&gateway, "/api/x", &rs).await.status, 401);
-
-    // A missing file is a build error, not a 503 later.
-    let missing = yaml.replace("jwks.json", "nope.json");
-    let config = GatewayConfig::from_yaml(&missing, "file.yaml").expect("valid");
-    let err = Gateway::from_config(config).await.expect_err("no file");
-    assert!(err.to_string().contains("nope.json"), "{err}");
 }

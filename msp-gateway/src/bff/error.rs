@@ -51,6 +51,9 @@ pub(crate) enum Failure {
     Body(String),
     /// A placeholder had no value.
     Missing(String),
+    /// A placeholder's value would change the URL's path structure (`.`
+    /// or `..`); `client`: the request supplied it.
+    BadValue { what: String, client: bool },
     /// A backend it uses failed.
     Dependency(String),
 }
@@ -95,6 +98,7 @@ impl Failure {
             Failure::Status(_) => "status",
             Failure::Body(_) => "bad_body",
             Failure::Missing(_) => "missing_value",
+            Failure::BadValue { .. } => "bad_value",
             Failure::Dependency(_) => "dependency_failed",
         }
     }
@@ -140,6 +144,25 @@ impl Failure {
                 "backend_missing_value",
                 format!("backend {backend:?} of {aggregate:?}: no value for {what}"),
             ),
+            // The request's own value: the client's error, and no
+            // backend was called.
+            Failure::BadValue { what, client: true } => (
+                StatusCode::BAD_REQUEST,
+                "bad_value",
+                format!(
+                    "backend {backend:?} of {aggregate:?}: the value of {what} cannot be a path segment (`.` or `..`)"
+                ),
+            ),
+            Failure::BadValue {
+                what,
+                client: false,
+            } => (
+                StatusCode::BAD_GATEWAY,
+                "backend_bad_value",
+                format!(
+                    "backend {backend:?} of {aggregate:?}: the value of {what} cannot be a path segment (`.` or `..`)"
+                ),
+            ),
             Failure::Dependency(dep) => (
                 StatusCode::BAD_GATEWAY,
                 "backend_dependency_failed",
@@ -158,6 +181,7 @@ impl fmt::Display for Failure {
             Failure::Status(s) => write!(f, "answered {}", s.as_u16()),
             Failure::Body(why) => f.write_str(why),
             Failure::Missing(what) => write!(f, "no value for {what}"),
+            Failure::BadValue { what, .. } => write!(f, "{what} is `.` or `..`"),
             Failure::Dependency(dep) => write!(f, "needs {dep:?}, which failed"),
         }
     }

@@ -264,7 +264,7 @@ impl Plan {
                 return Err(Failure::Dependency(self.steps[d].name.to_string()));
             }
         }
-        let urls = step.template.render(ctx).map_err(Failure::Missing)?;
+        let urls = step.template.render(ctx)?;
         let deadline = match step.timeout {
             Some(t) => deadline.min(started + t),
             None => deadline,

@@ -8,7 +8,16 @@
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// A dotted filter path, checked: non-empty segments, no brackets.
+/// The most segments a field path may have: the trees built from paths
+/// are walked recursively, so their depth is bounded (a client's
+/// `?fields=a.a.a…` must not exhaust the stack).
+pub(crate) const MAX_PATH_SEGMENTS: usize = 32;
+
+/// The most paths one `?fields=` may list.
+pub(crate) const MAX_FIELDS: usize = 64;
+
+/// A dotted filter path, checked: non-empty segments, no brackets, at
+/// most [`MAX_PATH_SEGMENTS`] segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FieldPath(Vec<String>);
 
@@ -16,6 +25,12 @@ impl FieldPath {
     pub(crate) fn parse(s: &str) -> Result<FieldPath, String> {
         if s.is_empty() {
             return Err("an empty field path".into());
+        }
+        if s.split('.').nth(MAX_PATH_SEGMENTS).is_some() {
+            let head: String = s.chars().take(40).collect();
+            return Err(format!(
+                "{head:?}…: a field path has at most {MAX_PATH_SEGMENTS} segments"
+            ));
         }
         let mut segs = Vec::new();
         for seg in s.split('.') {

@@ -6,7 +6,7 @@
 //! | `msp_bff_request_duration_seconds` | `aggregate`, `outcome` | histogram, request to response head |
 //! | `msp_bff_partial_responses_total` | `aggregate` | responses missing an optional backend |
 //! | `msp_bff_backend_duration_seconds` | `aggregate`, `backend` | histogram, per backend step (a collection's calls together) |
-//! | `msp_bff_backend_failures_total` | `aggregate`, `backend`, `reason` | `timeout`, `unavailable`, `error`, `status`, `bad_body`, `missing_value`, `dependency_failed` |
+//! | `msp_bff_backend_failures_total` | `aggregate`, `backend`, `reason` | `timeout`, `unavailable`, `error`, `status`, `bad_body`, `missing_value`, `bad_value`, `dependency_failed` |
 
 use std::sync::Once;
 use std::time::Duration;

@@ -24,7 +24,10 @@
 //!   [`PartialMarker::KrakenD`]) and, in the body,
 //!   `"_partial": {"failed": ["reviews"], "reasons": {"reviews": "timeout"}}`
 //!   (reasons: `timeout`, `unavailable`, `error`, `status`, `bad_body`,
-//!   `missing_value`, `dependency_failed`).
+//!   `missing_value`, `bad_value`, `dependency_failed`). A placeholder
+//!   value of `.` / `..` in a backend's path is refused (`400 bad_value`
+//!   when the request supplied it), and `?fields=` takes at most 64 paths
+//!   of at most 32 segments (else `400 bad_fields`).
 //! - **Cancellation**: nothing is spawned; the response future owns every
 //!   backend call, so a client that goes away (the future is dropped)
 //!   cancels them all.

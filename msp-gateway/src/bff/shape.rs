@@ -4,7 +4,7 @@
 //! projection.
 
 use super::config::{AggregateConfig, ClientProfile, Format, PARTIAL_KEY};
-use super::json::{self, AllowTree, FieldPath};
+use super::json::{self, AllowTree, FieldPath, MAX_FIELDS};
 use http::header::ACCEPT;
 use http::{HeaderMap, HeaderName, StatusCode};
 use msp_core::http::Problem;
@@ -240,6 +240,13 @@ pub(crate) fn projection(query: &[(String, String)]) -> Result<Option<AllowTree>
     };
     let mut paths = Vec::new();
     for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if paths.len() == MAX_FIELDS {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_fields",
+                format!("`fields`: at most {MAX_FIELDS} paths"),
+            ));
+        }
         paths.push(FieldPath::parse(f).map_err(|e| {
             Problem::new(
                 StatusCode::BAD_REQUEST,

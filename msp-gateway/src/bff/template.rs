@@ -9,12 +9,17 @@
 //! | `{order.items[0].sku}` | an array element |
 //! | `{order.item_ids[*]}` | every element: one call per element (a collection) |
 //!
-//! Values are percent-encoded (everything but unreserved characters);
-//! strings, numbers and booleans substitute. An absent query parameter or
+//! Values are percent-encoded (everything but unreserved characters, so
+//! a `/` in a value is `%2F`); strings, numbers and booleans substitute.
+//! A value in the URL's path that is `.` or `..` (after the request's
+//! percent-decoding: `%2e%2e` too) would climb the backend's path, so it
+//! is refused (`bad_value`: a 400 when the request supplied it), as is any
+//! rendered path with a dot segment. An absent query parameter or
 //! header substitutes as empty; an absent path parameter or backend field
 //! (or one holding an object, array or null) is missing: that backend
 //! fails with `missing_value`.
 
+use super::error::Failure;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
@@ -45,7 +50,8 @@ pub(crate) enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Lit(String),
-    Var(Source),
+    /// A placeholder, and whether it is in the path (before any `?`).
+    Var(Source, bool),
 }
 
 /// A parsed URL template.
@@ -95,7 +101,8 @@ impl Template {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(Part::Var(parse_source(expr)?));
+                    let in_path = !src[..i].contains('?');
+                    parts.push(Part::Var(parse_source(expr)?, in_path));
                     for _ in 0..expr.chars().count() + 1 {
                         chars.next();
                     }
@@ -109,7 +116,7 @@ impl Template {
         }
         let each = parts
             .iter()
-            .filter(|p| matches!(p, Part::Var(s) if s.is_each()))
+            .filter(|p| matches!(p, Part::Var(s, _) if s.is_each()))
             .count();
         if each > 1 {
             return Err(format!(
@@ -122,7 +129,7 @@ impl Template {
     /// The placeholders.
     pub(crate) fn sources(&self) -> impl Iterator<Item = &Source> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Var(s) => Some(s),
+            Part::Var(s, _) => Some(s),
             Part::Lit(_) => None,
         })
     }
@@ -132,9 +139,11 @@ impl Template {
         self.sources().any(Source::is_each)
     }
 
-    /// The URL(s): one, or one per element for a collection. `Err` names
-    /// the placeholder with no value.
-    pub(crate) fn render(&self, lookup: &dyn Lookup) -> Result<Vec<String>, String> {
+    /// The URL(s): one, or one per element for a collection. `Err` is
+    /// [`Failure::Missing`] naming the placeholder with no value, or
+    /// [`Failure::BadValue`] for a value that would change the path's
+    /// structure (`.` / `..`).
+    pub(crate) fn render(&self, lookup: &dyn Lookup) -> Result<Vec<String>, Failure> {
         let mut prefix = String::new();
         let mut each: Option<Vec<String>> = None;
         let mut suffix = String::new();
@@ -146,27 +155,66 @@ impl Template {
             };
             match part {
                 Part::Lit(l) => out.push_str(l),
-                Part::Var(source) => {
-                    let values = source.resolve(lookup).ok_or_else(|| source.to_string())?;
+                Part::Var(source, in_path) => {
+                    let values = source
+                        .resolve(lookup)
+                        .ok_or_else(|| Failure::Missing(source.to_string()))?;
+                    // Encoded values keep their dots and change anything
+                    // else, so this is the decoded value's test too.
+                    if *in_path && values.iter().any(|v| is_dot_segment(v)) {
+                        return Err(Failure::BadValue {
+                            what: source.to_string(),
+                            client: source.is_request(),
+                        });
+                    }
                     if source.is_each() {
                         each = Some(values);
                     } else {
                         let [one] = values.as_slice() else {
-                            return Err(source.to_string());
+                            return Err(Failure::Missing(source.to_string()));
                         };
                         out.push_str(one);
                     }
                 }
             }
         }
-        Ok(match each {
+        let urls: Vec<String> = match each {
             None => vec![prefix],
             Some(values) => values
                 .iter()
                 .map(|v| format!("{prefix}{v}{suffix}"))
                 .collect(),
-        })
+        };
+        // Values next to each other (`/{a}{b}` with `.` and `.`) can still
+        // make a dot segment: no rendered path may have one.
+        if urls
+            .iter()
+            .any(|u| path_of(u).split('/').any(is_dot_segment))
+        {
+            let client = self
+                .parts
+                .iter()
+                .any(|p| matches!(p, Part::Var(s, true) if s.is_request()));
+            return Err(Failure::BadValue {
+                what: "the path's placeholders".to_owned(),
+                client,
+            });
+        }
+        Ok(urls)
     }
+}
+
+fn is_dot_segment(s: &str) -> bool {
+    s == "." || s == ".."
+}
+
+/// The path of a rendered URL: after `http(s)://host`, before `?` / `#`.
+fn path_of(url: &str) -> &str {
+    let rest = match url.split_once("://") {
+        Some((_, r)) => r.find('/').map_or("", |i| &r[i..]),
+        None => url,
+    };
+    rest.split(['?', '#']).next().unwrap_or("")
 }
 
 fn parse_source(expr: &str) -> Result<Source, String> {
@@ -239,6 +287,11 @@ fn scalar(v: &Value) -> Option<String> {
 impl Source {
     pub(crate) fn is_each(&self) -> bool {
         matches!(self, Source::Backend { path, .. } if path.contains(&Seg::Each))
+    }
+
+    /// Whether the request supplies the value (not a backend's response).
+    pub(crate) fn is_request(&self) -> bool {
+        !matches!(self, Source::Backend { .. })
     }
 
     /// The backend this placeholder depends on.
@@ -350,12 +403,42 @@ mod tests {
         let t = Template::parse("/p/{order.nope}").expect("test value");
         assert_eq!(
             t.render(&L(json!({}))).expect_err("an error"),
-            "{order.nope}"
+            Failure::Missing("{order.nope}".to_owned())
         );
         assert!(Template::parse("ftp://x/").is_err());
         assert!(Template::parse("http://{id}/").is_err());
         assert!(Template::parse("/a/{id").is_err());
         assert!(Template::parse("/a/{o.a[*]}/{o.b[*]}").is_err());
         assert!(Template::parse("/a/{o.a[x]}").is_err());
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_the_path_only() {
+        let l = L(json!({"a": "..", "b": ".", "c": "v..", "items": ["x", ".."]}));
+        let bad = |t: &str| {
+            Template::parse(t)
+                .expect("test value")
+                .render(&l)
+                .expect_err("a dot segment")
+        };
+        assert_eq!(
+            bad("/users/{order.a}/orders"),
+            Failure::BadValue {
+                what: "{order.a}".to_owned(),
+                client: false
+            }
+        );
+        assert!(matches!(
+            bad("/x/{order.items[*]}"),
+            Failure::BadValue { .. }
+        ));
+        // Two values making one dot segment together.
+        assert!(matches!(
+            bad("http://svc/x/{order.b}{order.b}/y"),
+            Failure::BadValue { .. }
+        ));
+        // In the query `..` is just a value; dots inside a segment too.
+        let ok = Template::parse("/x/{order.c}?q={order.a}").expect("test value");
+        assert_eq!(ok.render(&l).expect("test value"), vec!["/x/v..?q=.."]);
     }
 }

@@ -190,7 +190,7 @@ pub struct ConsumerConfig {
 ///   required_scopes: [orders:read] # in `scope` (space-separated) or `scp` (array)
 ///   forward_claims: [tenant]       # sent upstream as x-jwt-claim-tenant
 ///   jwks:
-///     url: http://idp.internal/.well-known/jwks.json   # or file: keys/jwks.json
+///     url: http://127.0.0.1:8081/.well-known/jwks.json # loopback only; or file: keys/jwks.json
 ///     min_refresh: 1m              # bounds on Cache-Control: max-age
 ///     max_refresh: 1h
 ///     min_refetch_interval: 30s    # unknown `kid`: at most one re-fetch per interval
@@ -381,14 +381,18 @@ impl Serialize for Secret {
 #[non_exhaustive]
 pub struct JwksConfig {
     /// An `http://` URL serving the JWK set, fetched through the
-    /// gateway's pooled client.
+    /// gateway's pooled client. Plain http is accepted only to a loopback
+    /// host (127.0.0.0/8, `::1`, `localhost`: a local agent or sidecar);
+    /// keys of a remote identity provider go in a [`file`](Self::file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// A file holding the JWK set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// The shortest refresh period, whatever `Cache-Control: max-age` says
-    /// (default 1 min); also the retry period after a failed refresh.
+    /// (default 1 min); also the retry period after a failed refresh. At
+    /// least 1 s: a file refuses less, a config built in code is raised
+    /// to 1 s (and `max_refresh` with it).
     #[serde(default = "default_min_refresh", with = "humantime_serde")]
     pub min_refresh: Duration,
     /// The longest refresh period, and the period without `max-age`

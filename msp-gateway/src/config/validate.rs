@@ -8,6 +8,7 @@ use crate::route::pattern::{Pattern, Template};
 use http::header::{HeaderName, HeaderValue};
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::route::MAX_PARAMS;
 
@@ -586,7 +587,7 @@ fn check_jwt(name: &str, j: &JwtConfig, p: &mut impl FnMut(ProblemKind, String, 
                 "exactly one of `url` and `file`".to_owned(),
             ),
             (Some(url), None) => {
-                if let Err(e) = crate::auth::jwks_uri(url) {
+                if let Err(e) = crate::auth::jwks_uri(name, url) {
                     p(
                         ProblemKind::Invalid,
                         format!("{base}.jwks.url"),
@@ -596,11 +597,11 @@ fn check_jwt(name: &str, j: &JwtConfig, p: &mut impl FnMut(ProblemKind, String, 
             }
             (None, Some(_)) => {}
         }
-        if jwks.min_refresh.is_zero() || jwks.max_refresh < jwks.min_refresh {
+        if jwks.min_refresh < Duration::from_secs(1) || jwks.max_refresh < jwks.min_refresh {
             p(
                 ProblemKind::Invalid,
                 format!("{base}.jwks.min_refresh"),
-                "`min_refresh` must be longer than zero and at most `max_refresh`".to_owned(),
+                "`min_refresh` must be at least 1s and at most `max_refresh`".to_owned(),
             );
         }
         if jwks.timeout.is_zero() {

@@ -24,6 +24,10 @@ use tower::ServiceExt;
 /// The largest JWK set read (1 MiB).
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
+/// The shortest refresh period whatever the config says (validation
+/// refuses less; a config built in code is raised to it).
+pub(crate) const MIN_REFRESH_FLOOR: Duration = Duration::from_secs(1);
+
 /// Where the set comes from.
 pub(crate) enum Source {
     Url { uri: Uri, client: Box<ProxyClient> },
@@ -72,13 +76,16 @@ impl JwksCache {
         config: &JwksConfig,
         algorithms: Vec<Algorithm>,
     ) -> Self {
+        // Never a busy loop, whatever the config says; and the upper bound
+        // is never below the (raised) lower one, so `clamp` cannot panic.
+        let min_refresh = config.min_refresh.max(MIN_REFRESH_FLOOR);
+        let max_refresh = config.max_refresh.max(min_refresh);
         JwksCache {
             provider: provider.to_owned(),
             source,
             algorithms,
-            // Never a busy loop, whatever the config says.
-            min_refresh: config.min_refresh.max(Duration::from_secs(1)),
-            max_refresh: config.max_refresh.max(config.min_refresh),
+            min_refresh,
+            max_refresh,
             min_refetch: config.min_refetch_interval,
             timeout: config.timeout,
             state: ArcSwap::from_pointee(State {
@@ -86,7 +93,7 @@ impl JwksCache {
                 generation: 0,
                 fetched_at: None,
                 last_error: None,
-                next_refresh: config.min_refresh,
+                next_refresh: min_refresh,
             }),
             gate: tokio::sync::Mutex::new(Gate { last_refetch: None }),
             fetches: AtomicU64::new(0),
@@ -175,9 +182,12 @@ impl JwksCache {
         .increment(1);
         match parsed {
             Ok((set, max_age)) => {
+                // `max` then `min`, not `clamp`: never a panic, even if
+                // the bounds were ever inverted.
                 let next = max_age
                     .unwrap_or(self.max_refresh)
-                    .clamp(self.min_refresh, self.max_refresh);
+                    .min(self.max_refresh)
+                    .max(self.min_refresh);
                 self.store_ok(set, next);
                 true
             }
@@ -200,7 +210,7 @@ impl JwksCache {
         let prev = self.state();
         self.state.store(Arc::new(State {
             keys: Some(Arc::new(set)),
-            generation: prev.generation + 1,
+            generation: prev.generation.wrapping_add(1),
             fetched_at: Some(SystemTime::now()),
             last_error: None,
             next_refresh,

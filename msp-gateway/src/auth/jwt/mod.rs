@@ -71,6 +71,17 @@ pub enum InvalidJwtConfig {
     /// Public-key algorithms without a JWKS source, or a bad one.
     #[error("{0}")]
     Jwks(String),
+    /// A plain-`http://` `jwks.url` whose host is not loopback: keys
+    /// fetched in clear from another host could be swapped on the way.
+    #[error(
+        "provider {provider:?}: jwks.url {url:?}: plain http is only accepted from a loopback host (127.0.0.0/8, ::1, localhost: a local agent or sidecar); fetch the keys out of band and use `jwks: {{file: …}}`"
+    )]
+    InsecureJwksUrl {
+        /// The provider's name.
+        provider: String,
+        /// The refused URL.
+        url: String,
+    },
     /// The token header name is not a header name.
     #[error("token header {0:?} is not a header name")]
     Header(String),
@@ -271,7 +282,7 @@ impl JwtAuth {
             })?;
             let source = match (&jwks.url, &jwks.file) {
                 (Some(url), None) => Source::Url {
-                    uri: jwks_uri(url)?,
+                    uri: jwks_uri(&provider, url)?,
                     client: Box::new(client),
                 },
                 (None, Some(file)) => Source::File(file.clone()),
@@ -577,13 +588,18 @@ impl JwtAuth {
     }
 }
 
-/// An `http://` JWKS URL (the gateway's client speaks plain HTTP).
-pub(crate) fn jwks_uri(url: &str) -> Result<http::Uri, InvalidJwtConfig> {
+/// An `http://` JWKS URL to a loopback host (the gateway's client speaks
+/// plain HTTP, which is only safe to a local agent or sidecar).
+pub(crate) fn jwks_uri(provider: &str, url: &str) -> Result<http::Uri, InvalidJwtConfig> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| InvalidJwtConfig::Jwks(format!("jwks.url {url:?} is not a URL")))?;
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => Ok(uri),
+        Some("http") if uri.host().is_some_and(is_loopback) => Ok(uri),
+        Some("http") if uri.host().is_some() => Err(InvalidJwtConfig::InsecureJwksUrl {
+            provider: provider.to_owned(),
+            url: url.to_owned(),
+        }),
         Some("https") => Err(InvalidJwtConfig::Jwks(
             "jwks.url: https is not supported by the gateway's client yet; use an http:// URL (a local sidecar) or `file`".into(),
         )),
@@ -591,6 +607,17 @@ pub(crate) fn jwks_uri(url: &str) -> Result<http::Uri, InvalidJwtConfig> {
             "jwks.url {url:?} must be an absolute http:// URL"
         ))),
     }
+}
+
+/// `localhost`, or an address in 127.0.0.0/8 or `::1` (also written as
+/// an IPv4-mapped IPv6 address).
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 fn describe(kind: &ErrorKind) -> String {

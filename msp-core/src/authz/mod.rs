@@ -49,7 +49,8 @@
 //! | `msp_authz_decisions_total` | counter | `policy`, `rule` (the rule's name, else its position from 0), `decision` (`allow`, `deny`, `audit`) |
 //!
 //! A request is counted once for its decision — under the deciding rule,
-//! or under `policy=""`, `rule=""` for a default decision — and once more
+//! or under `policy=""`, `rule=""` for a default decision or a refused
+//! ambiguous request (`decision="deny"`) — and once more
 //! per AUDIT policy it matches. Counters are registered when a policy set
 //! is compiled: install the metrics recorder first.
 //!

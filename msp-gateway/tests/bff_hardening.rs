@@ -11,7 +11,7 @@ use axum::Router;
 use axum::routing::get;
 use bff_common::{get as request, j, json, serve};
 use http::Uri;
-use msp_gateway::bff::{Aggregate, AggregateError, BackendConfig};
+use msp_gateway::bff::{Aggregate, AggregateError, BackendConfig, ClientProfile};
 use msp_gateway::proxy::ProxyClient;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -184,4 +184,23 @@ async fn config_field_paths_deeper_than_the_cap_are_build_errors() {
     assert_eq!(problems.len(), 1, "{err}");
     assert!(problems[0].field().contains("allow"), "{err}");
     assert!(problems[0].message().contains("32"), "{err}");
+
+    // A profile's default `fields` is held to the request's limits.
+    let wide = (0..65)
+        .map(|i| format!("f{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let err = Aggregate::builder("agg")
+        .path("/p")
+        .backend(BackendConfig::new("p", "http://svc/p"))
+        .profile("mobile", ClientProfile::new().query_default("fields", wide))
+        .client(ProxyClient::new())
+        .build()
+        .expect_err("too wide");
+    let AggregateError::Invalid { problems, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(problems.len(), 1, "{err}");
+    assert_eq!(problems[0].field(), "clients.mobile.query_defaults.fields");
+    assert!(problems[0].message().contains("64"), "{err}");
 }

@@ -377,6 +377,10 @@ impl AggregateConfig {
             if profile.query_defaults.keys().any(String::is_empty) {
                 p(at("query_defaults"), "an empty parameter name".into());
             }
+            let fields: Vec<_> = profile.query_defaults.clone().into_iter().collect();
+            if let Err(e) = super::shape::projection(&fields) {
+                p(at("query_defaults.fields"), e.detail().to_owned());
+            }
         }
         out
     }

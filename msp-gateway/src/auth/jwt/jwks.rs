@@ -77,7 +77,7 @@ impl JwksCache {
         algorithms: Vec<Algorithm>,
     ) -> Self {
         // Never a busy loop, whatever the config says; and the upper bound
-        // is never below the (raised) lower one, so `clamp` cannot panic.
+        // is never below the (raised) lower one.
         let min_refresh = config.min_refresh.max(MIN_REFRESH_FLOOR);
         let max_refresh = config.max_refresh.max(min_refresh);
         JwksCache {
@@ -109,6 +109,11 @@ impl JwksCache {
     /// re-fetch it could cause (at least a second).
     pub(crate) fn retry_after(&self) -> Duration {
         self.min_refetch.max(Duration::from_secs(1))
+    }
+
+    /// The longest refresh period (at least the 1 s floor).
+    pub(crate) fn max_refresh(&self) -> Duration {
+        self.max_refresh
     }
 
     /// Fetch attempts so far.

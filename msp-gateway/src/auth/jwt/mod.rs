@@ -299,7 +299,7 @@ impl JwtAuth {
             }
             let first = if is_file {
                 cache.load_file_now().map_err(InvalidJwtConfig::Jwks)?;
-                jwks.max_refresh
+                cache.max_refresh()
             } else {
                 Duration::ZERO
             };

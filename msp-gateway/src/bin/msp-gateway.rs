@@ -170,7 +170,9 @@ async fn run(args: Args, threads: usize) -> Result<(), Box<dyn std::error::Error
         tokio::spawn(async move { admin.serve(listener, &shutdown).await });
     }
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(addr = %listen, version = gateway.version(), threads, "msp-gateway listening");
+    // The bound address (the port the OS picked for `listen: …:0`).
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, version = gateway.version(), threads, "msp-gateway listening");
     let serving = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { gateway.serve_with_shutdown(listener, &shutdown).await })

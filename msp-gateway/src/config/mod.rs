@@ -11,8 +11,8 @@
 //! at a time; checks after parsing (services, conflicts, auth, patterns)
 //! are all listed together.
 //!
-//! `cache_ttl` is accepted and not active yet (the edge-policies issue); a
-//! warning is logged once per process when a route sets it.
+//! `cache_ttl` turns on the route's response cache (see
+//! [`crate::cache`]).
 //!
 //! # Example
 //!
@@ -152,14 +152,6 @@ impl GatewayConfig {
     }
 
     fn checked(b: GatewayConfigBuilder) -> GatewayConfig {
-        if b.routes.iter().any(|r| r.cache_ttl.is_some()) {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                tracing::warn!(
-                    "`cache_ttl` is accepted but response caching is not active yet; responses are not cached"
-                );
-            });
-        }
         GatewayConfig { b }
     }
 

@@ -524,12 +524,6 @@ impl Snapshot {
                     }
                 }
             };
-            if route.cache_ttl.is_some() {
-                tracing::warn!(
-                    route = route.id(),
-                    "cache_ttl is accepted but response caching is not active yet (edge-policies issue)"
-                );
-            }
             let route_auth = auth.for_route(route)?;
             routes.push(RouteStack::new(route, limiter, route_auth, targets, mirror));
         }

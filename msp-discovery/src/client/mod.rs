@@ -453,16 +453,20 @@ async fn resolve<B>(
     service: &ServiceName,
 ) -> Result<Arc<Target>, DiscoveryError> {
     let target = target_for(shared, service);
-    if !target.view.is_ready() {
-        if tokio::time::timeout(shared.resolve_timeout, target.view.ready())
+    if !target.view.is_ready()
+        && tokio::time::timeout(shared.resolve_timeout, target.view.ready())
             .await
             .is_err()
-        {
-            tracing::warn!(%service, timeout = ?shared.resolve_timeout, "no answer from the registry yet");
-            return Err(DiscoveryError::NoInstances {
-                service: service.clone(),
-            });
-        }
+    {
+        tracing::warn!(%service, timeout = ?shared.resolve_timeout, "no answer from the registry yet");
+        return Err(DiscoveryError::NoInstances {
+            service: service.clone(),
+        });
+    }
+    // The view can be ready before the task that copies it into the
+    // endpoint set has run (the first requests to a service, on a busy
+    // runtime): an empty set is filled from the view here.
+    if target.set.is_empty() {
         target.set.update(target.view.snapshot().iter().cloned());
     }
     Ok(target)

@@ -14,6 +14,7 @@
 //! | [`proxy`] | the pooled [`ProxyClient`](proxy::ProxyClient), hop-by-hop and forwarding headers, request validation, upgrades |
 //! | [`auth`] | [`ApiKeyAuth`](auth::ApiKeyAuth) (consumers by SHA-256 digests of their keys) and [`JwtAuth`](auth::JwtAuth) (pinned algorithms, JWKS from a URL or file, refetch on unknown `kid`, last good keys on outage); identity headers stripped then set; 401/403 with `WWW-Authenticate` |
 //! | [`cache`] | the RFC 9111 response cache a route's `cache_ttl` turns on: moka, bounded in bytes, keyed by route + method + host + path + query + `Vary`, coalesced misses, `X-Cache`/`Age`, purge through the admin listener |
+//! | [`transform`] | per-route request/response header add/set/remove/rename and JSON response field allow/deny/rename (dotted paths, arrays element-wise; only configured routes buffer, up to 1 MiB) |
 //! | [`upstream`] | per service: registry view, balancer (p2c peak-EWMA by default), health checks, outlier ejection and **one circuit breaker per upstream service** |
 //! | [`gateway`] | the [`Gateway`] service: an `ArcSwap`'d snapshot of the table and per-route stacks, reload and file hot reload, serving (HTTP/1.1 + h2c) |
 //! | [`bff`] | backends for frontends: [`Aggregate`](bff::Aggregate) endpoints fanning out to several backends (timeouts, `required`, partial markers, sequential steps, collections), per-client shaping (web, mobile, MessagePack/CBOR for IoT, `?fields=`), in the gateway (`aggregates:`) or your own axum service |
@@ -36,8 +37,9 @@
 //!
 //! ```text
 //! validate (400/413/414/431) → match (404/405) → rate limit (429) → auth (401)
-//!   → path rewrite → timeout (504) → bulkhead (503) → retry (idempotent, ≤ 64 KiB replay)
+//!   → request header transforms → path rewrite → timeout (504) → bulkhead (503) → retry (idempotent, ≤ 64 KiB replay)
 //!   → the service's circuit breaker (503) → balancer pick → pooled client (502/503/504)
+//!   → response header and JSON transforms (cache hits too) → client
 //! ```
 //!
 //! Each route gets its own stack built from its config (linkerd's
@@ -124,6 +126,7 @@ pub mod config;
 pub mod gateway;
 pub mod proxy;
 pub mod route;
+pub mod transform;
 pub mod upstream;
 
 pub use crate::gateway::{Body, BuildError, Gateway};

@@ -30,9 +30,10 @@ use tower::util::BoxCloneSyncService;
 /// requests to responses.
 pub(crate) type BackendClient = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
 
-/// The fields a backend's result keeps, drops and renames.
+/// The fields a backend's result (or a route's `response_json`) keeps,
+/// drops and renames.
 #[derive(Debug, Default)]
-struct Filters {
+pub(crate) struct Filters {
     allow: Option<AllowTree>,
     deny: Vec<FieldPath>,
     rename: Vec<(FieldPath, String)>,
@@ -40,27 +41,34 @@ struct Filters {
 
 impl Filters {
     fn new(b: &BackendConfig) -> Result<Filters, String> {
-        let allow: Vec<FieldPath> = b
-            .allow
+        Filters::fields(&b.allow, &b.deny, &b.rename)
+    }
+
+    /// Compiles `allow` / `deny` / `rename` field paths.
+    pub(crate) fn fields(
+        allow: &[String],
+        deny: &[String],
+        rename: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Filters, String> {
+        let allow: Vec<FieldPath> = allow
             .iter()
             .map(|f| FieldPath::parse(f))
             .collect::<Result<_, _>>()?;
         Ok(Filters {
             allow: (!allow.is_empty()).then(|| AllowTree::new(&allow)),
-            deny: b
-                .deny
+            deny: deny
                 .iter()
                 .map(|f| FieldPath::parse(f))
                 .collect::<Result<_, _>>()?,
-            rename: b
-                .rename
+            rename: rename
                 .iter()
                 .map(|(from, to)| Ok((FieldPath::parse(from)?, to.clone())))
                 .collect::<Result<_, String>>()?,
         })
     }
 
-    fn apply(&self, mut v: Value) -> Value {
+    /// Allow, then deny, then rename.
+    pub(crate) fn apply(&self, mut v: Value) -> Value {
         if let Some(allow) = &self.allow {
             v = allow.apply(v);
         }

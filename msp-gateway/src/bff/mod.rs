@@ -172,4 +172,6 @@ pub use self::config::{
 pub use self::error::AggregateError;
 pub use self::service::{Aggregate, AggregateBuilder, ResponseFuture};
 
+pub(crate) use self::exec::Filters;
+pub(crate) use self::json::FieldPath;
 pub(crate) use self::template::Template;

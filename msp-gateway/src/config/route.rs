@@ -1,5 +1,6 @@
 //! [`RouteConfig`]: one entry of `routes:`.
 
+use crate::transform::{HeaderTransformConfig, JsonTransformConfig};
 use http::Method;
 use msp_resilience::rate_limit::Quota;
 use msp_resilience::{BulkheadConfig, CircuitBreakerConfig, RetryConfig};
@@ -41,6 +42,9 @@ use std::time::Duration;
 /// | `breaker` | none | a [`CircuitBreakerConfig`] for the upstream service |
 /// | `bulkhead` | none | a [`BulkheadConfig`] (`max_concurrent`, `max_queue`, `max_wait`) |
 /// | `mirror` | none | `{service, percent}`: shadow traffic, responses dropped |
+/// | `request_headers` | none | a [`HeaderTransformConfig`]: `{add, set, remove, rename}` on the way up ([transforms](crate::transform)) |
+/// | `response_headers` | none | a [`HeaderTransformConfig`] on the way back |
+/// | `response_json` | none | a [`JsonTransformConfig`]: `{allow, deny, rename, max_bytes}` on JSON response bodies |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -117,6 +121,15 @@ pub struct RouteConfig {
     /// Shadow traffic to another service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorConfig>,
+    /// Header edits of requests going upstream.
+    #[serde(default, skip_serializing_if = "HeaderTransformConfig::is_empty")]
+    pub request_headers: HeaderTransformConfig,
+    /// Header edits of responses going to the client.
+    #[serde(default, skip_serializing_if = "HeaderTransformConfig::is_empty")]
+    pub response_headers: HeaderTransformConfig,
+    /// Field edits of JSON response bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_json: Option<JsonTransformConfig>,
 }
 
 impl RouteConfig {
@@ -146,6 +159,9 @@ impl RouteConfig {
             breaker: None,
             bulkhead: None,
             mirror: None,
+            request_headers: HeaderTransformConfig::default(),
+            response_headers: HeaderTransformConfig::default(),
+            response_json: None,
         }
     }
 
@@ -283,6 +299,24 @@ impl RouteConfig {
             service: service.into(),
             percent,
         });
+        self
+    }
+
+    /// Sets the header edits of requests going upstream.
+    pub fn request_headers(mut self, edits: HeaderTransformConfig) -> Self {
+        self.request_headers = edits;
+        self
+    }
+
+    /// Sets the header edits of responses going to the client.
+    pub fn response_headers(mut self, edits: HeaderTransformConfig) -> Self {
+        self.response_headers = edits;
+        self
+    }
+
+    /// Sets the field edits of JSON response bodies.
+    pub fn response_json(mut self, edits: JsonTransformConfig) -> Self {
+        self.response_json = Some(edits);
         self
     }
 }

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::route::MAX_PARAMS;
+use crate::transform::{self, Direction};
 
 pub(crate) fn validate(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
     let mut out = Vec::new();
@@ -299,6 +300,26 @@ fn check_route(
             "`rate_limit_by: consumer` needs `auth_required: true`".to_owned(),
         ),
         _ => {}
+    }
+    // Transforms.
+    let ids = &b.auth.identity_headers;
+    let mut q = |field: String, msg: String| p(ProblemKind::Invalid, &field, msg);
+    transform::check_headers(
+        "request_headers",
+        &r.request_headers,
+        Direction::Request,
+        ids,
+        &mut q,
+    );
+    transform::check_headers(
+        "response_headers",
+        &r.response_headers,
+        Direction::Response,
+        ids,
+        &mut q,
+    );
+    if let Some(json) = &r.response_json {
+        transform::check_json(json, &mut q);
     }
     if r.timeout.is_some_and(|t| t.is_zero()) {
         p(

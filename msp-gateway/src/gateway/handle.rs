@@ -1,5 +1,6 @@
-//! The life of one request: validate → match → limit → auth → cache
-//! lookup → rewrite → the route's upstream stack → cache store → response,
+//! The life of one request: validate → match → limit → auth → request
+//! header transforms → identity headers → cache lookup → rewrite → the
+//! route's upstream stack → cache store → response transforms → response,
 //! with metrics and the access log.
 
 use super::Body;
@@ -219,6 +220,12 @@ pub(crate) async fn handle(
         host.as_deref(),
     );
     let (mut parts, body) = req.into_parts();
+    let head = parts.method == http::Method::HEAD;
+    // The route's header edits first: the identity, cache and forwarding
+    // steps after them always win.
+    if let Some(t) = &route.transform {
+        t.request(&mut parts.headers);
+    }
     // Identity headers come from the gateway only: stripped on every
     // route, then set from what auth verified.
     route.identity.strip(&mut parts.headers);
@@ -241,7 +248,13 @@ pub(crate) async fn handle(
     // After auth, so a hit still needs credentials; on the headers as
     // they go upstream, which is what a response's `Vary` names.
     let pending = match cache.lookup(&route.id, cache_req, &parts.headers).await {
-        Lookup::Hit(mut res) => {
+        Lookup::Hit(res) => {
+            // The cache holds the upstream's answer; transforms run on the
+            // way out.
+            let mut res = match &route.transform {
+                Some(t) => t.response(&route.id, head, res).await,
+                None => res,
+            };
             if let Some(a) = &admitted {
                 limit::admitted_headers(res.headers_mut(), a);
             }
@@ -287,7 +300,11 @@ pub(crate) async fn handle(
         }
     };
     exchange.instance = res.extensions_mut().remove::<UpstreamInstance>();
-    let mut res = pending.store(res);
+    let res = pending.store(res);
+    let mut res = match &route.transform {
+        Some(t) => t.response(&route.id, head, res).await,
+        None => res,
+    };
     if let Some(a) = &admitted {
         limit::admitted_headers(res.headers_mut(), a);
     }

@@ -215,6 +215,8 @@ pub(crate) struct RouteStack {
     pub(crate) mirror: Option<(Target, f64)>,
     mirror_next: AtomicU64,
     pub(crate) host_policy: HostPolicy,
+    /// The route's header and JSON transforms, if any.
+    pub(crate) transform: Option<crate::transform::RouteTransform>,
 }
 
 impl RouteStack {
@@ -242,6 +244,7 @@ impl RouteStack {
             } else {
                 HostPolicy::Upstream
             },
+            transform: crate::transform::RouteTransform::compile(route),
         }
     }
 

@@ -511,3 +511,30 @@ async fn cached_answers_are_transformed_on_the_way_out() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_readme_section_loads_and_rewrites() {
+    let readme = include_str!("../README.md");
+    let yaml = readme
+        .split("### Transformations (")
+        .nth(1)
+        .and_then(|s| s.split("```yaml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's transformation YAML");
+    let b = backend().await;
+    let services = format!(
+        "services:\n  user-service: {{ instances: [\"{}\"] }}\n",
+        b.addr
+    );
+    let (_gw, addr) = gateway(&format!("{services}{yaml}")).await;
+    *b.reply.lock().expect("lock") = Reply::json(json!({
+        "id": 7, "name": "Ada", "password_hash": "x",
+        "address": {"city": "Paris", "zip": "75001"}
+    }));
+    let res = Http::new(addr).get("/api/users/7").await;
+    assert_eq!(res.headers["x-frame-options"], "DENY");
+    assert_eq!(
+        json_of(&res.body),
+        json!({"id": 7, "full_name": "Ada", "address": {"city": "Paris"}})
+    );
+}

@@ -538,3 +538,41 @@ async fn the_readme_section_loads_and_rewrites() {
         json!({"id": 7, "full_name": "Ada", "address": {"city": "Paris"}})
     );
 }
+
+#[tokio::test]
+async fn rewritten_bodies_drop_stale_validators_and_head_states_no_stale_length() {
+    let b = backend().await;
+    let route = "    response_json: {deny: [secret]}\n";
+    let (_gw, addr) = gateway(&yaml(&b, route)).await;
+    let http = Http::new(addr);
+    let mut r = Reply::json(json!({"id": 1, "secret": "s"}));
+    r.headers = vec![("etag", "\"v1\""), ("content-digest", "sha-256=:x:")];
+    *b.reply.lock().expect("lock") = r.clone();
+    let res = http.get("/x").await;
+    assert_eq!(json_of(&res.body), json!({"id": 1}));
+    assert!(!res.headers.contains_key("etag"));
+    assert!(!res.headers.contains_key("content-digest"));
+
+    // HEAD: the upstream's length is the untransformed body's.
+    let res = http.send(Method::HEAD, "/x", &[]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(
+        !res.headers.contains_key("content-length"),
+        "{:?}",
+        res.headers
+    );
+
+    // A range of a JSON body is not JSON: passed through as sent.
+    r.status = StatusCode::PARTIAL_CONTENT;
+    r.body = "{\"id\": 1, \"secret\": \"s\"}".to_owned();
+    *b.reply.lock().expect("lock") = r.clone();
+    let res = http.get("/x").await;
+    assert_eq!(res.body, r.body);
+    assert_eq!(res.headers["etag"], "\"v1\"");
+
+    // The route without transforms keeps them.
+    r.status = StatusCode::OK;
+    *b.reply.lock().expect("lock") = r;
+    let res = http.get("/plain/x").await;
+    assert_eq!(res.headers["etag"], "\"v1\"");
+}

@@ -5,7 +5,7 @@ use super::config::{DEFAULT_MAX_JSON_BYTES, JsonTransformConfig};
 use crate::Body;
 use crate::bff::Filters;
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderName, HeaderValue};
 use http::{HeaderMap, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -13,6 +13,11 @@ use msp_core::BoxError;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+const CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
+const DIGEST: HeaderName = HeaderName::from_static("digest");
+const CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
+const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 
 /// A route's JSON field edits, ready to apply.
 #[derive(Debug)]
@@ -40,7 +45,14 @@ impl JsonRules {
         head: bool,
         res: Response<Body>,
     ) -> Response<Body> {
-        if head || !eligible(&res) {
+        if !eligible(&res) {
+            return res;
+        }
+        if head {
+            // The upstream's length is the untransformed body's; a HEAD
+            // answer may omit it, and must not state a wrong one.
+            let mut res = res;
+            res.headers_mut().remove(CONTENT_LENGTH);
             return res;
         }
         let declared = res
@@ -100,6 +112,11 @@ impl JsonRules {
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+        // Validators and digests of the upstream's bytes no longer hold
+        // (as nginx clears them when a filter changes a body).
+        for stale in [ETAG, CONTENT_MD5, DIGEST, CONTENT_DIGEST, REPR_DIGEST] {
+            parts.headers.remove(stale);
+        }
         Response::from_parts(parts, Body::full(out))
     }
 }
@@ -118,13 +135,14 @@ fn passed(route: &str, reason: &'static str) {
     .increment(1);
 }
 
-/// A 2xx with a body, `application/json` or `application/*+json`, no
-/// content coding.
+/// A 2xx with a whole body (not 204, 205 or a 206 range),
+/// `application/json` or `application/*+json`, no content coding.
 fn eligible(res: &Response<Body>) -> bool {
     let s = res.status();
     s.is_success()
         && s != http::StatusCode::NO_CONTENT
         && s != http::StatusCode::RESET_CONTENT
+        && s != http::StatusCode::PARTIAL_CONTENT
         && is_json(res.headers())
         && res
             .headers()

@@ -28,7 +28,10 @@
 //! - **`response_json`** ([`JsonTransformConfig`]) rewrites `2xx`
 //!   `application/json` / `application/*+json` bodies without a content
 //!   coding: allow → deny → rename on dotted paths, arrays element-wise,
-//!   then `Content-Length` is set to the new length. Only such a route's
+//!   then `Content-Length` is set to the new length and the upstream's
+//!   `ETag` and digests (`Content-MD5`, `Digest`, `Content-Digest`,
+//!   `Repr-Digest`) are dropped; `206` ranges are left alone and `HEAD`
+//!   answers lose their (untransformed) `Content-Length`. Only such a route's
 //!   bodies are buffered, up to `max_bytes` (default
 //!   [`DEFAULT_MAX_JSON_BYTES`]); larger, trailer-carrying, invalid or
 //!   scalar JSON bodies pass through unchanged, counted in

@@ -576,3 +576,42 @@ async fn rewritten_bodies_drop_stale_validators_and_head_states_no_stale_length(
     let res = http.get("/plain/x").await;
     assert_eq!(res.headers["etag"], "\"v1\"");
 }
+
+#[tokio::test]
+async fn transforms_built_in_code_are_checked_and_applied() {
+    use msp_gateway::config::{RouteConfig, ServiceConfig};
+    use msp_gateway::transform::{HeaderTransformConfig, JsonTransformConfig};
+    let refused = GatewayConfig::builder()
+        .route(
+            RouteConfig::new("/a/*")
+                .service("backend")
+                .request_headers(HeaderTransformConfig::new().set("x-auth-provider", "me")),
+        )
+        .service(
+            "backend",
+            ServiceConfig::new(["127.0.0.1:1".parse().expect("addr")]),
+        )
+        .build()
+        .expect_err("an identity header");
+    let p = &refused.problems()[0];
+    assert_eq!(p.field(), "request_headers.set.x-auth-provider");
+    assert!(p.message().contains("identity"), "{}", p.message());
+
+    let b = backend().await;
+    let config = GatewayConfig::builder()
+        .route(
+            RouteConfig::new("/*")
+                .service("backend")
+                .request_headers(HeaderTransformConfig::new().add("x-tenant", "code"))
+                .response_json(JsonTransformConfig::new().allow(["x-tenant"])),
+        )
+        .service("backend", ServiceConfig::new([b.addr]))
+        .build()
+        .expect("valid");
+    let gw = msp_gateway::Gateway::from_config(config)
+        .await
+        .expect("builds");
+    let (_gw, addr) = common_gw::serve(gw).await;
+    let res = Http::new(addr).get("/echo").await;
+    assert_eq!(json_of(&res.body), json!({"x-tenant": ["code"]}));
+}

@@ -22,7 +22,8 @@
 //! - `tls` (feature `tls`): mutual TLS with SPIFFE workload identities —
 //!   `MtlsListener`, `MtlsConnector`, `WorkloadIdentity` with rotation, the
 //!   development CA.
-//! - `authz` (feature `tls`): authorization policies as a tower layer.
+//! - `authz` (feature `authz`, included in `tls`): authorization policies
+//!   as a tower layer.
 //! - [`time`]: the timeout marker [`Elapsed`], the request [`time::Deadline`]
 //!   and [`time::ceil_secs`].
 //! - [`observe`]: RED metrics and W3C trace-context layers.
@@ -36,13 +37,14 @@
 //! - `otel`: `observe::otel`, exporting msp's spans with the OpenTelemetry
 //!   SDK over OTLP/HTTP, with the trace and span ids msp propagates in
 //!   `traceparent`.
-//! - `tls`: service-to-service security — [`tls`] (SPIFFE workload
+//! - `tls`: service-to-service security — `tls` (SPIFFE workload
 //!   identities from X.509 SVIDs, an mTLS listener for `axum::serve` and
 //!   hyper in strict or permissive mode, a hyper-util connector that checks
 //!   the server's identity, certificate rotation, a development CA) and
-//!   [`authz`] (Istio-style ALLOW/DENY/AUDIT authorization policies over
+//!   `authz` (Istio-style ALLOW/DENY/AUDIT authorization policies over
 //!   peer identities, addresses and requests, hot-reloadable through a
 //!   `PolicyHandle`).
+//! - `authz`: the authorization policies alone, without the TLS stack.
 //! - `testing`: internal, for msp's own test suites (hidden, no stability
 //!   promise).
 //!
@@ -72,7 +74,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "tls")]
+#[cfg(feature = "authz")]
 pub mod authz;
 pub mod backoff;
 pub mod classify;

@@ -11,7 +11,7 @@ pub(super) type PeerIp = fn(&http::Extensions) -> Option<IpAddr>;
 /// The default [`PeerIp`]: a `SocketAddr` extension (the convention of
 /// msp's own servers: msp-gateway, msp-resilience's `PeerAddr`), else
 /// axum's `ConnectInfo<SocketAddr>` (inserted by
-/// [`tls::with_peer_identity`](crate::tls::with_peer_identity) and by
+/// `msp_core::tls::with_peer_identity` (feature `tls`) and by
 /// axum's `into_make_service_with_connect_info::<SocketAddr>()`).
 pub(super) fn connection_peer(ext: &http::Extensions) -> Option<IpAddr> {
     if let Some(addr) = ext.get::<SocketAddr>() {
@@ -27,7 +27,7 @@ pub(super) fn connection_peer(ext: &http::Extensions) -> Option<IpAddr> {
 /// The peer's address (for `ip_blocks`) is read by default from a
 /// `SocketAddr` request extension (msp's servers insert one) or axum's
 /// `ConnectInfo<SocketAddr>` (msp's mTLS listener through
-/// [`tls::with_peer_identity`](crate::tls::with_peer_identity), and
+/// `msp_core::tls::with_peer_identity` (feature `tls`), and
 /// `axum::serve` with `into_make_service_with_connect_info::<SocketAddr>()`).
 /// Any other connection type is read with
 /// [`peer_ip`](AuthorizationLayer::peer_ip):

@@ -23,7 +23,7 @@
 //! msp's mTLS listener puts in the request extensions (none: an
 //! unauthenticated peer); its address is a `SocketAddr` extension or axum's
 //! `ConnectInfo<SocketAddr>` (both of which that listener's
-//! [`with_peer_identity`](crate::tls::with_peer_identity) provides), or
+//! `msp_core::tls::with_peer_identity` (feature `tls`) provides), or
 //! what [`AuthorizationLayer::peer_ip`] reads.
 //!
 //! Before any policy is evaluated, a request whose path normalisation

@@ -76,6 +76,7 @@ pub(crate) use self::aggregate::{
 use self::lines::{Node, PathPart, Step};
 use crate::bff::AggregateConfig;
 use ipnet::IpNet;
+use msp_core::authz::AuthorizationPolicies;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -92,7 +93,9 @@ use std::path::Path;
 /// `trusted_proxies` (CIDRs whose `X-Forwarded-For`/`Forwarded` are
 /// believed), `limits` ([`LimitsConfig`]), `auth` ([`AuthConfig`]),
 /// `rate_limit_store` ([`RateLimitStoreConfig`], `local` by default),
-/// `aggregates` (BFF endpoints, [`AggregateConfig`]: see [`crate::bff`]).
+/// `aggregates` (BFF endpoints, [`AggregateConfig`]: see [`crate::bff`]),
+/// `authorization` (policies over every request after auth:
+/// [`GatewayConfig::authorization`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "GatewayConfigBuilder", into = "GatewayConfigBuilder")]
 pub struct GatewayConfig {
@@ -210,6 +213,17 @@ impl GatewayConfig {
         &self.b.aggregates
     }
 
+    /// The `authorization:` policies (msp-core's Istio-style
+    /// [`AuthorizationPolicies`]), evaluated for every request after auth,
+    /// on the request as it goes upstream: its identity headers
+    /// (`x-consumer`, `x-jwt-sub`, `x-jwt-claim-*`) come from the verified
+    /// credentials only, so `when: [{header: x-jwt-claim-role, values: [admin]}]`
+    /// is a condition on a verified JWT claim. The client address in
+    /// `ip_blocks` is the one derived through `trusted_proxies`.
+    pub fn authorization(&self) -> Option<&AuthorizationPolicies> {
+        self.b.authorization.as_ref()
+    }
+
     /// This config with one route per aggregate after the routes: what the
     /// gateway's route table is built from.
     pub(crate) fn with_aggregate_routes(&self) -> GatewayConfig {
@@ -269,6 +283,8 @@ pub struct GatewayConfigBuilder {
     rate_limit_store: RateLimitStoreConfig,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     aggregates: Vec<AggregateConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization: Option<AuthorizationPolicies>,
 }
 
 impl Default for GatewayConfigBuilder {
@@ -284,6 +300,7 @@ impl Default for GatewayConfigBuilder {
             auth: AuthConfig::default(),
             rate_limit_store: RateLimitStoreConfig::default(),
             aggregates: Vec::new(),
+            authorization: None,
         }
     }
 }
@@ -346,6 +363,12 @@ impl GatewayConfigBuilder {
     /// Keeps rate-limit counts in `store` (default: in this process).
     pub fn rate_limit_store(mut self, store: RateLimitStoreConfig) -> Self {
         self.rate_limit_store = store;
+        self
+    }
+
+    /// Sets the [`authorization`](GatewayConfig::authorization) policies.
+    pub fn authorization(mut self, policies: AuthorizationPolicies) -> Self {
+        self.authorization = Some(policies);
         self
     }
 

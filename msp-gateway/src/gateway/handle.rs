@@ -13,6 +13,7 @@ use crate::route::RouteMatch;
 use crate::upstream::UpstreamInstance;
 use http::header::{ALLOW, HOST};
 use http::{Request, Response, StatusCode};
+use msp_core::authz::{AuthorizationPolicies, PermissionDenied};
 use msp_core::http::{Problem, ToProblem, header::REQUEST_ID, problem_for};
 use msp_core::observe::TraceContext;
 use std::net::SocketAddr;
@@ -39,6 +40,25 @@ fn peer_of<B>(req: &Request<B>) -> SocketAddr {
 
 fn problem(p: Problem) -> Response<Body> {
     p.into_full_response().map(Body::new)
+}
+
+/// The answer when `policies` refuse `req` (403 problem+json, or
+/// PERMISSION_DENIED for gRPC; 400 for an ambiguous path or host), `None`
+/// when they allow it.
+fn authorization_denial(
+    policies: &AuthorizationPolicies,
+    req: &Request<()>,
+    client_ip: std::net::IpAddr,
+) -> Option<Response<Body>> {
+    let decision = policies.decide(req, Some(client_ip));
+    if decision.is_allowed() {
+        return None;
+    }
+    let res = match decision.malformed() {
+        Some(malformed) => malformed.problem_response::<Body>(),
+        None => PermissionDenied::new().response_for::<Body>(req.headers()),
+    };
+    Some(res.map(Body::new))
 }
 
 /// Answers without an upstream: logs and counts it too.
@@ -231,6 +251,16 @@ pub(crate) async fn handle(
     route.identity.strip(&mut parts.headers);
     if let Some(identity) = &consumer {
         route.identity.set(&mut parts.headers, identity);
+    }
+    // Authorization policies, on the request as it goes upstream: its
+    // identity headers are the verified ones set just above.
+    if let Some(policies) = snap.config.authorization() {
+        let probe = Request::from_parts(parts, ());
+        let denied = authorization_denial(policies, &probe, client_ip);
+        parts = probe.into_parts().0;
+        if let Some(res) = denied {
+            return finish(exchange, res);
+        }
     }
     parts.uri = match http::Uri::builder().path_and_query(pq).build() {
         Ok(uri) => uri,

@@ -579,6 +579,11 @@ auth:
     );
     let a = http.get("/api/products/3").await;
     assert_eq!(a.status, 200, "auth_required: false stays open");
+    // cache_ttl: 300 on the seed's products route: the second read is a hit.
+    assert_eq!(a.headers["x-cache"], "MISS");
+    let again = http.get("/api/products/3").await;
+    assert_eq!(again.headers["x-cache"], "HIT");
+    assert_eq!(products.hits(), 1);
     assert_eq!(orders.hits(), 1);
     assert_eq!(users.hits(), 1);
 }

@@ -392,3 +392,82 @@ async fn only_order_service_may_write_to_payment_service_over_mtls() {
 
     system.stop().await.expect("system stops");
 }
+
+/// The order page BFF (`aggregates:` in gateway.yaml): one request, three
+/// services, shaped per client type — web JSON, compact mobile JSON, CBOR
+/// for IoT — and a partial answer when the optional stock lookup fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_page_bff_composes_three_services_per_client_type() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut system = start(&dir).await;
+    let gw = Http::new(system.gateway_url());
+    let (status, placed) = gw
+        .post(
+            "/api/orders",
+            Some("demo-key"),
+            json!({"sku": "book-42", "quantity": 1, "address": "1 Main St"}),
+        )
+        .await
+        .expect("order placed");
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let id = placed["id"].as_str().expect("an id").to_owned();
+    let (_, done) = gw
+        .get(&format!("/api/orders/{id}?wait_ms=10000"), Some("demo-key"))
+        .await
+        .expect("order read");
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let page = format!("/bff/orders/{id}");
+    assert_eq!(gw.get(&page, None).await.expect("answer").0, 401);
+    let (status, web) = gw.get(&page, Some("demo-key")).await.expect("web page");
+    assert_eq!(status, StatusCode::OK, "{web}");
+    assert_eq!(web["id"], id.as_str());
+    assert_eq!(web["product"]["name"], "The Hitchhiker's Guide");
+    assert!(web["stock"]["available"].is_number(), "{web}");
+    assert!(web["history"].is_array(), "web gets the step log: {web}");
+
+    let mobile = raw(&system, &page, &[("x-client-type", "mobile")]).await;
+    let mobile: Value = serde_json::from_slice(&mobile.1).expect("mobile JSON");
+    assert!(mobile.get("history").is_none(), "{mobile}");
+    assert!(mobile["product"].get("description").is_none(), "{mobile}");
+    assert_eq!(mobile["product"]["name"], "The Hitchhiker's Guide");
+
+    let (headers, body) = raw(&system, &page, &[("accept", "application/cbor")]).await;
+    assert_eq!(headers["content-type"], "application/cbor");
+    let iot: Value = ciborium::from_reader(body.as_slice()).expect("CBOR");
+    assert_eq!(iot, json!({"id": id, "status": "completed"}));
+
+    // inventory-service gone: the page still comes, marked partial.
+    system
+        .stop_service("inventory-service")
+        .await
+        .expect("inventory stops");
+    let (headers, body) = raw(&system, &page, &[]).await;
+    assert_eq!(headers["x-partial"], "true");
+    let partial: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(partial["_partial"]["failed"], json!(["stock"]), "{partial}");
+    assert_eq!(partial["status"], "completed");
+    system.stop().await.expect("system stops");
+}
+
+/// A GET through the gateway with the demo key and `headers`: the answer's
+/// headers and raw body.
+async fn raw(system: &System, path: &str, headers: &[(&str, &str)]) -> (http::HeaderMap, Vec<u8>) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let mut req = http::Request::get(format!("{}{path}", system.gateway_url()))
+        .header("x-api-key", "demo-key");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Empty::new()).expect("request"))
+        .await
+        .expect("gateway answers");
+    assert_eq!(res.status(), StatusCode::OK);
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes().to_vec();
+    (parts.headers, body)
+}

@@ -110,7 +110,31 @@ pub(crate) struct RouteStore {
     flights: Mutex<HashMap<Key, watch::Sender<()>>>,
 }
 
+/// What an existing store is to a request of a given config version.
+enum Reuse {
+    /// Serve the request from it.
+    Serve(Arc<RouteStore>),
+    /// The request is of an older config: no cache for it.
+    Bypass,
+    /// The route changed: a new, empty store replaces it.
+    Replace,
+}
+
 impl RouteStore {
+    /// Whether this store serves a request of config `version` whose route
+    /// is `config` (a newer config with the same route settings keeps it).
+    fn reuse(self: &Arc<Self>, config: &RouteConfig, version: u64) -> Reuse {
+        match self.fits(version) {
+            Fit::Yes => Reuse::Serve(self.clone()),
+            Fit::Older => Reuse::Bypass,
+            Fit::Newer if self.config == *config => {
+                self.seen.fetch_max(version, Ordering::AcqRel);
+                Reuse::Serve(self.clone())
+            }
+            Fit::Newer => Reuse::Replace,
+        }
+    }
+
     pub(crate) fn new(config: &RouteConfig, version: u64, max_bytes: u64) -> Self {
         let entries = moka::future::Cache::builder()
             .max_capacity(max_bytes)
@@ -223,33 +247,24 @@ impl Stores {
         version: u64,
         max_bytes: u64,
     ) -> Option<Arc<RouteStore>> {
-        if let Some(store) = self
+        // Checked under the read lock first, then again under the write
+        // lock before a new store replaces the old one.
+        let found = self
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
-        {
-            match store.fits(version) {
-                Fit::Yes => return Some(store.clone()),
-                Fit::Older => return None,
-                Fit::Newer if store.config == *config => {
-                    store.seen.fetch_max(version, Ordering::AcqRel);
-                    return Some(store.clone());
-                }
-                Fit::Newer => {}
-            }
+            .map(|store| store.reuse(config, version));
+        match found {
+            Some(Reuse::Serve(store)) => return Some(store),
+            Some(Reuse::Bypass) => return None,
+            Some(Reuse::Replace) | None => {}
         }
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(store) = routes.get(id) {
-            match store.fits(version) {
-                Fit::Yes => return Some(store.clone()),
-                Fit::Older => return None,
-                Fit::Newer if store.config == *config => {
-                    store.seen.fetch_max(version, Ordering::AcqRel);
-                    return Some(store.clone());
-                }
-                Fit::Newer => {}
-            }
+        match routes.get(id).map(|store| store.reuse(config, version)) {
+            Some(Reuse::Serve(store)) => return Some(store),
+            Some(Reuse::Bypass) => return None,
+            Some(Reuse::Replace) | None => {}
         }
         let store = Arc::new(RouteStore::new(config, version, max_bytes));
         routes.insert(id.clone(), store.clone());

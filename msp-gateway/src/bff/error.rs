@@ -1,7 +1,7 @@
 //! Why an aggregate could not be built, why a backend call failed, and
 //! what the client is told (problem+json through `msp_core::http`).
 
-use super::config::AggregateProblem;
+use super::validate::AggregateProblem;
 use crate::proxy::ProxyError;
 use http::StatusCode;
 use msp_core::BoxError;

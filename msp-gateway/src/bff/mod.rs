@@ -164,13 +164,15 @@ mod metrics;
 mod service;
 mod shape;
 mod template;
+mod validate;
 
 pub use self::config::{
-    AggregateConfig, AggregateProblem, BackendConfig, ClientProfile, Format, PARTIAL_KEY,
-    PartialMarker, ThumbnailRule,
+    AggregateConfig, BackendConfig, ClientProfile, Format, PARTIAL_KEY, PartialMarker,
+    ThumbnailRule,
 };
 pub use self::error::AggregateError;
 pub use self::service::{Aggregate, AggregateBuilder, ResponseFuture};
+pub use self::validate::AggregateProblem;
 
 pub(crate) use self::exec::Filters;
 pub(crate) use self::json::FieldPath;

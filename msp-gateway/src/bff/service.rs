@@ -447,7 +447,7 @@ impl AggregateBuilder {
         let config = self.config;
         let mut problems = config.validate();
         if config.auth_required || !config.auth.is_empty() {
-            problems.push(super::config::AggregateProblem::new(
+            problems.push(super::validate::AggregateProblem::new(
                 "auth_required".into(),
                 "authentication is the gateway's (`aggregates:`); in your own service put an auth layer in front".into(),
             ));
@@ -460,7 +460,7 @@ impl AggregateBuilder {
             return Err(invalid(problems));
         }
         let one = |field: &str, msg: String| {
-            invalid(vec![super::config::AggregateProblem::new(
+            invalid(vec![super::validate::AggregateProblem::new(
                 field.into(),
                 msg,
             )])

@@ -6,7 +6,9 @@
 //!   (≈ the sum);
 //! - `bff_overhead`: the aggregation layer's own cost per request — three
 //!   instant in-process backends (no network) through an aggregate, with
-//!   and without per-client shaping, against the three calls made by hand.
+//!   and without per-client shaping, against the three calls made by hand;
+//!   then the same merged page encoded for IoT clients as CBOR, MessagePack
+//!   and protobuf (`bench.v1.UserPage` of tests/data/user_page.proto).
 //!
 //! ```text
 //! cargo bench -p msp-gateway --bench bff
@@ -18,7 +20,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use msp_gateway::Body;
-use msp_gateway::bff::{Aggregate, BackendConfig, ClientProfile, ThumbnailRule};
+use msp_gateway::bff::{
+    Aggregate, BackendConfig, ClientProfile, Format, ProtobufSchema, ThumbnailRule,
+};
 use msp_gateway::proxy::ProxyClient;
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -85,6 +89,13 @@ fn request(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).expect("request")
 }
 
+fn accepting(accept: &'static str) -> Request<Body> {
+    let mut req = request("/users/7");
+    req.headers_mut()
+        .insert("accept", http::HeaderValue::from_static(accept));
+    req
+}
+
 async fn read(res: Response<Body>) -> bytes::Bytes {
     res.into_body().collect().await.expect("body").to_bytes()
 }
@@ -149,7 +160,7 @@ fn overhead(c: &mut Criterion) {
         };
         Ok::<_, Infallible>(instant(path))
     });
-    let build = |shaped: bool| {
+    let build = |shaped: bool, protobuf: bool| {
         let mut b = Aggregate::builder("bench")
             .path("/users/{id}")
             .backend(
@@ -160,6 +171,15 @@ fn overhead(c: &mut Criterion) {
             .backend(BackendConfig::new("orders", "http://orders/orders").group("orders"))
             .backend(BackendConfig::new("reviews", "http://reviews/reviews").group("reviews"))
             .client(backend);
+        if protobuf {
+            let descriptor_set = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/user_page.binpb");
+            b = b.profile(
+                "iot",
+                ClientProfile::new()
+                    .format(Format::Protobuf)
+                    .protobuf(ProtobufSchema::new(descriptor_set, "bench.v1.UserPage")),
+            );
+        }
         if shaped {
             b = b.profile(
                 "mobile",
@@ -171,8 +191,10 @@ fn overhead(c: &mut Criterion) {
         }
         b.build().expect("aggregate")
     };
-    let plain = build(false);
-    let shaped = build(true);
+    let plain = build(false, false);
+    let shaped = build(true, false);
+    // The IoT encodings on one aggregate: the same merged page each time.
+    let binary = build(false, true);
     let mut group = c.benchmark_group("bff_overhead");
     group.bench_function("three_calls_by_hand", |b| {
         b.iter(|| {
@@ -211,17 +233,31 @@ fn overhead(c: &mut Criterion) {
             })
         })
     });
-    group.bench_function("aggregate_iot_cbor", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut req = request("/users/7");
-                req.headers_mut()
-                    .insert("accept", http::HeaderValue::from_static("application/cbor"));
-                let res = plain.clone().oneshot(req).await.expect("infallible");
-                black_box(read(res).await)
+    for (name, accept) in [
+        ("aggregate_iot_cbor", "application/cbor"),
+        ("aggregate_iot_msgpack", "application/msgpack"),
+        ("aggregate_iot_protobuf", "application/protobuf"),
+    ] {
+        // Checked once: the format asked for is the one sent.
+        let res = rt
+            .block_on(binary.clone().oneshot(accepting(accept)))
+            .expect("infallible");
+        assert_eq!(res.status(), 200, "{name}");
+        let sent = res.headers()["content-type"].to_str().expect("ascii");
+        assert!(sent.starts_with(accept), "{name}: {sent}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let res = binary
+                        .clone()
+                        .oneshot(accepting(accept))
+                        .await
+                        .expect("infallible");
+                    black_box(read(res).await)
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
 }
 

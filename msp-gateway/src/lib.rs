@@ -17,7 +17,7 @@
 //! | [`transform`] | per-route request/response header add/set/remove/rename and JSON response field allow/deny/rename (dotted paths, arrays element-wise; only configured routes buffer, up to 1 MiB) |
 //! | [`upstream`] | per service: registry view, balancer (p2c peak-EWMA by default), health checks, outlier ejection and **one circuit breaker per upstream service** |
 //! | [`gateway`] | the [`Gateway`] service: an `ArcSwap`'d snapshot of the table and per-route stacks, reload and file hot reload, serving (HTTP/1.1 + h2c) |
-//! | [`bff`] | backends for frontends: [`Aggregate`](bff::Aggregate) endpoints fanning out to several backends (timeouts, `required`, partial markers, sequential steps, collections), per-client shaping (web, mobile, MessagePack/CBOR for IoT, `?fields=`), in the gateway (`aggregates:`) or your own axum service |
+//! | [`bff`] | backends for frontends: [`Aggregate`](bff::Aggregate) endpoints fanning out to several backends (timeouts, `required`, partial markers, sequential steps, collections), per-client shaping (web, mobile, MessagePack/CBOR/protobuf for IoT, `?fields=`), in the gateway (`aggregates:`) or your own axum service |
 //! | [`admin`] | the admin listener: routes, upstreams, breakers, limiters, config version and last reload error, Prometheus `/metrics` |
 //!
 //! # Where it sits

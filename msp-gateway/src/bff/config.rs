@@ -5,6 +5,7 @@ use super::template::{Source, Template};
 use http::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The root key of the partial marker in a response body.
@@ -123,8 +124,44 @@ pub struct ClientProfile {
     /// The encoding when `Accept` leaves the choice (default JSON); a
     /// binary format here also selects this profile for a request whose
     /// `Accept` asks for it and which names no client type.
+    /// [`Format::Protobuf`] needs a [`protobuf`](Self::protobuf) schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
+    /// The protobuf message this client type gets when it is sent
+    /// protobuf (its `format`, or an `Accept` asking for it); without one
+    /// the profile cannot send protobuf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protobuf: Option<ProtobufSchema>,
+}
+
+/// Where a profile's protobuf message is described: a compiled
+/// `FileDescriptorSet` (what Envoy's gRPC-JSON transcoder takes) and the
+/// message's full name.
+///
+/// Make the file with `protoc --include_imports
+/// --descriptor_set_out=order.binpb order.proto`. It is read and checked
+/// when the aggregate is built (and by [`AggregateConfig::validate`]),
+/// never per request: a changed file takes effect on the next build or
+/// gateway reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProtobufSchema {
+    /// The descriptor set file; a relative path is relative to the
+    /// process's working directory (like `jwks.file`).
+    pub descriptor_set: PathBuf,
+    /// The message's fully-qualified name (`shop.v1.OrderView`).
+    pub message: String,
+}
+
+impl ProtobufSchema {
+    /// Message `message` (fully qualified) of the descriptor set at `descriptor_set`.
+    pub fn new(descriptor_set: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        ProtobufSchema {
+            descriptor_set: descriptor_set.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Rewrites string fields: the first `from` becomes `to`.
@@ -151,15 +188,23 @@ pub enum Format {
     Msgpack,
     /// `application/cbor`.
     Cbor,
+    /// `application/protobuf; proto=<message>`: the profile's
+    /// [`ProtobufSchema`] message, from the response's proto3 JSON mapping
+    /// (fields the message lacks are left out). Asked for with an
+    /// `Accept` of `application/protobuf`, `application/x-protobuf` or
+    /// `application/vnd.google.protobuf`.
+    Protobuf,
 }
 
 impl Format {
-    /// The media type sent in `Content-Type`.
+    /// The media type sent in `Content-Type` (for protobuf without its
+    /// `proto` parameter, which names the profile's message).
     pub fn media_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",
             Format::Msgpack => "application/msgpack",
             Format::Cbor => "application/cbor",
+            Format::Protobuf => "application/protobuf",
         }
     }
 }
@@ -359,6 +404,14 @@ impl ClientProfile {
     #[must_use]
     pub fn format(mut self, format: Format) -> Self {
         self.format = Some(format);
+        self
+    }
+
+    /// The protobuf message this client type can be sent; with
+    /// `.format(Format::Protobuf)` it is its default encoding.
+    #[must_use]
+    pub fn protobuf(mut self, schema: ProtobufSchema) -> Self {
+        self.protobuf = Some(schema);
         self
     }
 }

@@ -33,6 +33,39 @@ pub enum AggregateError {
     },
 }
 
+/// Why a shaped response could not be encoded for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EncodeError {
+    /// The response does not fit the profile's protobuf message (a field
+    /// of the wrong type): the backends' data broke the contract the
+    /// schema states, so `502`, like a backend body that is not JSON.
+    #[error("the response does not fit protobuf message {message}: {reason}")]
+    Schema { message: String, reason: String },
+    /// The serializer failed (not expected for JSON values): `500`.
+    #[error("the response could not be encoded: {0}")]
+    Serialize(String),
+}
+
+impl EncodeError {
+    /// The problem sent to the client.
+    pub(crate) fn problem(&self, aggregate: &str) -> Problem {
+        match self {
+            EncodeError::Schema { message, reason } => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "response_schema_mismatch",
+                format!(
+                    "the response of {aggregate:?} does not fit protobuf message {message}: {reason}"
+                ),
+            ),
+            EncodeError::Serialize(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the response could not be encoded",
+            ),
+        }
+    }
+}
+
 /// Why one backend call failed: the reason in `_partial` and, for a
 /// required backend, the endpoint's status.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! | `msp_bff_partial_responses_total` | `aggregate` | responses missing an optional backend |
 //! | `msp_bff_backend_duration_seconds` | `aggregate`, `backend` | histogram, per backend step (a collection's calls together) |
 //! | `msp_bff_backend_failures_total` | `aggregate`, `backend`, `reason` | `timeout`, `unavailable`, `error`, `status`, `bad_body`, `missing_value`, `bad_value`, `dependency_failed` |
+//! | `msp_bff_encode_failures_total` | `aggregate`, `format` (a media type) | responses that could not be encoded (a value not fitting the protobuf message) |
 
 use std::sync::Once;
 use std::time::Duration;
@@ -32,6 +33,10 @@ pub(crate) fn describe() {
         metrics::describe_counter!(
             "msp_bff_backend_failures_total",
             "failed backend steps of aggregates"
+        );
+        metrics::describe_counter!(
+            "msp_bff_encode_failures_total",
+            "aggregate responses that could not be encoded for the client"
         );
     });
 }
@@ -70,4 +75,13 @@ pub(crate) fn backend(
         )
         .increment(1);
     }
+}
+
+pub(crate) fn encode_failure(aggregate: &str, format: &'static str) {
+    metrics::counter!(
+        "msp_bff_encode_failures_total",
+        "aggregate" => aggregate.to_owned(),
+        "format" => format
+    )
+    .increment(1);
 }

@@ -33,14 +33,16 @@
 //!   cancels them all.
 //! - **Per-client shaping**: the client type is fixed by the route
 //!   ([`AggregateConfig::client`]), named in a header (`X-Client-Type`),
-//!   or negotiated (an `Accept` of MessagePack or CBOR picks the profile
-//!   whose `format` it is); a [`ClientProfile`] filters fields, drops
-//!   nulls, sets pagination defaults (`query_defaults`) and rewrites image
-//!   URLs to thumbnails. The encoding follows `Accept`: JSON,
-//!   `application/msgpack` or `application/cbor`. `?fields=a,b.c` projects
-//!   the result (`_partial` is always kept). Responses carry
-//!   `Vary: accept, x-client-type`; [`Aggregate::cache_key`] gives a key
-//!   per client type and format. Protobuf is not supported yet.
+//!   or negotiated (an `Accept` of MessagePack, CBOR or protobuf picks
+//!   the profile whose `format` it is); a [`ClientProfile`] filters
+//!   fields, drops nulls, sets pagination defaults (`query_defaults`) and
+//!   rewrites image URLs to thumbnails. The encoding follows `Accept`:
+//!   JSON, `application/msgpack`, `application/cbor`, or protobuf for a
+//!   profile with a [`ProtobufSchema`] (see [below](#protobuf)); `406`
+//!   when the client type's profile sends none of the types accepted.
+//!   `?fields=a,b.c` projects the result (`_partial` is always kept).
+//!   Responses carry `Vary: accept, x-client-type`;
+//!   [`Aggregate::cache_key`] gives a key per client type and format.
 //! - **Metrics**: per aggregate and per backend — see the table below.
 //!
 //! Backends are called through any tower `Service<http::Request<Body>>`:
@@ -67,6 +69,7 @@
 //! | `msp_bff_partial_responses_total` | `aggregate` |
 //! | `msp_bff_backend_duration_seconds` | `aggregate`, `backend` |
 //! | `msp_bff_backend_failures_total` | `aggregate`, `backend`, `reason` |
+//! | `msp_bff_encode_failures_total` | `aggregate`, `format` |
 //!
 //! # Example
 //!
@@ -151,6 +154,101 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Protobuf
+//!
+//! A profile with a [`ProtobufSchema`] — a compiled `FileDescriptorSet`
+//! (`protoc --include_imports --descriptor_set_out=order_view.binpb
+//! order_view.proto`, the file Envoy's gRPC-JSON transcoder takes) and a
+//! message name — can send protobuf; `format: protobuf` makes it the
+//! profile's default and lets a request naming no client type pick the
+//! profile with an `Accept` of `application/protobuf`,
+//! `application/x-protobuf` or `application/vnd.google.protobuf`.
+//!
+//! - The shaped JSON (after `allow`, `deny`, `omit_nulls`, `?fields=`)
+//!   becomes the message by the proto3 JSON mapping (prost-reflect):
+//!   keys are field names or JSON names, 64-bit integers numbers or
+//!   strings, enums names or numbers, `null` the default value. Keys the
+//!   message does not declare are **left out**, as by a proto3 JSON
+//!   parser with `ignore_unknown_fields` (backends may add fields without
+//!   breaking devices); so `_partial` is sent only if the message has a
+//!   field with JSON name `_partial` (`Partial partial = 7 [json_name =
+//!   "_partial"];`) — the `X-Partial` header is always there.
+//! - `Content-Type: application/protobuf; proto=shop.v1.OrderView` (the
+//!   IETF `application/protobuf` draft's form, naming the message).
+//! - A value that does not fit its field (an object where an `int64` is
+//!   declared) is a **`502` problem+json**, code
+//!   `response_schema_mismatch`, with the message and the reason: the
+//!   backends' data broke the contract the schema states, as a backend
+//!   body that is not JSON is a `502`. It is logged (`warn`) and counted
+//!   in `msp_bff_encode_failures_total`; nothing half-encoded is sent.
+//! - The descriptor set is read when the aggregate is built (and by
+//!   [`AggregateConfig::validate`], which the gateway runs when it loads
+//!   its config), never per request; clones share the loaded message.
+//!   Load errors name the client and field: the file unreadable
+//!   (`clients.iot.protobuf.descriptor_set`), not a descriptor set (a
+//!   `.proto` source is refused: compile it with `protoc`), the message
+//!   missing (`clients.iot.protobuf.message`, listing those there), an
+//!   `allow` path the message lacks (`clients.iot.allow[1]`). In the
+//!   gateway a reload whose descriptor set is broken is refused and the
+//!   last good configuration, with its loaded message, stays.
+//!
+//! ```
+//! use http_body_util::BodyExt;
+//! use msp_gateway::bff::{Aggregate, BackendConfig, ClientProfile, Format, ProtobufSchema};
+//! use prost_reflect::{DescriptorPool, DynamicMessage};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), msp_core::BoxError> {
+//! // A descriptor set made by `protoc` from tests/data/order_view.proto.
+//! let descriptor_set = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/order_view.binpb");
+//! let order = tower::service_fn(|_req: http::Request<msp_gateway::Body>| async {
+//!     let body = r#"{"id": 7, "status": "shipped", "internal_note": "fragile"}"#;
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(msp_gateway::Body::full(body)))
+//! });
+//! let order_page = Aggregate::builder("order-page")
+//!     .path("/orders/{id}")
+//!     .backend(BackendConfig::new("order", "http://order-service/orders/{id}").required())
+//!     .profile(
+//!         "iot",
+//!         ClientProfile::new()
+//!             .format(Format::Protobuf)
+//!             .protobuf(ProtobufSchema::new(descriptor_set, "shop.v1.OrderView")),
+//!     )
+//!     .client(order)
+//!     .build()?;
+//!
+//! let req = http::Request::get("/orders/7")
+//!     .header("accept", "application/x-protobuf")
+//!     .body(msp_gateway::Body::empty())?;
+//! let res = order_page.oneshot(req).await?;
+//! assert_eq!(res.headers()["content-type"], "application/protobuf; proto=shop.v1.OrderView");
+//! let body = res.into_body().collect().await?.to_bytes();
+//!
+//! // The device decodes it with its generated code; here, by reflection.
+//! let pool = DescriptorPool::decode(std::fs::read(descriptor_set)?.as_slice())?;
+//! let view = pool.get_message_by_name("shop.v1.OrderView").expect("in the set");
+//! let msg = DynamicMessage::decode(view, body)?;
+//! assert_eq!(msg.get_field_by_name("id").and_then(|v| v.as_i64()), Some(7));
+//! assert_eq!(msg.get_field_by_name("status").and_then(|v| v.as_str().map(String::from)).as_deref(), Some("shipped"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same profile in YAML:
+//!
+//! ```yaml
+//! clients:
+//!   iot:
+//!     allow: [id, status, items]
+//!     format: protobuf
+//!     protobuf: { descriptor_set: schemas/order_view.binpb, message: shop.v1.OrderView }
+//! ```
+//!
+//! Only descriptor sets are read, not `.proto` sources: compiling them
+//! in the gateway (protox) would add a parser and ~25 crates to every
+//! build for what one `protoc` call does once.
+//!
 //! In the gateway, the same aggregate is an `aggregates:` entry whose
 //! backend URLs name configured services (`http://order-service/…`); see
 //! [`config`](crate::config) and the README.
@@ -161,6 +259,7 @@ mod error;
 mod exec;
 mod json;
 mod metrics;
+mod protobuf;
 mod service;
 mod shape;
 mod template;
@@ -168,7 +267,7 @@ mod validate;
 
 pub use self::config::{
     AggregateConfig, BackendConfig, ClientProfile, Format, PARTIAL_KEY, PartialMarker,
-    ThumbnailRule,
+    ProtobufSchema, ThumbnailRule,
 };
 pub use self::error::AggregateError;
 pub use self::service::{Aggregate, AggregateBuilder, ResponseFuture};

@@ -1,7 +1,9 @@
 //! [`Aggregate`]: an aggregate endpoint as a tower `Service`, and its
 //! [`AggregateBuilder`].
 
-use super::config::{AggregateConfig, BackendConfig, ClientProfile, PARTIAL_KEY, PartialMarker};
+use super::config::{
+    AggregateConfig, BackendConfig, ClientProfile, Format, PARTIAL_KEY, PartialMarker,
+};
 use super::encode::encode;
 use super::error::AggregateError;
 use super::exec::{BackendClient, Input, Outcome, Plan};
@@ -260,26 +262,22 @@ impl Inner {
         if let Some(tree) = projection {
             value = tree.apply(value);
         }
-        let body = match encode(&value, choice.format) {
+        let schema = choice.profile.and_then(|p| p.schema.as_ref());
+        let body = match encode(&value, choice.format, schema) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(aggregate = %self.name, error = %e, "response could not be encoded");
-                return (
-                    problem(Problem::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "the response could not be encoded",
-                    )),
-                    "failed",
-                );
+                tracing::warn!(aggregate = %self.name, client = choice.client, error = %e, "response could not be encoded");
+                metrics::encode_failure(&self.name, choice.format.media_type());
+                return (problem(e.problem(&self.name)), "failed");
             }
         };
         let mut res = Response::new(Body::full(body));
         let h = res.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(choice.format.media_type()),
-        );
+        let content_type = match schema {
+            Some(s) if choice.format == Format::Protobuf => s.content_type().clone(),
+            _ => HeaderValue::from_static(choice.format.media_type()),
+        };
+        h.insert(CONTENT_TYPE, content_type);
         let vary = match self.shaper.vary_header() {
             Some(name) => format!("accept, {name}"),
             None => "accept".to_owned(),
@@ -445,7 +443,10 @@ impl AggregateBuilder {
     pub fn build(self) -> Result<Aggregate, AggregateError> {
         metrics::describe();
         let config = self.config;
-        let mut problems = config.validate();
+        let mut problems = config.problems();
+        // Descriptor sets are read here, once per build: every clone and
+        // request shares the loaded messages.
+        let schemas = config.schemas(&mut problems);
         if config.auth_required || !config.auth.is_empty() {
             problems.push(super::validate::AggregateProblem::new(
                 "auth_required".into(),
@@ -469,7 +470,7 @@ impl AggregateBuilder {
         matcher
             .insert(config.path.as_str(), ())
             .map_err(|e| one("path", e.to_string()))?;
-        let shaper = Shaper::new(&config).map_err(|e| one("clients", e))?;
+        let shaper = Shaper::new(&config, schemas).map_err(|e| one("clients", e))?;
         let (shared, own) = (self.client, self.clients);
         let plan = Plan::new(&config, |b| own.get(&b.name).or(shared.as_ref()).cloned()).map_err(
             |(backend, e)| {

@@ -5,6 +5,7 @@
 
 use super::config::{AggregateConfig, ClientProfile, Format, PARTIAL_KEY};
 use super::json::{self, AllowTree, FieldPath, MAX_FIELDS};
+use super::protobuf::Schema;
 use http::header::ACCEPT;
 use http::{HeaderMap, HeaderName, StatusCode};
 use msp_core::http::Problem;
@@ -20,10 +21,12 @@ pub(crate) struct Profile {
     pub(crate) query_defaults: Vec<(String, String)>,
     thumbnails: Vec<(Vec<FieldPath>, String, String)>,
     format: Option<Format>,
+    /// The protobuf message, loaded when the aggregate was built.
+    pub(crate) schema: Option<Schema>,
 }
 
 impl Profile {
-    fn new(p: &ClientProfile) -> Result<Profile, String> {
+    fn new(p: &ClientProfile, schema: Option<Schema>) -> Result<Profile, String> {
         let parse = |v: &[String]| -> Result<Vec<FieldPath>, String> {
             v.iter().map(|f| FieldPath::parse(f)).collect()
         };
@@ -47,7 +50,13 @@ impl Profile {
                 .collect(),
             thumbnails,
             format: p.format,
+            schema,
         })
+    }
+
+    /// Whether this profile can send `format` (protobuf needs a schema).
+    fn sends(profile: Option<&Profile>, format: Format) -> bool {
+        format != Format::Protobuf || profile.is_some_and(|p| p.schema.is_some())
     }
 
     /// Applies the profile to a merged response.
@@ -94,13 +103,23 @@ pub(crate) struct Choice<'a> {
 }
 
 impl Shaper {
-    pub(crate) fn new(c: &AggregateConfig) -> Result<Shaper, String> {
+    /// `schemas`: each protobuf profile's message, loaded by the builder.
+    pub(crate) fn new(
+        c: &AggregateConfig,
+        mut schemas: BTreeMap<String, Schema>,
+    ) -> Result<Shaper, String> {
         let header = HeaderName::try_from(c.client_header.as_str()).map_err(|e| e.to_string())?;
         let mut profiles = BTreeMap::new();
         let mut by_format = Vec::new();
         for (name, p) in &c.clients {
-            profiles.insert(name.clone(), Profile::new(p)?);
-            if let Some(f @ (Format::Msgpack | Format::Cbor)) = p.format {
+            let schema = schemas.remove(name);
+            if p.format == Some(Format::Protobuf) && schema.is_none() {
+                return Err(format!(
+                    "{name}: `format: protobuf` without a loaded schema"
+                ));
+            }
+            profiles.insert(name.clone(), Profile::new(p, schema)?);
+            if let Some(f @ (Format::Msgpack | Format::Cbor | Format::Protobuf)) = p.format {
                 by_format.push((f, name.clone()));
             }
         }
@@ -119,7 +138,8 @@ impl Shaper {
     }
 
     /// Chooses the client type and encoding: 400 for an unknown client
-    /// type, 406 when `Accept` allows none of JSON, MessagePack and CBOR.
+    /// type, 406 when `Accept` allows none of the formats its profile can
+    /// send (JSON, MessagePack, CBOR, and protobuf with a schema).
     pub(crate) fn choose(&self, headers: &HeaderMap) -> Result<Choice<'_>, Problem> {
         let accepted = accepted(headers);
         let named = match &self.fixed {
@@ -141,7 +161,7 @@ impl Shaper {
                 }
             }
             None => {
-                let top = accepted.as_ref().and_then(|a| a.first().copied());
+                let top = accepted.formats.first().copied();
                 self.by_format
                     .iter()
                     .find(|(f, _)| Some(*f) == top)
@@ -150,18 +170,27 @@ impl Shaper {
         };
         let profile = self.profiles.get(client);
         let preferred = profile.and_then(|p| p.format).unwrap_or(Format::Json);
-        let format = match accepted {
-            None => preferred,
-            Some(list) => match list.first() {
-                Some(f) => *f,
-                None => {
-                    return Err(Problem::new(
-                        StatusCode::NOT_ACCEPTABLE,
-                        "not_acceptable",
-                        "this endpoint sends application/json, application/msgpack or application/cbor",
-                    ));
-                }
-            },
+        let named = accepted
+            .formats
+            .iter()
+            .copied()
+            .find(|f| Profile::sends(profile, *f));
+        let format = match named {
+            Some(f) => f,
+            None if accepted.any => preferred,
+            None => {
+                let protobuf = match profile.and_then(|p| p.schema.as_ref()) {
+                    Some(s) => format!(", application/protobuf ({})", s.name()),
+                    None => String::new(),
+                };
+                return Err(Problem::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "not_acceptable",
+                    format!(
+                        "client type {client:?} is sent application/json, application/msgpack, application/cbor{protobuf}"
+                    ),
+                ));
+            }
         };
         Ok(Choice {
             client,
@@ -179,9 +208,19 @@ fn unknown_client() -> Problem {
     )
 }
 
-/// The formats `Accept` allows, most preferred first; `None` when any
-/// will do (no `Accept`, or `*/*` / `application/*` as good as the rest).
-fn accepted(headers: &HeaderMap) -> Option<Vec<Format>> {
+/// What `Accept` allows.
+#[derive(Debug, PartialEq, Eq)]
+struct Accepted {
+    /// The formats named, most preferred first, down to the first
+    /// wildcard.
+    formats: Vec<Format>,
+    /// Any format will do after those (no `Accept`, or a `*/*` /
+    /// `application/*`).
+    any: bool,
+}
+
+/// The formats `Accept` allows.
+fn accepted(headers: &HeaderMap) -> Accepted {
     let mut ranked: Vec<(u16, usize, Option<Format>)> = Vec::new();
     let mut n = 0;
     for value in headers.get_all(ACCEPT) {
@@ -202,6 +241,9 @@ fn accepted(headers: &HeaderMap) -> Option<Vec<Format>> {
                     Some(Format::Msgpack)
                 }
                 "application/cbor" => Some(Format::Cbor),
+                "application/protobuf"
+                | "application/x-protobuf"
+                | "application/vnd.google.protobuf" => Some(Format::Protobuf),
                 "*/*" | "application/*" => None,
                 _ => continue,
             };
@@ -209,27 +251,25 @@ fn accepted(headers: &HeaderMap) -> Option<Vec<Format>> {
             n += 1;
         }
     }
-    if ranked.is_empty() {
-        // No Accept, or only types we do not send.
-        return if headers.contains_key(ACCEPT) {
-            Some(Vec::new())
-        } else {
-            None
-        };
-    }
+    // No Accept: anything; only types we do not send: nothing.
+    let mut out = Accepted {
+        formats: Vec::new(),
+        any: !headers.contains_key(ACCEPT),
+    };
     ranked.sort_by_key(|(q, n, _)| (std::cmp::Reverse(*q), *n));
-    let mut out = Vec::new();
     for (_, _, f) in ranked {
         match f {
-            Some(f) if !out.contains(&f) => out.push(f),
+            Some(f) if !out.formats.contains(&f) => out.formats.push(f),
             Some(_) => {}
-            // A wildcard: anything from here on is fine; the caller's
-            // preference decides unless a named type ranked higher.
-            None if out.is_empty() => return None,
-            None => break,
+            // A wildcard: anything from here on is fine; the profile's
+            // preference decides unless a type it sends ranked higher.
+            None => {
+                out.any = true;
+                break;
+            }
         }
     }
-    Some(out)
+    out
 }
 
 /// `?fields=a,b.c`: keeps only these fields (and `_partial`). `Err` names
@@ -274,19 +314,36 @@ mod tests {
         h
     }
 
+    fn list(formats: &[Format], any: bool) -> Accepted {
+        Accepted {
+            formats: formats.to_vec(),
+            any,
+        }
+    }
+
     #[test]
     fn accept_ranks_by_quality() {
-        assert_eq!(accepted(&HeaderMap::new()), None);
-        assert_eq!(accepted(&accept("*/*")), None);
+        assert_eq!(accepted(&HeaderMap::new()), list(&[], true));
+        assert_eq!(accepted(&accept("*/*")), list(&[], true));
         assert_eq!(
             accepted(&accept("application/json;q=0.5, application/cbor")),
-            Some(vec![Format::Cbor, Format::Json])
+            list(&[Format::Cbor, Format::Json], false)
         );
         assert_eq!(
             accepted(&accept("application/msgpack, */*;q=0.1")),
-            Some(vec![Format::Msgpack])
+            list(&[Format::Msgpack], true)
         );
-        assert_eq!(accepted(&accept("text/html")), Some(vec![]));
-        assert_eq!(accepted(&accept("application/json;q=0")), Some(vec![]));
+        assert_eq!(accepted(&accept("text/html")), list(&[], false));
+        assert_eq!(accepted(&accept("application/json;q=0")), list(&[], false));
+        for protobuf in [
+            "application/protobuf",
+            "application/x-protobuf; messageType=\"a.B\"",
+            "application/vnd.google.protobuf",
+        ] {
+            assert_eq!(
+                accepted(&accept(&format!("{protobuf}, application/json;q=0.5"))),
+                list(&[Format::Protobuf, Format::Json], false)
+            );
+        }
     }
 }

@@ -1,17 +1,58 @@
 //! The checks an [`AggregateConfig`] must pass:
 //! [`AggregateConfig::validate`] lists every problem with the field it is
-//! about (an [`AggregateProblem`]).
+//! about (an [`AggregateProblem`]), protobuf schemas loaded and checked.
 
-use super::config::{AggregateConfig, PARTIAL_KEY};
+use super::config::{AggregateConfig, Format, PARTIAL_KEY};
 use super::json::FieldPath;
+use super::protobuf::Schema;
 use super::template::{Source, Template, is_name};
 use http::HeaderName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 impl AggregateConfig {
-    /// Every problem with these settings (empty when valid).
+    /// Every problem with these settings (empty when valid). Reads each
+    /// protobuf profile's descriptor set (see [`ProtobufSchema`](super::ProtobufSchema)).
     pub fn validate(&self) -> Vec<AggregateProblem> {
+        let mut out = self.problems();
+        self.schemas(&mut out);
+        out
+    }
+
+    /// Each protobuf profile's message, loaded, its `allow` paths checked
+    /// against it; what fails goes to `problems`.
+    pub(crate) fn schemas(&self, problems: &mut Vec<AggregateProblem>) -> BTreeMap<String, Schema> {
+        let mut out = BTreeMap::new();
+        for (name, profile) in &self.clients {
+            let Some(config) = &profile.protobuf else {
+                continue;
+            };
+            match Schema::load(config) {
+                Err((field, message)) => problems.push(AggregateProblem::new(
+                    format!("clients.{name}.protobuf.{field}"),
+                    message,
+                )),
+                Ok(schema) => {
+                    for (j, f) in profile.allow.iter().enumerate() {
+                        // A path that does not parse is one of `problems`.
+                        if let Ok(path) = FieldPath::parse(f)
+                            && let Err(e) = schema.check_path(&path)
+                        {
+                            problems.push(AggregateProblem::new(
+                                format!("clients.{name}.allow[{j}]"),
+                                e,
+                            ));
+                        }
+                    }
+                    out.insert(name.clone(), schema);
+                }
+            }
+        }
+        out
+    }
+
+    /// The problems found without reading any file.
+    pub(crate) fn problems(&self) -> Vec<AggregateProblem> {
         let mut out = Vec::new();
         let mut p = |field: String, msg: String| out.push(AggregateProblem::new(field, msg));
         if !is_name(&self.name) {
@@ -162,6 +203,12 @@ impl AggregateConfig {
                         p(at(&format!("thumbnails[{j}].fields")), e);
                     }
                 }
+            }
+            if profile.format == Some(Format::Protobuf) && profile.protobuf.is_none() {
+                p(
+                    at("protobuf"),
+                    "`format: protobuf` needs a schema: `protobuf: { descriptor_set: FILE, message: package.Message }`".into(),
+                );
             }
             if profile.query_defaults.keys().any(String::is_empty) {
                 p(at("query_defaults"), "an empty parameter name".into());

@@ -521,6 +521,15 @@ pub(crate) type DeadRow = (
     i64,
 );
 
+/// Who claims rows in one relay round: a fresh fencing token and the
+/// relay's name.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim<'a> {
+    pub(crate) token: Uuid,
+    pub(crate) name: &'a str,
+}
+
 /// The columns every dialect selects for a [`RowTuple`].
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COLUMNS: &str = "seq, id, topic, msg_key, payload, headers, created_at, attempts";

@@ -139,12 +139,14 @@ async fn insert_events(
     id: Uuid,
     first_seq: i64,
     at: i64,
+    writer: Option<&str>,
     events: &[LogEvent],
 ) -> Result<(), StoreError> {
     let id = id.to_string();
     for (i, e) in events.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body, writer) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(first_seq + i as i64)
@@ -152,6 +154,7 @@ async fn insert_events(
         .bind(e.kind())
         .bind(e.step())
         .bind(encode_event(e)?)
+        .bind(writer)
         .execute(&mut **tx)
         .await?;
     }
@@ -181,7 +184,15 @@ impl SagaStore for SqliteSagaStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::Duplicate(saga.id));
         }
-        insert_events(&mut tx, saga.id, 1, saga.now, &saga.events).await?;
+        insert_events(
+            &mut tx,
+            saga.id,
+            1,
+            saga.now,
+            saga.owner.as_deref(),
+            &saga.events,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -214,7 +225,7 @@ impl SagaStore for SqliteSagaStore {
                 None => StoreError::NotFound(t.id),
             });
         };
-        insert_events(&mut tx, t.id, t.first_seq, t.now, &t.events)
+        insert_events(&mut tx, t.id, t.first_seq, t.now, t.writer(), &t.events)
             .await
             .map_err(|e| match e {
                 StoreError::Backend(ref b)

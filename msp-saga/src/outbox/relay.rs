@@ -84,8 +84,12 @@ impl RelayConfig {
         self
     }
 
-    /// How long claimed rows stay reserved for this relay. Must exceed the
-    /// time a round takes; after it, another relay may publish them again.
+    /// How long claimed rows stay reserved for this relay. The relay renews
+    /// it before each publish, so it must exceed the time one publish takes
+    /// (keep the [publish timeout](RelayConfig::publish_timeout) below it);
+    /// once it runs out, another relay may claim the rows and publish them
+    /// again, and this relay stops handling them (see the module's
+    /// "Fenced takeover").
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self

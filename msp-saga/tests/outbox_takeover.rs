@@ -95,7 +95,7 @@ fn outbox_relay_worker() {
         let relay = Relay::postgres(pool.clone(), publisher).with_config(
             RelayConfig::default()
                 .name(name.clone())
-                .batch_size(12)
+                .batch_size(30)
                 .concurrency(CONCURRENCY)
                 .lease(Duration::from_millis(400))
                 .publish_timeout(Duration::from_millis(200)),
@@ -213,9 +213,23 @@ async fn held_by(pool: &PgPool, relay: &str) -> i64 {
     .await
 }
 
-/// SIGSTOPs relay A while it holds claimed, unsent rows after publishing
-/// some (retried if A happened to be between rounds when the signal
-/// landed); returns how many rows it holds.
+/// Messages of relay A's latest claim round that are not in the broker
+/// yet (claim tokens are UUIDv7, so the greatest is the latest).
+async fn unpublished_in_latest_claim(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM msp_outbox o \
+         WHERE o.claim_token = (SELECT max(claim_token::text)::uuid FROM msp_outbox WHERE claimed_by = 'relay-a') \
+           AND NOT EXISTS (SELECT 1 FROM broker b WHERE b.msg_id = o.id)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("unpublished")
+}
+
+/// SIGSTOPs relay A in the middle of a batch: after it published some
+/// messages, while its latest claim still has unpublished ones (retried if
+/// A happened to finish the batch when the signal landed). Returns how many
+/// of the claim's messages are unpublished.
 async fn freeze_mid_batch(pool: &PgPool, a: &Proc) -> i64 {
     for _ in 0..50 {
         wait_for("relay A is mid-batch", || async {
@@ -226,13 +240,13 @@ async fn freeze_mid_batch(pool: &PgPool, a: &Proc) -> i64 {
             )
             .await
                 >= 6
-                && held_by(pool, "relay-a").await > 0
+                && unpublished_in_latest_claim(pool).await > 0
         })
         .await;
         signal(a, "-STOP");
-        let held = held_by(pool, "relay-a").await;
-        if held > 0 {
-            return held;
+        let left = unpublished_in_latest_claim(pool).await;
+        if left > 0 {
+            return left;
         }
         signal(a, "-CONT");
     }
@@ -327,7 +341,7 @@ async fn relay_sigkilled_mid_batch_another_takes_over() {
     assert!(by_b > 0, "relay B sent nothing");
     let duplicates = consume_and_check(&pool).await;
     println!(
-        "SIGKILL mid-batch: A left {orphaned} claimed rows unsent; B sent {by_b}; \
+        "SIGKILL mid-batch: A left {orphaned} messages of its batch unpublished; B sent {by_b}; \
          {} messages delivered once in key order; {duplicates} duplicates dropped by the inbox",
         KEYS * PER_KEY
     );
@@ -396,11 +410,11 @@ async fn stale_relay_sigstopped_past_its_lease_is_fenced() {
         sent_by_a_after, sent_by_a,
         "the stale relay A marked messages sent after its rows were taken over"
     );
-    // What A published after it resumed: at most the publishes that were
-    // already past their lease check when it froze (one per key it was
-    // publishing), each a message delivered before.
-    let late: Vec<(i64, Uuid)> =
-        sqlx::query_as("SELECT pos, msg_id FROM broker WHERE relay = 'relay-a' AND pos > $1")
+    // What A published after it resumed: at most the publishes that had
+    // passed their lease check when it froze (one per key it was
+    // publishing), none of them after a later message of its key.
+    let late: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT pos, msg_key, n FROM broker WHERE relay = 'relay-a' AND pos > $1")
             .bind(last_pos)
             .fetch_all(&pool)
             .await
@@ -410,17 +424,19 @@ async fn stale_relay_sigstopped_past_its_lease_is_fenced() {
         "the stale relay A published {} messages after resuming",
         late.len()
     );
-    for (pos, id) in &late {
-        let earlier: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM broker WHERE msg_id = $1 AND pos < $2")
-                .bind(id)
-                .bind(pos)
-                .fetch_one(&pool)
-                .await
-                .expect("earlier copies");
-        assert!(
-            earlier > 0,
-            "the stale relay A published message {id} first, after resuming"
+    for (pos, key, n) in &late {
+        let overtaken: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM broker WHERE msg_key = $1 AND n > $2 AND pos < $3",
+        )
+        .bind(key)
+        .bind(n)
+        .bind(pos)
+        .fetch_one(&pool)
+        .await
+        .expect("later messages");
+        assert_eq!(
+            overtaken, 0,
+            "the stale relay A published {key}#{n} after a later message of its key"
         );
     }
     let exited = exited.expect("relay A never noticed that it lost its lease");
@@ -435,7 +451,7 @@ async fn stale_relay_sigstopped_past_its_lease_is_fenced() {
     drop(a);
     let duplicates = consume_and_check(&pool).await;
     println!(
-        "SIGSTOP past the lease: A froze holding {frozen_holding} rows, B took them over; \
+        "SIGSTOP past the lease: A froze with {frozen_holding} messages of its batch unpublished, B took them over; \
          after SIGCONT A lost {lost}, published {} stale copies, marked 0; \
          {duplicates} duplicates dropped by the inbox; key order held",
         late.len()

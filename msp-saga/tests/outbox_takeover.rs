@@ -15,8 +15,10 @@
 
 mod common;
 
+use common::process::{self, Proc, schema_pool};
+
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use msp_core::testing::{Backend, backend};
@@ -55,20 +57,6 @@ impl Publisher for TablePublisher {
     }
 }
 
-async fn schema_pool(url: &str, schema: &str, app: &str) -> PgPool {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use std::str::FromStr;
-    let options = PgConnectOptions::from_str(url)
-        .expect("url")
-        .application_name(app)
-        .options([("search_path", schema)]);
-    PgPoolOptions::new()
-        .max_connections(6)
-        .connect_with(options)
-        .await
-        .expect("connect")
-}
-
 /// The relay process: runs rounds until killed. With `MSP_OUTBOX_EXIT_ON_LOST`
 /// it records the first round that lost claimed messages to another relay
 /// in `relay_events` and exits 0 (so the test sees that it noticed).
@@ -87,7 +75,7 @@ fn outbox_relay_worker() {
         .expect("runtime");
     rt.block_on(async move {
         let (url, schema) = target.split_once('#').expect("url#schema");
-        let pool = schema_pool(url, schema, &name).await;
+        let pool = schema_pool(url, schema, &name, 6).await;
         let publisher = TablePublisher {
             pool: pool.clone(),
             relay: name.clone(),
@@ -122,16 +110,6 @@ fn outbox_relay_worker() {
     });
 }
 
-/// A child process, SIGKILLed when dropped (also when the test panics).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_relay(name: &str, target: &str, exit_on_lost: bool) -> Proc {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
     cmd.args([
@@ -147,28 +125,16 @@ fn spawn_relay(name: &str, target: &str, exit_on_lost: bool) -> Proc {
     if exit_on_lost {
         cmd.env("MSP_OUTBOX_EXIT_ON_LOST", "1");
     }
-    Proc(cmd.spawn().expect("spawn relay"))
+    Proc::new(cmd.spawn().expect("spawn relay"))
 }
 
-fn signal(child: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {} failed", child.0.id());
-}
-
-/// Polls `cond` every 10 ms until it holds, failing with `what` after 20 s.
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
+/// Polls `cond` until it holds, for at most 20 s.
+async fn wait_for<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    process::wait_for(what, Duration::from_secs(20), cond).await;
 }
 
 async fn count(pool: &PgPool, sql: &'static str, relay: &str) -> i64 {
@@ -243,12 +209,12 @@ async fn freeze_mid_batch(pool: &PgPool, a: &Proc) -> i64 {
                 && unpublished_in_latest_claim(pool).await > 0
         })
         .await;
-        signal(a, "-STOP");
+        a.signal("-STOP");
         let left = unpublished_in_latest_claim(pool).await;
         if left > 0 {
             return left;
         }
-        signal(a, "-CONT");
+        a.signal("-CONT");
     }
     panic!("never froze relay A mid-batch");
 }
@@ -385,11 +351,11 @@ async fn stale_relay_sigstopped_past_its_lease_is_fenced() {
         .fetch_one(&pool)
         .await
         .expect("max pos");
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     // A notices that it lost its rows, records it and exits.
     let deadline = Instant::now() + Duration::from_secs(20);
     let exited = loop {
-        if let Some(status) = a.0.try_wait().expect("relay A status") {
+        if let Some(status) = a.child.try_wait().expect("relay A status") {
             break Some(status);
         }
         if Instant::now() > deadline {

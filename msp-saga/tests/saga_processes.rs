@@ -20,11 +20,13 @@
 
 mod common;
 
+use common::process::{self, Proc, Rng, schema_pool};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use msp_core::backoff::Backoff;
 use msp_core::testing::{Backend, backend};
@@ -36,39 +38,6 @@ use uuid::Uuid;
 
 const WORKER: &str = "MSP_SAGA_PROC_WORKER";
 const STEPS: [&str; 3] = ["a", "b", "c"];
-
-async fn schema_pool(url: &str, schema: &str, app: &str) -> PgPool {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use std::str::FromStr;
-    let options = PgConnectOptions::from_str(url)
-        .expect("url")
-        .application_name(app)
-        .options([("search_path", schema)]);
-    PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .expect("connect")
-}
-
-/// A small xorshift RNG for step durations and kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
-        Rng(nanos ^ (u64::from(std::process::id()) << 32) | 1)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 /// One action call: counted, then fenced and timed in one transaction.
 async fn action(
@@ -155,7 +124,7 @@ fn saga_process_worker() {
         .expect("runtime");
     rt.block_on(async move {
         let (url, schema) = target.split_once('#').expect("url#schema");
-        let pool = schema_pool(url, schema, &name).await;
+        let pool = schema_pool(url, schema, &name, 8).await;
         let saga = saga(&pool, &name, step_ms);
         let orch = Orchestrator::builder(PostgresSagaStore::new(pool.clone()))
             .owner(&*name)
@@ -200,21 +169,6 @@ struct Acks {
     done: usize,
 }
 
-/// A worker process, SIGKILLed when dropped (also when the test panics);
-/// its acknowledged saga ids land in the shared list, read to the end of
-/// its output by the time the drop returns.
-struct Proc(Child, Option<std::thread::JoinHandle<()>>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if let Some(reader) = self.1.take() {
-            let _ = reader.join();
-        }
-    }
-}
-
 fn spawn_worker(
     name: &str,
     target: &str,
@@ -253,28 +207,19 @@ fn spawn_worker(
             }
         }
     });
-    Proc(child, Some(reader))
+    Proc {
+        child,
+        reader: Some(reader),
+    }
 }
 
-fn signal(child: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {} failed", child.0.id());
-}
-
-/// Polls `cond` every 10 ms until it holds, failing with `what` after 30 s.
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
+/// Polls `cond` until it holds, for at most 30 s.
+async fn wait_for<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    process::wait_for(what, Duration::from_secs(30), cond).await;
 }
 
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
@@ -413,12 +358,12 @@ async fn stale_orchestrator_sigstopped_past_its_lease_is_fenced() {
             scalar(&pool, in_action, "a-%").await > 0
         })
         .await;
-        signal(&a, "-STOP");
+        a.signal("-STOP");
         frozen = scalar(&pool, in_action, "a-%").await;
         if frozen > 0 {
             break;
         }
-        signal(&a, "-CONT");
+        a.signal("-CONT");
     }
     assert!(frozen > 0, "never froze A inside an action");
     let b = spawn_worker("b", &target, 0, 150, &acked);
@@ -436,7 +381,7 @@ async fn stale_orchestrator_sigstopped_past_its_lease_is_fenced() {
                 > 0
     })
     .await;
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     // Both workers finished starting (B starts none, A its 8).
     wait_for("A finished its starts", || async {
         acked.lock().unwrap_or_else(|e| e.into_inner()).done == 2
@@ -490,12 +435,12 @@ async fn every_acknowledged_start_ends_completed_under_sigkills() {
     for k in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(150 + rng.below(350))).await;
         let victim = rng.below(2) as usize;
-        if let Some(status) = workers[victim].0.try_wait().expect("status") {
+        if let Some(status) = workers[victim].child.try_wait().expect("status") {
             panic!("worker exited before it was killed: {status}");
         }
         // SIGKILL, then restart.
-        workers[victim].0.kill().expect("SIGKILL worker");
-        let _ = workers[victim].0.wait();
+        workers[victim].child.kill().expect("SIGKILL worker");
+        let _ = workers[victim].child.wait();
         unfinished_at_kills += count(
             &pool,
             "SELECT count(*) FROM msp_sagas WHERE state IN ('running', 'compensating')",

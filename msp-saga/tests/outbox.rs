@@ -69,7 +69,12 @@ impl Db {
     }
 
     fn relay<P: Publisher>(&self, publisher: P) -> Relay<P> {
+        self.relay_named("outbox", publisher)
+    }
+
+    fn relay_named<P: Publisher>(&self, name: &str, publisher: P) -> Relay<P> {
         let config = RelayConfig::default()
+            .name(name)
             .backoff(Backoff::constant(Duration::from_secs(1)).unwrap_or_default())
             .max_attempts(3);
         match self {
@@ -551,4 +556,110 @@ async fn two_postgres_relays_share_work_in_key_order() -> TestResult {
     }
     assert_eq!(by_key, expected, "every key in append order");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+
+/// Records like [`Recorder`], but the publish of `gate` waits (after the
+/// relay's lease check) until `resume` is notified, signalling `paused`.
+#[derive(Debug, Default)]
+struct Gated {
+    rec: Recorder,
+    gate: Mutex<Option<Uuid>>,
+    paused: tokio::sync::Notify,
+    resume: tokio::sync::Notify,
+}
+
+impl Publisher for Gated {
+    async fn publish(&self, msg: &OutboxMessage) -> Result<(), PublishError> {
+        let gated = self
+            .gate
+            .lock()
+            .map(|g| *g == Some(msg.id))
+            .unwrap_or(false);
+        if gated {
+            self.paused.notify_one();
+            self.resume.notified().await;
+        }
+        self.rec.publish(msg).await
+    }
+}
+
+/// A relay round frozen mid-key past its lease while another relay takes
+/// the key over: the stale round finishes the publish it had started
+/// (a duplicate), publishes nothing more, marks nothing sent and reports
+/// the rows as lost.
+async fn stale_round_is_fenced(db: Db) -> TestResult {
+    let (a1, a2, a3) = (
+        msg(Some("A"), "a1"),
+        msg(Some("A"), "a2"),
+        msg(Some("A"), "a3"),
+    );
+    db.append(&[a1.clone(), a2.clone(), a3.clone()], true)
+        .await?;
+    let gated = Arc::new(Gated::default());
+    if let Ok(mut g) = gated.gate.lock() {
+        *g = Some(a2.id);
+    }
+    let stale = db.relay_named("stale", gated.clone());
+    let t = SystemTime::now();
+    let round = tokio::spawn(async move { stale.run_once_at(t).await });
+    gated.paused.notified().await;
+
+    let rec = Arc::new(Recorder::default());
+    let fresh = db.relay_named("fresh", rec.clone());
+    let taken = fresh.run_once_at(t + HOUR).await?;
+    assert_eq!(
+        (taken.claimed, taken.published, taken.lost),
+        (3, 3, 0),
+        "{taken:?}"
+    );
+    assert_eq!(rec.published_ids(), vec![a1.id, a2.id, a3.id]);
+
+    gated.resume.notify_one();
+    let report = round.await??;
+    assert_eq!(
+        (report.claimed, report.published, report.lost),
+        (3, 0, 3),
+        "{report:?}"
+    );
+    assert_eq!(
+        gated.rec.published_ids(),
+        vec![a1.id, a2.id],
+        "the stale round published a3 after its rows were taken over"
+    );
+    let sent_by: Vec<Option<String>> = match &db {
+        Db::Sqlite(pool, _) => {
+            sqlx::query_scalar("SELECT claimed_by FROM msp_outbox ORDER BY seq")
+                .fetch_all(pool)
+                .await?
+        }
+        #[cfg(feature = "postgres")]
+        Db::Pg(pool) => {
+            sqlx::query_scalar("SELECT claimed_by FROM msp_outbox ORDER BY seq")
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    assert_eq!(
+        sent_by,
+        vec![Some("fresh".to_owned()); 3],
+        "who marked the rows sent"
+    );
+    assert_eq!(fresh.lag().await?.pending, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_round_is_fenced_sqlite() -> TestResult {
+    stale_round_is_fenced(sqlite_db().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn stale_round_is_fenced_postgres() -> TestResult {
+    let Some(url) = msp_core::testing::backend(msp_core::testing::Backend::Postgres) else {
+        return Ok(());
+    };
+    stale_round_is_fenced(pg_db(&url).await?).await
 }

@@ -9,9 +9,11 @@
 
 mod common;
 
+use common::process::Rng;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use msp_core::backoff::Backoff;
 use msp_saga::saga::{
@@ -22,25 +24,6 @@ use serde::{Deserialize, Serialize};
 const WORKER: &str = "MSP_SAGA_CRASH_WORKER";
 const KILLS: usize = 8;
 const PER_WORKER: u32 = 40;
-
-/// A small xorshift RNG: kill points and step jitter need no quality.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
-        Rng(nanos ^ (u64::from(std::process::id()) << 32) | 1)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {

@@ -34,6 +34,33 @@
 //!   `FOR UPDATE SKIP LOCKED` and a lease (`claimed_until`), so relays in
 //!   several processes share the work and a dead relay's rows are taken over
 //!   when its lease expires. On SQLite run one relay per database file.
+//! - **Fenced takeover.** Every claim round tags its rows with a fresh
+//!   token (`claim_token`, and the relay's [name](RelayConfig::name) in
+//!   `claimed_by`). Right before each publish the relay renews the lease of
+//!   its key's rows under that token, and it marks sent, records failures,
+//!   dead-letters and releases only rows that still carry it. A relay that
+//!   was frozen (SIGSTOP, a long pause, a partition) past its lease and
+//!   whose rows another relay claimed meanwhile therefore:
+//!   - can **not** mark any of those rows sent, retry or dead-letter them;
+//!   - publishes **none** of them after it notices, which is at its next
+//!     lease check; it counts them in [`RelayReport::lost`] and the counter
+//!     `msp_outbox_lease_lost_total`;
+//!   - **can** still complete the publishes that had passed their lease
+//!     check when it froze: at most one per key it was publishing (at most
+//!     [`concurrency`](RelayConfig::concurrency)). Such a late publish is a
+//!     message its key's new holder publishes too (a duplicate the inbox
+//!     drops), unless the new holder dead-lettered it and moved on, in
+//!     which case it arrives after its key's later messages. A broker
+//!     cannot check our token, so no lease-based relay can rule this out;
+//!     keep the [lease](RelayConfig::lease) well above the pauses you expect.
+//!
+//!   Per-key order at a consumer that deduplicates with the inbox
+//!   (messages processed in arrival order, duplicates skipped): every
+//!   message of a key is processed once, after the key's earlier messages,
+//!   except for a dead-lettered message (skipped, or late as above). On
+//!   PostgreSQL the claim transaction also sets
+//!   `idle_in_transaction_session_timeout` to the lease, so a relay frozen
+//!   inside it loses its row locks instead of blocking the keys.
 //! - **Lag as metrics**: gauges `msp_outbox_pending_messages` and
 //!   `msp_outbox_oldest_pending_seconds`, counters
 //!   `msp_outbox_published_total`, `msp_outbox_publish_failures_total` and
@@ -520,6 +547,15 @@ pub(crate) type DeadRow = (
     Option<String>,
     i64,
 );
+
+/// Who claims rows in one relay round: a fresh fencing token and the
+/// relay's name.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim<'a> {
+    pub(crate) token: Uuid,
+    pub(crate) name: &'a str,
+}
 
 /// The columns every dialect selects for a [`RowTuple`].
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -1,6 +1,6 @@
 //! The outbox's PostgreSQL dialect.
 
-use super::{COLUMNS, DeadRow, OutboxMessage, Row, RowTuple};
+use super::{COLUMNS, Claim, DeadRow, OutboxMessage, Row, RowTuple};
 use crate::db::unix_micros;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -61,7 +61,8 @@ pub(crate) async fn dead_letters(
 pub(crate) async fn requeue(c: &mut PgConnection, id: Uuid, now: i64) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE msp_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $2, \
-         claimed_until = NULL, last_error = NULL WHERE id = $1 AND dead_at IS NOT NULL",
+         claimed_until = NULL, claim_token = NULL, last_error = NULL \
+         WHERE id = $1 AND dead_at IS NOT NULL",
     )
     .bind(id)
     .bind(now)
@@ -88,15 +89,29 @@ pub(crate) async fn purge_sent(c: &mut PgConnection, before: i64) -> Result<u64,
 /// alive, whoever holds it; so while one relay holds a key's head, no other
 /// relay can take any of that key's messages, and the holder leases the
 /// followers it takes with the head.
+///
+/// Every claimed row gets `claim.token` (and the relay's name); the later
+/// writes of this round apply only while the row still carries it.
 pub(crate) async fn claim(
     pool: &sqlx::PgPool,
     now: i64,
     lease_until: i64,
     batch: i64,
+    claim: &Claim<'_>,
 ) -> Result<Vec<Row>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // A relay frozen inside this transaction (stopped, swapped out) would
+    // keep its row locks, and SKIP LOCKED would keep every other relay off
+    // those keys for as long as it stays frozen: let the server end the
+    // transaction once it idles for as long as the lease.
+    let idle_ms = ((lease_until - now) / 1000).max(1);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"
+    )))
+    .execute(&mut *tx)
+    .await?;
     let heads: Vec<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE msp_outbox SET claimed_until = $2 WHERE seq IN ( \
+        "UPDATE msp_outbox SET claimed_until = $2, claim_token = $4, claimed_by = $5 WHERE seq IN ( \
            SELECT o.seq FROM msp_outbox o \
            WHERE o.sent_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= $1 \
              AND (o.claimed_until IS NULL OR o.claimed_until <= $1) \
@@ -110,6 +125,8 @@ pub(crate) async fn claim(
     .bind(now)
     .bind(lease_until)
     .bind(batch)
+    .bind(claim.token)
+    .bind(claim.name)
     .fetch_all(&mut *tx)
     .await?;
     let mut rows: Vec<Row> = heads.into_iter().map(Row::from_tuple).collect();
@@ -119,7 +136,7 @@ pub(crate) async fn claim(
         let per_key = (room / keys.len() as i64).max(1);
         let head_seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let followers: Vec<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE msp_outbox SET claimed_until = $1 WHERE seq IN ( \
+            "UPDATE msp_outbox SET claimed_until = $1, claim_token = $5, claimed_by = $6 WHERE seq IN ( \
                SELECT seq FROM ( \
                  SELECT seq, row_number() OVER (PARTITION BY msg_key ORDER BY seq) AS rn \
                  FROM msp_outbox \
@@ -132,6 +149,8 @@ pub(crate) async fn claim(
         .bind(&keys)
         .bind(&head_seqs)
         .bind(per_key)
+        .bind(claim.token)
+        .bind(claim.name)
         .fetch_all(&mut *tx)
         .await?;
         rows.extend(followers.into_iter().map(Row::from_tuple));
@@ -141,27 +160,64 @@ pub(crate) async fn claim(
     Ok(rows)
 }
 
+/// Extends the lease of the rows of `seqs` this round (`token`) still holds
+/// unsent and alive; returns how many.
+pub(crate) async fn renew(
+    pool: &sqlx::PgPool,
+    seqs: &[i64],
+    lease_until: i64,
+    token: Uuid,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE msp_outbox SET claimed_until = $2 \
+         WHERE seq = ANY($1) AND claim_token = $3 AND sent_at IS NULL AND dead_at IS NULL",
+    )
+    .bind(seqs)
+    .bind(lease_until)
+    .bind(token)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Marks the rows of `seqs` that this round still holds sent; returns how
+/// many it marked.
 pub(crate) async fn mark_sent(
     pool: &sqlx::PgPool,
     seqs: &[i64],
     now: i64,
+    claim: &Claim<'_>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE msp_outbox SET sent_at = $1, claimed_until = NULL, claimed_by = $4 \
+         WHERE seq = ANY($2) AND claim_token = $3 AND sent_at IS NULL",
+    )
+    .bind(now)
+    .bind(seqs)
+    .bind(claim.token)
+    .bind(claim.name)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+pub(crate) async fn release(
+    pool: &sqlx::PgPool,
+    seqs: &[i64],
+    token: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE msp_outbox SET sent_at = $1, claimed_until = NULL WHERE seq = ANY($2)")
-        .bind(now)
-        .bind(seqs)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE msp_outbox SET claimed_until = NULL WHERE seq = ANY($1) AND claim_token = $2",
+    )
+    .bind(seqs)
+    .bind(token)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
-pub(crate) async fn release(pool: &sqlx::PgPool, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE msp_outbox SET claimed_until = NULL WHERE seq = ANY($1)")
-        .bind(seqs)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
+/// Records a failed publish of row `seq` if this round still holds it;
+/// returns whether it did.
 pub(crate) async fn record_failure(
     pool: &sqlx::PgPool,
     seq: i64,
@@ -169,17 +225,20 @@ pub(crate) async fn record_failure(
     next_attempt_at: i64,
     error: &str,
     dead_at: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    token: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE msp_outbox SET attempts = $2, next_attempt_at = $3, claimed_until = NULL, \
-         last_error = $4, dead_at = $5 WHERE seq = $1",
+         last_error = $4, dead_at = $5 \
+         WHERE seq = $1 AND claim_token = $6 AND sent_at IS NULL AND dead_at IS NULL",
     )
     .bind(seq)
     .bind(attempts)
     .bind(next_attempt_at)
     .bind(error)
     .bind(dead_at)
+    .bind(token)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }

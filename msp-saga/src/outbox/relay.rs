@@ -1,6 +1,6 @@
 //! The relay: claims committed outbox rows, publishes them, marks them sent.
 
-use super::{Lag, OutboxError, Publisher, Row};
+use super::{Claim, Lag, OutboxError, Publisher, Row};
 use crate::db::unix_micros;
 use futures_util::StreamExt;
 use msp_core::backoff::{Backoff, Jitter};
@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 enum Db {
@@ -83,8 +84,12 @@ impl RelayConfig {
         self
     }
 
-    /// How long claimed rows stay reserved for this relay. Must exceed the
-    /// time a round takes; after it, another relay may publish them again.
+    /// How long claimed rows stay reserved for this relay. The relay renews
+    /// it before each publish, so it must exceed the time one publish takes
+    /// (keep the [publish timeout](RelayConfig::publish_timeout) below it);
+    /// once it runs out, another relay may claim the rows and publish them
+    /// again, and this relay stops handling them (see the module's
+    /// "Fenced takeover").
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -143,6 +148,10 @@ pub struct RelayReport {
     pub failed: usize,
     /// Messages dead-lettered this round.
     pub dead_lettered: usize,
+    /// Claimed messages this relay stopped handling because another relay
+    /// took them over after this relay's lease ran out (fenced: this relay
+    /// did not mark them, and did not publish them after noticing).
+    pub lost: usize,
 }
 
 /// Wakes a sleeping [`Relay`] at once (for example right after a commit
@@ -220,6 +229,7 @@ struct GroupReport {
     published: usize,
     failed: usize,
     dead: usize,
+    lost: usize,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -323,11 +333,19 @@ impl<P: Publisher> Relay<P> {
         let now_us = unix_micros(now);
         let lease_until = unix_micros(now + self.config.lease);
         let batch = i64::from(self.config.batch_size);
+        let claim = Claim {
+            token: Uuid::now_v7(),
+            name: &self.config.name,
+        };
         let rows = match &self.db {
             #[cfg(feature = "sqlite")]
-            Db::Sqlite(pool) => super::sqlite::claim(pool, now_us, lease_until, batch).await?,
+            Db::Sqlite(pool) => {
+                super::sqlite::claim(pool, now_us, lease_until, batch, &claim).await?
+            }
             #[cfg(feature = "postgres")]
-            Db::Postgres(pool) => super::postgres::claim(pool, now_us, lease_until, batch).await?,
+            Db::Postgres(pool) => {
+                super::postgres::claim(pool, now_us, lease_until, batch, &claim).await?
+            }
         };
         let claimed = rows.len();
         if claimed == 0 {
@@ -349,7 +367,7 @@ impl<P: Publisher> Relay<P> {
             }
         }
         let outcomes: Vec<Result<GroupReport, OutboxError>> = futures_util::stream::iter(groups)
-            .map(|group| self.publish_group(group, now))
+            .map(|group| self.publish_group(group, now, claim))
             .buffer_unordered(self.config.concurrency)
             .collect()
             .await;
@@ -364,6 +382,7 @@ impl<P: Publisher> Relay<P> {
                     report.published += o.published;
                     report.failed += o.failed;
                     report.dead_lettered += o.dead;
+                    report.lost += o.lost;
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -375,26 +394,45 @@ impl<P: Publisher> Relay<P> {
             .increment(report.published as u64);
         metrics::counter!("msp_outbox_publish_failures_total", "relay" => name.clone())
             .increment((report.failed + report.dead_lettered) as u64);
-        metrics::counter!("msp_outbox_dead_lettered_total", "relay" => name)
+        metrics::counter!("msp_outbox_dead_lettered_total", "relay" => name.clone())
             .increment(report.dead_lettered as u64);
+        if report.lost > 0 {
+            metrics::counter!("msp_outbox_lease_lost_total", "relay" => name)
+                .increment(report.lost as u64);
+            tracing::warn!(relay = %self.config.name, lost = report.lost, "outbox lease lost: another relay took over claimed messages");
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(report),
         }
     }
 
-    /// Publishes one key's rows in order, stopping at the first failure.
+    /// Publishes one key's rows in order, stopping at the first failure or
+    /// when another relay took the rows over: each row's lease is renewed
+    /// under the round's `token` right before it is published, and every
+    /// write is conditioned on the token.
     async fn publish_group(
         &self,
         group: Vec<Row>,
         now: SystemTime,
+        claim: Claim<'_>,
     ) -> Result<GroupReport, OutboxError> {
+        let token = claim.token;
         let mut outcome = GroupReport::default();
         let mut sent = Vec::new();
+        let held: Vec<i64> = group.iter().map(|r| r.seq).collect();
         let mut rest = group.into_iter();
         while let Some(row) = rest.next() {
             let seq = row.seq;
             let attempts = row.attempts;
+            if !self.renew(&held, now, token).await? {
+                // Taken over: the key's rows are the other relay's now.
+                // Publishing them here could put them after messages the
+                // new holder published since; marking them could record as
+                // sent what the new holder has not published.
+                outcome.lost += held.len() - sent.len();
+                break;
+            }
             let result = match row.clone().into_message() {
                 Ok(msg) => {
                     match tokio::time::timeout(
@@ -437,8 +475,22 @@ impl<P: Publisher> Relay<P> {
                         tracing::warn!(relay = %self.config.name, id = %row.id, key = ?row.key, attempts, retry_in = ?delay, error = %err, "outbox publish failed");
                     }
                     let released: Vec<i64> = rest.by_ref().map(|r| r.seq).collect();
-                    self.finish_failure(seq, attempts, next, &err.to_string(), dead_at, &released)
-                        .await?;
+                    let failure = Failure {
+                        seq,
+                        attempts,
+                        next,
+                        error: &err.to_string(),
+                        dead_at,
+                    };
+                    if !self.finish_failure(&failure, &released, token).await? {
+                        // Taken over meanwhile: the failure is not ours to record.
+                        if dead {
+                            outcome.dead -= 1;
+                        } else {
+                            outcome.failed -= 1;
+                        }
+                        outcome.lost += 1 + released.len();
+                    }
                     // A dead head no longer blocks its key; the followers
                     // released above are picked up next round.
                     break;
@@ -447,41 +499,78 @@ impl<P: Publisher> Relay<P> {
         }
         if !sent.is_empty() {
             let at = unix_micros(SystemTime::now().max(now));
-            match &self.db {
+            let marked = match &self.db {
                 #[cfg(feature = "sqlite")]
-                Db::Sqlite(pool) => super::sqlite::mark_sent(pool, &sent, at).await?,
+                Db::Sqlite(pool) => super::sqlite::mark_sent(pool, &sent, at, &claim).await?,
                 #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => super::postgres::mark_sent(pool, &sent, at).await?,
-            }
+                Db::Postgres(pool) => super::postgres::mark_sent(pool, &sent, at, &claim).await?,
+            };
+            // Rows taken over between their publish and this mark stay
+            // unsent: their new holder publishes (and marks) them again.
+            let unmarked = sent
+                .len()
+                .saturating_sub(usize::try_from(marked).unwrap_or(0));
+            outcome.published -= unmarked;
+            outcome.lost += unmarked;
         }
         Ok(outcome)
     }
 
+    /// Extends the lease of a key group's rows (`held`, none failed yet);
+    /// `false` unless this round (`token`) still holds every one of them.
+    async fn renew(&self, held: &[i64], now: SystemTime, token: Uuid) -> Result<bool, OutboxError> {
+        let until = unix_micros(SystemTime::now().max(now) + self.config.lease);
+        let renewed = match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(pool) => super::sqlite::renew(pool, held, until, token).await?,
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => super::postgres::renew(pool, held, until, token).await?,
+        };
+        Ok(usize::try_from(renewed).unwrap_or(0) == held.len())
+    }
+
+    /// Records `failure` and releases the key's rows after it, if this
+    /// round (`token`) still holds them; `false` when it no longer does.
     async fn finish_failure(
         &self,
-        seq: i64,
-        attempts: i32,
-        next: i64,
-        error: &str,
-        dead_at: Option<i64>,
+        f: &Failure<'_>,
         released: &[i64],
-    ) -> Result<(), OutboxError> {
-        match &self.db {
+        token: Uuid,
+    ) -> Result<bool, OutboxError> {
+        let recorded = match &self.db {
             #[cfg(feature = "sqlite")]
             Db::Sqlite(pool) => {
-                super::sqlite::record_failure(pool, seq, attempts, next, error, dead_at).await?;
+                let ok = super::sqlite::record_failure(
+                    pool, f.seq, f.attempts, f.next, f.error, f.dead_at, token,
+                )
+                .await?;
                 if !released.is_empty() {
-                    super::sqlite::release(pool, released).await?;
+                    super::sqlite::release(pool, released, token).await?;
                 }
+                ok
             }
             #[cfg(feature = "postgres")]
             Db::Postgres(pool) => {
-                super::postgres::record_failure(pool, seq, attempts, next, error, dead_at).await?;
+                let ok = super::postgres::record_failure(
+                    pool, f.seq, f.attempts, f.next, f.error, f.dead_at, token,
+                )
+                .await?;
                 if !released.is_empty() {
-                    super::postgres::release(pool, released).await?;
+                    super::postgres::release(pool, released, token).await?;
                 }
+                ok
             }
-        }
-        Ok(())
+        };
+        Ok(recorded)
     }
+}
+
+/// A failed publish to record: the row, its attempt count, when to retry
+/// and whether it is now dead.
+struct Failure<'a> {
+    seq: i64,
+    attempts: i32,
+    next: i64,
+    error: &'a str,
+    dead_at: Option<i64>,
 }

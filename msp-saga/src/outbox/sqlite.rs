@@ -1,6 +1,6 @@
 //! The outbox's SQLite dialect.
 
-use super::{COLUMNS, DeadRow, OutboxMessage, Row, RowTuple};
+use super::{COLUMNS, Claim, DeadRow, OutboxMessage, Row, RowTuple};
 use crate::db::unix_micros;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -65,7 +65,8 @@ pub(crate) async fn requeue(
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE msp_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?2, \
-         claimed_until = NULL, last_error = NULL WHERE id = ?1 AND dead_at IS NOT NULL",
+         claimed_until = NULL, claim_token = NULL, last_error = NULL \
+         WHERE id = ?1 AND dead_at IS NOT NULL",
     )
     .bind(id)
     .bind(now)
@@ -85,16 +86,18 @@ pub(crate) async fn purge_sent(c: &mut SqliteConnection, before: i64) -> Result<
 }
 
 /// Claims the heads of their keys (and unkeyed rows) that are due, then up
-/// to `per_key` followers of each claimed keyed head, in one transaction.
+/// to `per_key` followers of each claimed keyed head, in one transaction,
+/// tagging them with `claim`'s token.
 pub(crate) async fn claim(
     pool: &sqlx::SqlitePool,
     now: i64,
     lease_until: i64,
     batch: i64,
+    claim: &Claim<'_>,
 ) -> Result<Vec<Row>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let heads: Vec<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE msp_outbox SET claimed_until = ?2 WHERE seq IN ( \
+        "UPDATE msp_outbox SET claimed_until = ?2, claim_token = ?4, claimed_by = ?5 WHERE seq IN ( \
            SELECT o.seq FROM msp_outbox o \
            WHERE o.sent_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= ?1 \
              AND (o.claimed_until IS NULL OR o.claimed_until <= ?1) \
@@ -107,6 +110,8 @@ pub(crate) async fn claim(
     .bind(now)
     .bind(lease_until)
     .bind(batch)
+    .bind(claim.token)
+    .bind(claim.name)
     .fetch_all(&mut *tx)
     .await?;
     let mut rows: Vec<Row> = heads.into_iter().map(Row::from_tuple).collect();
@@ -118,7 +123,7 @@ pub(crate) async fn claim(
         let heads_json = serde_json::to_string(&rows.iter().map(|r| r.seq).collect::<Vec<_>>())
             .unwrap_or_else(|_| "[]".to_owned());
         let followers: Vec<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE msp_outbox SET claimed_until = ?1 WHERE seq IN ( \
+            "UPDATE msp_outbox SET claimed_until = ?1, claim_token = ?5, claimed_by = ?6 WHERE seq IN ( \
                SELECT seq FROM ( \
                  SELECT seq, row_number() OVER (PARTITION BY msg_key ORDER BY seq) AS rn \
                  FROM msp_outbox \
@@ -132,6 +137,8 @@ pub(crate) async fn claim(
         .bind(keys_json)
         .bind(heads_json)
         .bind(per_key)
+        .bind(claim.token)
+        .bind(claim.name)
         .fetch_all(&mut *tx)
         .await?;
         rows.extend(followers.into_iter().map(Row::from_tuple));
@@ -145,32 +152,65 @@ fn seq_json(seqs: &[i64]) -> String {
     serde_json::to_string(seqs).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// Extends the lease of the rows of `seqs` this round (`token`) still holds
+/// unsent and alive; returns how many.
+pub(crate) async fn renew(
+    pool: &sqlx::SqlitePool,
+    seqs: &[i64],
+    lease_until: i64,
+    token: Uuid,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE msp_outbox SET claimed_until = ?2 \
+         WHERE seq IN (SELECT value FROM json_each(?1)) AND claim_token = ?3 AND sent_at IS NULL AND dead_at IS NULL",
+    )
+    .bind(seq_json(seqs))
+    .bind(lease_until)
+    .bind(token)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Marks the rows of `seqs` that this round still holds sent; returns how
+/// many it marked.
 pub(crate) async fn mark_sent(
     pool: &sqlx::SqlitePool,
     seqs: &[i64],
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE msp_outbox SET sent_at = ?1, claimed_until = NULL \
-         WHERE seq IN (SELECT value FROM json_each(?2))",
+    claim: &Claim<'_>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE msp_outbox SET sent_at = ?1, claimed_until = NULL, claimed_by = ?4 \
+         WHERE seq IN (SELECT value FROM json_each(?2)) AND claim_token = ?3 AND sent_at IS NULL",
     )
     .bind(now)
     .bind(seq_json(seqs))
+    .bind(claim.token)
+    .bind(claim.name)
     .execute(pool)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected())
 }
 
-pub(crate) async fn release(pool: &sqlx::SqlitePool, seqs: &[i64]) -> Result<(), sqlx::Error> {
+pub(crate) async fn release(
+    pool: &sqlx::SqlitePool,
+    seqs: &[i64],
+    token: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE msp_outbox SET claimed_until = NULL WHERE seq IN (SELECT value FROM json_each(?1))",
+        "UPDATE msp_outbox SET claimed_until = NULL \
+         WHERE seq IN (SELECT value FROM json_each(?1)) AND claim_token = ?2",
     )
     .bind(seq_json(seqs))
+    .bind(token)
     .execute(pool)
     .await?;
     Ok(())
 }
 
+/// Records a failed publish of row `seq` if this round still holds it;
+/// returns whether it did.
 pub(crate) async fn record_failure(
     pool: &sqlx::SqlitePool,
     seq: i64,
@@ -178,17 +218,20 @@ pub(crate) async fn record_failure(
     next_attempt_at: i64,
     error: &str,
     dead_at: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    token: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE msp_outbox SET attempts = ?2, next_attempt_at = ?3, claimed_until = NULL, \
-         last_error = ?4, dead_at = ?5 WHERE seq = ?1",
+         last_error = ?4, dead_at = ?5 \
+         WHERE seq = ?1 AND claim_token = ?6 AND sent_at IS NULL AND dead_at IS NULL",
     )
     .bind(seq)
     .bind(attempts)
     .bind(next_attempt_at)
     .bind(error)
     .bind(dead_at)
+    .bind(token)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }

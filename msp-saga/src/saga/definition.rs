@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::fence::LeaseFence;
+
 /// Why a step action or a compensation failed.
 ///
 /// The orchestrator retries a [`Retryable`](StepError::Retryable) failure
@@ -161,6 +163,7 @@ pub struct StepContext<D> {
     pub(crate) key: IdempotencyKey,
     pub(crate) data: Arc<D>,
     pub(crate) outputs: Arc<BTreeMap<String, Value>>,
+    pub(crate) fence: LeaseFence,
 }
 
 impl<D> Clone for StepContext<D> {
@@ -174,6 +177,7 @@ impl<D> Clone for StepContext<D> {
             key: self.key.clone(),
             data: self.data.clone(),
             outputs: self.outputs.clone(),
+            fence: self.fence.clone(),
         }
     }
 }
@@ -221,6 +225,12 @@ impl<D> StepContext<D> {
     /// `{saga_id}:{step}:compensate` in a compensation).
     pub fn idempotency_key(&self) -> &IdempotencyKey {
         &self.key
+    }
+
+    /// The lease this call runs under, to fence the step's own writes
+    /// (see [`LeaseFence`]).
+    pub fn fence(&self) -> &LeaseFence {
+        &self.fence
     }
 
     /// The saga's data.
@@ -573,6 +583,7 @@ pub(crate) struct RawCall {
     pub(crate) key: IdempotencyKey,
     pub(crate) data: AnyData,
     pub(crate) outputs: Arc<BTreeMap<String, Value>>,
+    pub(crate) fence: LeaseFence,
 }
 
 /// A saga definition with its data type erased, so the orchestrator can
@@ -631,6 +642,7 @@ where
             key: call.key,
             data,
             outputs: call.outputs,
+            fence: call.fence,
         })
     }
 }

@@ -95,6 +95,7 @@
 //! ```
 
 mod definition;
+mod fence;
 mod http;
 mod log;
 mod orchestrator;
@@ -103,6 +104,7 @@ pub mod store;
 pub use self::definition::{
     IdempotencyKey, InvalidSaga, Phase, Saga, SagaBuilder, StepBuilder, StepContext, StepError,
 };
+pub use self::fence::LeaseFence;
 pub use self::http::{IDEMPOTENCY_KEY, IdempotencyKeyExt};
 pub use self::log::{FailureKind, LogEntry, LogEvent, SagaRecord, SagaState, UnknownState};
 pub use self::orchestrator::{

@@ -11,6 +11,7 @@ use msp_saga::saga::{SagaRecord, SagaState};
 use uuid::Uuid;
 
 pub mod journal;
+pub mod process;
 
 /// Counts the commits (create, append, renew, claim) that reach the store.
 #[derive(Debug, Clone)]

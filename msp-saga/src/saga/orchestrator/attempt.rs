@@ -16,6 +16,7 @@ use super::SagaError;
 use super::driver::Driver;
 use super::run::millis;
 use crate::saga::definition::{IdempotencyKey, Phase, RawCall, StepError, StepMeta};
+use crate::saga::fence::LeaseFence;
 use crate::saga::log::{FailureKind, LogEvent, SagaState, now_ms};
 use crate::saga::store::SagaStore;
 
@@ -141,6 +142,12 @@ impl<S: SagaStore> Driver<S> {
             key,
             data: self.run.data.clone(),
             outputs,
+            fence: LeaseFence {
+                saga_id: self.run.id,
+                owner: Arc::from(self.inner.owner.as_str()),
+                version: self.run.version,
+                lease: self.inner.lease,
+            },
         })
     }
 

@@ -145,6 +145,14 @@ pub struct Transition {
     pub events: Vec<LogEvent>,
 }
 
+impl Transition {
+    /// Who writes it: the new owner, else the expected one (an orchestrator
+    /// finishing a saga it held). Stored with the log rows (`writer`).
+    pub fn writer(&self) -> Option<&str> {
+        self.owner.as_deref().or(self.expected_owner.as_deref())
+    }
+}
+
 /// Persistence for sagas. Each method is one atomic commit.
 ///
 /// Implementations must pass the conformance suite in

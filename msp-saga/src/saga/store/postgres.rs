@@ -134,8 +134,8 @@ impl SagaStore for PostgresSagaStore {
                VALUES ($1, $2, $3, $4::jsonb, 1, $5, $6, $7, $8, $8) \
                ON CONFLICT (id) DO NOTHING RETURNING id), \
              l AS ( \
-               INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body) \
-               SELECT s.id, e.ord, $8, e.kind, NULLIF(e.step, ''), e.body::jsonb \
+               INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body, writer, version) \
+               SELECT s.id, e.ord, $8, e.kind, NULLIF(e.step, ''), e.body::jsonb, $5, 1 \
                FROM s, unnest($9::text[], $10::text[], $11::text[]) WITH ORDINALITY AS e(kind, step, body, ord)) \
              SELECT count(*) FROM s",
         )
@@ -167,8 +167,8 @@ impl SagaStore for PostgresSagaStore {
                WHERE id = $1 AND version = $2 AND owner IS NOT DISTINCT FROM $3 \
                RETURNING id, version), \
              l AS ( \
-               INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body) \
-               SELECT u.id, $9 + e.ord - 1, $8, e.kind, NULLIF(e.step, ''), e.body::jsonb \
+               INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body, writer, version) \
+               SELECT u.id, $9 + e.ord - 1, $8, e.kind, NULLIF(e.step, ''), e.body::jsonb, $13, u.version \
                FROM u, unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS e(kind, step, body, ord)) \
              SELECT version FROM u",
         )
@@ -184,6 +184,7 @@ impl SagaStore for PostgresSagaStore {
         .bind(kinds)
         .bind(steps)
         .bind(bodies)
+        .bind(t.writer())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| match &e {

@@ -139,12 +139,14 @@ async fn insert_events(
     id: Uuid,
     first_seq: i64,
     at: i64,
+    (writer, version): (Option<&str>, i64),
     events: &[LogEvent],
 ) -> Result<(), StoreError> {
     let id = id.to_string();
     for (i, e) in events.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO msp_saga_log (saga_id, seq, at, kind, step, body, writer, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(first_seq + i as i64)
@@ -152,6 +154,8 @@ async fn insert_events(
         .bind(e.kind())
         .bind(e.step())
         .bind(encode_event(e)?)
+        .bind(writer)
+        .bind(version)
         .execute(&mut **tx)
         .await?;
     }
@@ -181,7 +185,15 @@ impl SagaStore for SqliteSagaStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::Duplicate(saga.id));
         }
-        insert_events(&mut tx, saga.id, 1, saga.now, &saga.events).await?;
+        insert_events(
+            &mut tx,
+            saga.id,
+            1,
+            saga.now,
+            (saga.owner.as_deref(), 1),
+            &saga.events,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -214,18 +226,25 @@ impl SagaStore for SqliteSagaStore {
                 None => StoreError::NotFound(t.id),
             });
         };
-        insert_events(&mut tx, t.id, t.first_seq, t.now, &t.events)
-            .await
-            .map_err(|e| match e {
-                StoreError::Backend(ref b)
-                    if b.downcast_ref::<sqlx::Error>().is_some_and(
-                        |s| matches!(s, sqlx::Error::Database(db) if db.is_unique_violation()),
-                    ) =>
-                {
-                    StoreError::Conflict(t.id)
-                }
-                other => other,
-            })?;
+        insert_events(
+            &mut tx,
+            t.id,
+            t.first_seq,
+            t.now,
+            (t.writer(), version),
+            &t.events,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Backend(ref b)
+                if b.downcast_ref::<sqlx::Error>().is_some_and(
+                    |s| matches!(s, sqlx::Error::Database(db) if db.is_unique_violation()),
+                ) =>
+            {
+                StoreError::Conflict(t.id)
+            }
+            other => other,
+        })?;
         tx.commit().await?;
         Ok(version)
     }

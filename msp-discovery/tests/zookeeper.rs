@@ -59,6 +59,9 @@ async fn connect(connect: &str) -> ZooKeeperRegistry {
         .with_registration_config(
             RegistrationConfig::builder()
                 .retry(fast_backoff())
+                // Opening a session and creating the znode on a loaded CI
+                // machine may take longer than the default TTL / 2.
+                .timeout(Duration::from_secs(3))
                 .build()
                 .expect("valid registration config"),
         )
@@ -144,7 +147,7 @@ async fn instance_of_a_process_that_stops_heartbeating_is_removed_when_its_sessi
         .expect("prefix");
     let a = instance("orders", 1);
     let registration = registry
-        .register(a.clone(), Duration::from_secs(1))
+        .register(a.clone(), Duration::from_secs(2))
         .await
         .expect("register");
     let mut status = registration.subscribe();
@@ -527,7 +530,7 @@ async fn deregister_by_id_is_undone_by_a_live_registration() {
     let registry = connect(&server.connect_string()).await;
     let a = instance("orders", 1);
     let registration = registry
-        .register(a.clone(), Duration::from_secs(1))
+        .register(a.clone(), Duration::from_secs(2))
         .await
         .expect("register");
     let mut watch = registry.watch(a.service());

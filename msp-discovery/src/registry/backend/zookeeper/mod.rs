@@ -50,13 +50,13 @@
 //! it expires. A watch adds a *persistent recursive* watch on
 //! `{prefix}/{service}` (ZooKeeper ≥ 3.6) before listing, so nothing
 //! between the list and the watch is missed, then sends a
-//! [`Snapshot`](WatchEvent::Snapshot). Each created or changed znode is
-//! read and sent as [`Added`](WatchEvent::Added), each deleted one as
-//! [`Removed`](WatchEvent::Removed). When the connection drops or the
-//! session expires the stream yields [`Stale`](WatchEvent::Stale), then
+//! [`Snapshot`](crate::registry::WatchEvent::Snapshot). Each created or changed znode is
+//! read and sent as [`Added`](crate::registry::WatchEvent::Added), each deleted one as
+//! [`Removed`](crate::registry::WatchEvent::Removed). When the connection drops or the
+//! session expires the stream yields [`Stale`](crate::registry::WatchEvent::Stale), then
 //! re-arms the watch with backoff and lists again: the differences with
 //! what it had sent are replayed as `Added` / `Removed`, followed by
-//! [`Resumed`](WatchEvent::Resumed). (ZooKeeper does not replay events of
+//! [`Resumed`](crate::registry::WatchEvent::Resumed). (ZooKeeper does not replay events of
 //! persistent watches missed while disconnected — ZOOKEEPER-4698 — hence
 //! the list after every reconnection.)
 //!
@@ -167,6 +167,17 @@ impl ZooKeeperRegistry {
     /// [`Timeout`](RegistryError::Timeout) within 5 s,
     /// [`Config`](RegistryError::Config) for an invalid string). Later
     /// connection losses are recovered from on their own.
+    ///
+    /// ```
+    /// use msp_discovery::registry::ZooKeeperRegistry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Nothing listens on port 1: a transient error, worth retrying.
+    /// let err = ZooKeeperRegistry::connect("127.0.0.1:1").await.unwrap_err();
+    /// assert!(err.is_transient(), "{err}");
+    /// # }
+    /// ```
     pub async fn connect(cluster: impl AsRef<str>) -> Result<Self, RegistryError> {
         let cluster: Arc<str> = Arc::from(cluster.as_ref());
         let registry = ZooKeeperRegistry {

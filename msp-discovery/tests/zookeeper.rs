@@ -574,3 +574,39 @@ async fn connect_and_prefix_errors_are_typed() {
     let registry = registry.with_prefix("/team/a/").expect("prefix");
     assert_eq!(registry.prefix(), "/team/a");
 }
+
+#[tokio::test]
+async fn a_restarted_process_replaces_the_znode_its_previous_session_left() {
+    let Some(server) = PrivateZooKeeper::start() else {
+        return;
+    };
+    let a = instance("orders", 1);
+    let before = connect(&server.connect_string()).await;
+    // The first process dies without deregistering: its session (TTL 30 s)
+    // and znode stay until the server expires them.
+    before
+        .register(a.clone(), Duration::from_secs(30))
+        .await
+        .expect("register")
+        .abandon();
+    let raw = raw(&server).await;
+    let path = before.path_of(&a);
+    let old_owner = raw
+        .check_stat(&path)
+        .await
+        .expect("exists")
+        .expect("znode")
+        .ephemeral_owner;
+
+    // Its replacement registers the same instance at once, without waiting
+    // 30 s for the old session to expire.
+    let after = connect(&server.connect_string()).await;
+    let registration = after
+        .register(a.clone(), Duration::from_secs(30))
+        .await
+        .expect("register over the znode of the dead session");
+    let stat = raw.check_stat(&path).await.expect("exists").expect("znode");
+    assert_ne!(stat.ephemeral_owner, old_owner, "now in the new session");
+    assert_eq!(after.instances(a.service()).await.expect("list"), vec![a]);
+    assert_eq!(registration.status(), RegistrationStatus::Registered);
+}

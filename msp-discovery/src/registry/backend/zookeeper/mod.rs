@@ -37,7 +37,9 @@
 //!   backoff, without any application action. A znode left behind by an
 //!   earlier session of the same instance (a crash and a quick restart, or
 //!   a session the client gave up on while the server still holds it) is
-//!   deleted and created anew, as Curator's service discovery does;
+//!   deleted and created anew, as Curator's service discovery does (so
+//!   two *live* processes registering one id would take it from each other
+//!   on every heartbeat: ids must be unique, as everywhere in msp);
 //! - deregistration deletes the znode. The session is *detached*: a
 //!   dropped or [abandoned](crate::registry::Registration::abandon)
 //!   registration does not close it, so — as after a crash — its znode

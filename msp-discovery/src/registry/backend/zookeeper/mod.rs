@@ -185,7 +185,6 @@ impl ZooKeeperRegistry {
         let registry = ZooKeeperRegistry {
             session: Arc::new(SharedSession {
                 cluster: cluster.clone(),
-                timeout: Self::DEFAULT_TIMEOUT,
                 current: tokio::sync::Mutex::new(None),
             }),
             cluster,
@@ -198,7 +197,7 @@ impl ZooKeeperRegistry {
                 .unwrap_or_default(),
             timeout: Self::DEFAULT_TIMEOUT,
         };
-        registry.session.client().await?;
+        registry.session.client(registry.timeout).await?;
         Ok(registry)
     }
 
@@ -263,13 +262,13 @@ impl ZooKeeperRegistry {
 /// again after it expires.
 struct SharedSession {
     cluster: Arc<str>,
-    timeout: Duration,
     current: tokio::sync::Mutex<Option<zk::Client>>,
 }
 
 impl SharedSession {
-    /// The live client, or a new session if there is none or it ended.
-    async fn client(&self) -> Result<zk::Client, RegistryError> {
+    /// The live client, or a new session (opened within `timeout`) if
+    /// there is none or it ended.
+    async fn client(&self, timeout: Duration) -> Result<zk::Client, RegistryError> {
         let mut current = self.current.lock().await;
         if let Some(client) = current.as_ref()
             && !client.state().is_terminated()
@@ -283,7 +282,7 @@ impl SharedSession {
             &self.cluster,
             ZooKeeperRegistry::SESSION_TIMEOUT,
             false,
-            self.timeout,
+            timeout,
         )
         .await?;
         *current = Some(client.clone());
@@ -425,7 +424,7 @@ impl Registry for ZooKeeperRegistry {
 
     fn deregister<'a>(&'a self, id: &'a InstanceId) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let client = self.session.client().await?;
+            let client = self.session.client(self.timeout).await?;
             let services = bounded(self.timeout, "list", async {
                 match client.list_children(&self.prefix).await {
                     Err(zk::Error::NoNode) => Ok(Vec::new()),
@@ -461,7 +460,7 @@ impl Registry for ZooKeeperRegistry {
         service: &'a ServiceName,
     ) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
         Box::pin(async move {
-            let client = self.session.client().await?;
+            let client = self.session.client(self.timeout).await?;
             let path = self.service_path(service);
             bounded(self.timeout, "list", list(&client, service, &path)).await
         })

@@ -90,7 +90,7 @@ impl ZooKeeperWatch {
     /// Adds the persistent recursive watch, then lists: the first list is
     /// a snapshot, later ones replay the difference with what was sent.
     async fn arm(&mut self) -> Result<(), RegistryError> {
-        let client = self.session.client().await?;
+        let client = self.session.client(self.timeout).await?;
         let watcher = bounded(
             self.timeout,
             "watch",

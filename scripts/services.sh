@@ -168,6 +168,8 @@ browser_test_deps() {
 start() {
     need protoc protobuf-compiler etcd etcd-server curl curl
     need chromium chromium node nodejs npm npm
+    # ZooKeeper tests start private servers from Debian's jar (msp-discovery/tests/common).
+    [ -f /usr/share/java/zookeeper.jar ] || need zkServer.sh zookeeper
     browser_test_deps
     port_open 5432 || need pg_ctlcluster postgresql psql postgresql-client
     port_open 6379 || need redis-server redis-server

@@ -4,7 +4,7 @@
 //! | module | what it gives you |
 //! |---|---|
 //! | [`registry`] | the [`Registry`] trait: register with a lease that heartbeats and re-registers, list, watch; [`ServiceView`], the cached instance set that survives registry outages; [`Registrar`] for third-party registration |
-//! | [`registry::backend`] | the backends: [`MemoryRegistry`] (embedded default), [`StaticRegistry`], `EtcdRegistry` (`etcd`), `DnsDiscovery` (`dns`) |
+//! | [`registry::backend`] | the backends: [`MemoryRegistry`] (embedded default), [`StaticRegistry`], `EtcdRegistry` (`etcd`), `ZooKeeperRegistry` (`zookeeper`), `DnsDiscovery` (`dns`) |
 //! | [`balance`] | [`EndpointSet`] and the strategies: round robin, random, weighted, power of two choices over peak EWMA, consistent hashing, zone preference, panic mode |
 //! | [`health`] | active checks (HTTP, TCP, custom) taking failing instances out of balancing |
 //! | [`outlier`] | passive ejection from real traffic (consecutive failures, failure rate), growing ejection times, max ejected percent |
@@ -31,9 +31,11 @@
 //!   with real TTL expiry), [`StaticRegistry`] (a fixed list from config),
 //!   `EtcdRegistry` (feature `etcd`: a lease per instance, JSON under a key
 //!   prefix, a prefix watch that resumes from its last revision and lists
-//!   again after a compaction) and `DnsDiscovery` (feature `dns`: SRV and
-//!   A/AAAA lookups refreshed on their TTL, for Kubernetes headless
-//!   services). All implement the one [`Registry`] trait, object safe.
+//!   again after a compaction), `ZooKeeperRegistry` (feature `zookeeper`:
+//!   an ephemeral znode in a session per instance, a persistent recursive
+//!   watch re-armed and re-listed after reconnection) and `DnsDiscovery`
+//!   (feature `dns`: SRV and A/AAAA lookups refreshed on their TTL, for
+//!   Kubernetes headless services). All implement the one [`Registry`] trait, object safe.
 //! - **Watching and outages.** [`Registry::watch`] is a stream of
 //!   [`WatchEvent`]s that never ends: a backend failure is a
 //!   [`WatchEvent::Stale`], not an error or an empty list. A
@@ -132,6 +134,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `etcd` | `EtcdRegistry` (etcd v3: leases, keep-alive, prefix watch) |
+//! | `zookeeper` | `ZooKeeperRegistry` (Apache ZooKeeper ≥ 3.6: ephemeral znodes, session per registration, persistent recursive watches) |
 //! | `dns` | `DnsDiscovery` (SRV and A/AAAA lookups) |
 //! | `tonic` | the `tonic` module |
 //! | `tls` | `DiscoveryClientBuilder::tls`: calls over mTLS with msp-core's SPIFFE workload identity, checking the server's identity per service |
@@ -159,6 +162,8 @@ pub use crate::health::{HealthCheck, HealthCheckConfig};
 pub use crate::outlier::OutlierConfig;
 #[cfg(feature = "etcd")]
 pub use crate::registry::EtcdRegistry;
+#[cfg(feature = "zookeeper")]
+pub use crate::registry::ZooKeeperRegistry;
 #[cfg(feature = "dns")]
 pub use crate::registry::{DnsDiscovery, DnsTarget};
 pub use crate::registry::{

@@ -12,8 +12,8 @@
 //!
 //! The backends live in their own folder, [`backend`]: [`MemoryRegistry`]
 //! (the embedded default, in-process), [`StaticRegistry`] (a fixed list
-//! from config), `EtcdRegistry` (feature `etcd`) and `DnsDiscovery`
-//! (feature `dns`), all re-exported here and at the crate root. This
+//! from config), `EtcdRegistry` (feature `etcd`), `ZooKeeperRegistry`
+//! (feature `zookeeper`) and `DnsDiscovery` (feature `dns`), all re-exported here and at the crate root. This
 //! module holds what they share: the trait, the [`Registration`] handle
 //! every backend drives through its [`Lease`], the [`Registrar`] and the
 //! [`ServiceView`].
@@ -82,6 +82,8 @@ pub mod view;
 
 #[cfg(feature = "etcd")]
 pub use self::backend::EtcdRegistry;
+#[cfg(feature = "zookeeper")]
+pub use self::backend::ZooKeeperRegistry;
 #[cfg(feature = "dns")]
 pub use self::backend::{DnsDiscovery, DnsTarget};
 pub use self::backend::{MemoryRegistry, StaticConfig, StaticRegistry};

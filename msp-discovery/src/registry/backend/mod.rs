@@ -5,6 +5,7 @@
 //! | [`MemoryRegistry`] | always | in-process leases expiring on tokio time | in-process changes |
 //! | [`StaticRegistry`] | always | refused (`Unsupported`) | one snapshot of a fixed list from config |
 //! | `EtcdRegistry` | `etcd` | an etcd lease per instance, keep-alive stream | prefix watch resuming from its last revision |
+//! | `ZooKeeperRegistry` | `zookeeper` | an ephemeral znode in a session of its own (timeout = TTL) | persistent recursive watch, re-armed and re-listed after reconnection |
 //! | `DnsDiscovery` | `dns` | refused (`Unsupported`) | SRV / A / AAAA lookups refreshed on their TTL |
 //!
 //! The backends only know how to store, list and watch instances. What is
@@ -51,6 +52,8 @@ pub mod dns;
 pub mod etcd;
 pub mod memory;
 pub mod static_list;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 #[cfg(feature = "dns")]
 pub use self::dns::{DnsDiscovery, DnsTarget};
@@ -58,3 +61,5 @@ pub use self::dns::{DnsDiscovery, DnsTarget};
 pub use self::etcd::EtcdRegistry;
 pub use self::memory::MemoryRegistry;
 pub use self::static_list::{StaticConfig, StaticRegistry};
+#[cfg(feature = "zookeeper")]
+pub use self::zookeeper::ZooKeeperRegistry;

@@ -1,0 +1,4 @@
+//! Helpers shared by the ZooKeeper tests.
+
+pub(crate) mod private_zookeeper;
+pub(crate) mod proxy;

@@ -1,7 +1,11 @@
 //! The demo's story, told over HTTP through the gateway: sign up and log
 //! in, browse and search products, an order refused without a key, an
 //! order that completes, one whose shipment fails and is compensated (the
-//! stock comes back, the payment is refunded), and a rate limit hit.
+//! stock comes back, the payment is refunded), and a rate limit hit; a
+//! breaker opening and closing; a product-service instance crashed under
+//! load with no failed request ([`CrashChapter`]); a setting changed in the
+//! config server's files and applied without a restart
+//! ([`ReloadChapter`]).
 //!
 //! [`run`] returns what happened as a [`Story`], so the integration test
 //! checks the same story `cargo run -p ecommerce -- demo` prints.

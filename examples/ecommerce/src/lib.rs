@@ -5,7 +5,7 @@
 //! | service | module | store |
 //! |---|---|---|
 //! | user-service | [`services::user`] | `users.db` |
-//! | product-service | [`services::product`] (FTS5 search) | `products.db` |
+//! | product-service ×2 | [`services::product`] (FTS5 search, live settings) | `products.db` (shared) |
 //! | order-service | [`services::order`] (place-order saga, outbox) | `orders.db` |
 //! | inventory-service | [`services::inventory`] | `inventory.db` |
 //! | payment-service | [`services::payment`] | `payments.db` |
@@ -17,7 +17,11 @@
 //! that deregisters first) and registered in one msp-discovery
 //! [`MemoryRegistry`]; services call each other by name through
 //! [`platform::ServiceClient`]. msp-gateway fronts them with
-//! `config/gateway.yaml` ([`gateway`]).
+//! `config/gateway.yaml` ([`gateway`]), retrying product-service's two
+//! instances on each other and ejecting a crashed one
+//! ([`System::crash_instance`]). Every service's settings come from an
+//! msp-config config server serving `{data dir}/config/`, polled each
+//! second ([`platform::settings`]: edit a file, the services follow).
 //!
 //! # Example
 //!

@@ -28,7 +28,8 @@ const FILE: &str = "product-service-demo.yaml";
 pub struct ReloadChapter {
     /// Results of [`QUERY`] before the edit.
     pub hits_before: usize,
-    /// … after `search.max_results: 1` was written (no restart).
+    /// … after `search.max_results: 1` was written (no restart; 2 if the
+    /// file already said 1).
     pub hits_after: usize,
     /// The config server's status for `/product-service/demo` with the
     /// broken file (`500`).
@@ -92,13 +93,18 @@ pub(super) async fn run(system: &System, quiet: bool) -> Result<ReloadChapter, B
         ),
     );
 
+    // 1 (2 if a user already set 1: the edit must change something).
+    let target = if first == 1 { 2 } else { 1 };
     let mut events = settings.subscribe();
-    std::fs::write(&file, "search:\n  max_results: 1\n")?;
+    std::fs::write(&file, format!("search:\n  max_results: {target}\n"))?;
     say(
         quiet,
-        format!("   wrote search.max_results: 1 to {}", file.display()),
+        format!(
+            "   wrote search.max_results: {target} to {}",
+            file.display()
+        ),
     );
-    updated(&mut events, 1).await?;
+    updated(&mut events, target).await?;
     chapter.hits_after = hits(&gw).await?;
     say(
         quiet,

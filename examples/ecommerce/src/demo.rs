@@ -1,7 +1,11 @@
 //! The demo's story, told over HTTP through the gateway: sign up and log
 //! in, browse and search products, an order refused without a key, an
 //! order that completes, one whose shipment fails and is compensated (the
-//! stock comes back, the payment is refunded), and a rate limit hit.
+//! stock comes back, the payment is refunded), and a rate limit hit; a
+//! breaker opening and closing; a product-service instance crashed under
+//! load with no failed request ([`CrashChapter`]); a setting changed in the
+//! config server's files and applied without a restart
+//! ([`ReloadChapter`]).
 //!
 //! [`run`] returns what happened as a [`Story`], so the integration test
 //! checks the same story `cargo run -p ecommerce -- demo` prints.
@@ -25,6 +29,12 @@
 //! # Ok(())
 //! # }
 //! ```
+
+mod crash;
+mod reload;
+
+pub use crash::CrashChapter;
+pub use reload::ReloadChapter;
 
 use crate::System;
 use bytes::Bytes;
@@ -93,6 +103,21 @@ impl Http {
         self.send(Method::GET, path, api_key, None).await
     }
 
+    /// `GET path` with `Cache-Control: no-cache`: the gateway's cache
+    /// neither answers nor stores it, an instance does.
+    pub async fn get_uncached(&self, path: &str) -> Result<(StatusCode, Value), BoxError> {
+        let req = Request::get(format!("{}{path}", self.base))
+            .header(http::header::CACHE_CONTROL, "no-cache")
+            .body(Full::new(Bytes::new()))?;
+        let res = self.client.request(req).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
     /// `POST path` with a JSON body.
     pub async fn post(
         &self,
@@ -128,6 +153,10 @@ pub struct Story {
     /// The breaker chapter: payment-service failing, order-service's
     /// breaker to it opening, then recovering.
     pub breaker: BreakerChapter,
+    /// Chapter 8: a product-service instance crashed under load.
+    pub crash: CrashChapter,
+    /// Chapter 9: a setting changed in the config server's files, live.
+    pub reload: ReloadChapter,
 }
 
 /// What the breaker chapter saw.
@@ -303,6 +332,18 @@ pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
         "7. payment-service fails every call (chaos): order-service's breaker opens, then recovers",
     );
     story.breaker = breaker_chapter(system, &gw, &key, quiet).await?;
+
+    say(
+        quiet,
+        "8. crash a product-service instance under load: the gateway retries on the other, then ejects it",
+    );
+    story.crash = crash::run(system, quiet).await?;
+
+    say(
+        quiet,
+        "9. change a setting in the config server's files: product-service applies it without a restart",
+    );
+    story.reload = reload::run(system, quiet).await?;
     Ok(story)
 }
 

@@ -5,7 +5,7 @@
 //! | service | module | store |
 //! |---|---|---|
 //! | user-service | [`services::user`] | `users.db` |
-//! | product-service | [`services::product`] (FTS5 search) | `products.db` |
+//! | product-service ×2 | [`services::product`] (FTS5 search, live settings) | `products.db` (shared) |
 //! | order-service | [`services::order`] (place-order saga, outbox) | `orders.db` |
 //! | inventory-service | [`services::inventory`] | `inventory.db` |
 //! | payment-service | [`services::payment`] | `payments.db` |
@@ -17,7 +17,11 @@
 //! that deregisters first) and registered in one msp-discovery
 //! [`MemoryRegistry`]; services call each other by name through
 //! [`platform::ServiceClient`]. msp-gateway fronts them with
-//! `config/gateway.yaml` ([`gateway`]).
+//! `config/gateway.yaml` ([`gateway`]), retrying product-service's two
+//! instances on each other and ejecting a crashed one
+//! ([`System::crash_instance`]). Every service's settings come from an
+//! msp-config config server serving `{data dir}/config/`, polled each
+//! second ([`platform::settings`]: edit a file, the services follow).
 //!
 //! # Example
 //!
@@ -49,6 +53,7 @@ pub mod services;
 
 use axum::Router;
 use dashboard::{ClientBreaker, Dashboard};
+use msp_config::Watched;
 use msp_core::BoxError;
 use msp_core::authz::{AuthorizationLayer, AuthorizationPolicies, PolicyHandle};
 use msp_core::shutdown::{Shutdown, ShutdownReport};
@@ -58,6 +63,7 @@ use msp_gateway::admin::Admin;
 use msp_resilience::chaos::ChaosHandle;
 use msp_saga::outbox::BroadcastPublisher;
 use msp_saga::saga::SqliteSagaStore;
+use platform::settings::{ConfigService, ServiceSettings};
 use platform::{Running, Security, ServiceClient, open_db, serve_with_tls, with_chaos};
 use requests::RequestLog;
 use services::notification::FeedEntry;
@@ -110,11 +116,16 @@ pub struct System {
     dashboard: Dashboard,
     security: Security,
     stop_background: Shutdown,
+    config: ConfigService,
+    settings: BTreeMap<&'static str, Watched<ServiceSettings>>,
 }
 
 /// The authorization policies of the services only order-service's saga
 /// writes to (`config/authz/internal.yaml`).
 pub const INTERNAL_AUTHZ_YAML: &str = include_str!("../config/authz/internal.yaml");
+
+/// How many product-service instances the system runs.
+pub const PRODUCT_INSTANCES: usize = 2;
 
 /// The services of the system, in start order.
 pub const SERVICES: [&str; 7] = [
@@ -127,17 +138,21 @@ pub const SERVICES: [&str; 7] = [
     "user-service",
 ];
 
-/// Wraps each service's routes the same way: authorization (for the
-/// services that have policies), a chaos switch (off), then the request
-/// log, so denials and injected faults show among the recent requests.
+/// Wraps each service's routes the same way: `GET /settings` (its live
+/// settings from the config server), authorization (for the services that
+/// have policies), a chaos switch (off), then the request log, so denials
+/// and injected faults show among the recent requests.
 struct Instrument {
     requests: RequestLog,
     chaos: BTreeMap<&'static str, ChaosHandle>,
     internal: PolicyHandle,
+    settings: BTreeMap<&'static str, Watched<ServiceSettings>>,
 }
 
 impl Instrument {
     fn routes(&mut self, name: &'static str, routes: Router) -> Result<Router, BoxError> {
+        let settings = self.settings.get(name).ok_or("no settings")?.clone();
+        let routes = routes.merge(platform::settings::routes(settings));
         let (routes, chaos) = with_chaos(routes)?;
         self.chaos.insert(name, chaos);
         Ok(self.requests.wrap(name, routes))
@@ -164,10 +179,17 @@ impl System {
         let identity = |name: &str| security.identity(name);
         let internal: AuthorizationPolicies = serde_saphyr::from_str(INTERNAL_AUTHZ_YAML)
             .map_err(|e| format!("config/authz/internal.yaml: {e}"))?;
+        // The config server, then every service's settings from it.
+        let config_server = ConfigService::start(dir.join("config"), bind).await?;
+        let mut settings = BTreeMap::new();
+        for name in SERVICES {
+            settings.insert(name, config_server.watch(name).await?);
+        }
         let mut instrument = Instrument {
             requests: RequestLog::new(500),
             chaos: BTreeMap::new(),
             internal: PolicyHandle::new(internal),
+            settings: settings.clone(),
         };
 
         let db = open_db(dir, "inventory.db").await?;
@@ -212,19 +234,22 @@ impl System {
             serve_with_tls("shipping-service", routes, db, &registry, bind, Some(&id)).await?,
         );
 
+        // Two product-service instances sharing one catalog, both
+        // registered under `product-service` (the demo crashes one).
         let db = open_db(dir, "products.db").await?;
         product::migrate(&db, &product::seed_catalog()).await?;
-        services.push(
-            serve_with_tls(
-                "product-service",
-                instrument.routes("product-service", product::routes(db.clone()))?,
-                db,
-                &registry,
-                bind,
-                Some(&identity("product-service")?),
-            )
-            .await?,
-        );
+        let live = settings
+            .get("product-service")
+            .ok_or("no settings")?
+            .clone();
+        let routes = instrument.routes("product-service", product::routes(db.clone(), live))?;
+        let id = identity("product-service")?;
+        for _ in 0..PRODUCT_INSTANCES {
+            let (routes, db) = (routes.clone(), db.clone());
+            services.push(
+                serve_with_tls("product-service", routes, db, &registry, bind, Some(&id)).await?,
+            );
+        }
 
         // The bus and its one consumer exist before the relay starts.
         let bus = BroadcastPublisher::new(1024);
@@ -316,7 +341,7 @@ impl System {
         let dashboard = Dashboard::new(
             gw.clone(),
             registry.clone(),
-            services.iter().map(|s| s.name).collect(),
+            SERVICES.to_vec(),
             breakers,
             instrument.chaos,
             instrument.requests,
@@ -334,6 +359,8 @@ impl System {
             feed,
             bus,
             stop_background: background,
+            config: config_server,
+            settings,
         })
     }
 
@@ -405,6 +432,33 @@ impl System {
         &self.bus
     }
 
+    /// The config server the services' settings come from (its
+    /// directory holds the files to edit).
+    pub fn config_server(&self) -> &ConfigService {
+        &self.config
+    }
+
+    /// Service `name`'s live settings.
+    pub fn settings(&self, name: &str) -> Option<&Watched<ServiceSettings>> {
+        self.settings.get(name)
+    }
+
+    /// Where every running instance of service `name` listens.
+    pub fn service_addrs(&self, name: &str) -> Vec<SocketAddr> {
+        let named = self.services.iter().filter(|s| s.name == name);
+        named.map(|s| s.addr).collect()
+    }
+
+    /// Crashes the last started instance of service `name`
+    /// ([`Running::crash`](platform::Running::crash): listener and
+    /// connections gone, still registered) and returns its address.
+    pub fn crash_instance(&self, name: &str) -> Result<SocketAddr, BoxError> {
+        let running = self.services.iter().rev().find(|s| s.name == name);
+        let running = running.ok_or_else(|| format!("{name} is not running"))?;
+        running.crash();
+        Ok(running.addr)
+    }
+
     /// Stops one service (its shutdown sequence: not ready → deregister →
     /// drain → stop) and returns its report; the others keep running.
     pub async fn stop_service(&mut self, name: &str) -> Result<ShutdownReport, BoxError> {
@@ -426,6 +480,7 @@ impl System {
             service.stop().await?;
         }
         self.stop_background.trigger();
+        self.config.stop();
         Ok(())
     }
 }

@@ -86,6 +86,24 @@ async fn main() -> Result<(), BoxError> {
             println!("  {name} (behind the gateway): http://{addr}");
         }
     }
+    let settings = system.config_server();
+    println!(
+        "  config server {} serves {} (every service polls it each second):",
+        settings.url(),
+        settings.dir().display()
+    );
+    println!(
+        "    curl {}/product-service/demo   # product-service's settings, as Spring Cloud Config serves them",
+        settings.url()
+    );
+    println!(
+        "    printf 'search:\\n  max_results: 1\\n' > {}/product-service-demo.yaml   # the next search finds 1 (no restart)",
+        settings.dir().display()
+    );
+    println!(
+        "    set features.search: false in {}/application.yaml   # product search answers 404 search_disabled",
+        settings.dir().display()
+    );
     if let Some(admin) = &admin_url {
         println!("  open {admin}/dashboard   # live: services, breakers, limits, sagas, traces");
         println!(
@@ -93,6 +111,9 @@ async fn main() -> Result<(), BoxError> {
         );
         println!(
             "  curl {admin}/metrics | grep msp_http_requests_total   # every service's RED metrics"
+        );
+        println!(
+            "  curl {admin}/upstreams   # two product-service instances: ejected, retries (the demo crashes one)"
         );
     }
     tokio::signal::ctrl_c().await?;

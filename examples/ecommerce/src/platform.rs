@@ -23,9 +23,13 @@
 //! # }
 //! ```
 
+mod crash;
+pub mod settings;
+
 use axum::Router;
 use axum::extract::MatchedPath;
 use bytes::Bytes;
+use crash::{CrashSwitch, MakePeerIdentity};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use msp_core::backoff::Backoff;
@@ -35,7 +39,7 @@ use msp_core::identity::TrustDomain;
 use msp_core::observe::{self, PropagateTraceContextLayer, metrics as red};
 use msp_core::shutdown::{DrainLayer, Shutdown, ShutdownReport};
 use msp_core::tls::dev::ensure_dir;
-use msp_core::tls::{IdentityFiles, Mode, MtlsListener, WorkloadIdentity, with_peer_identity};
+use msp_core::tls::{IdentityFiles, Mode, MtlsListener, WorkloadIdentity};
 use msp_core::{BoxError, Instance};
 use msp_discovery::{DiscoveryClient, MemoryRegistry, Registry};
 use msp_resilience::chaos::{ChaosConfig, ChaosHandle, ChaosLayer, InjectedFault};
@@ -49,7 +53,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tower::ServiceBuilder;
 use tower::util::{BoxCloneSyncService, ServiceExt};
 
@@ -127,9 +131,22 @@ pub struct Running {
     /// Its `/health/*` registry.
     pub health: HealthRegistry,
     task: JoinHandle<std::io::Result<ShutdownReport>>,
+    crash: CrashSwitch,
+    server: AbortHandle,
 }
 
 impl Running {
+    /// Kills the instance the way a crashed process dies: its listener is
+    /// dropped (new connections are refused) and every open connection is
+    /// cut, requests in flight included. Nothing graceful runs: it stays
+    /// registered (its lease kept alive), so only the callers' own
+    /// defences — retries, outlier ejection — keep them from failing.
+    /// [`stop`](Self::stop) still deregisters it afterwards.
+    pub fn crash(&self) {
+        self.crash.throw();
+        self.server.abort();
+    }
+
     /// Triggers the shutdown and waits for the sequence to finish.
     pub async fn stop(self) -> Result<ShutdownReport, BoxError> {
         self.shutdown.trigger();
@@ -204,6 +221,7 @@ pub async fn serve_with_tls(
         .deregister_before_drain(&shutdown, Duration::from_secs(2));
 
     let signal = shutdown.stop_accepting();
+    let crash = CrashSwitch::new();
     let serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match identity {
             Some(identity) => {
@@ -211,13 +229,13 @@ pub async fn serve_with_tls(
                     .mode(Mode::Permissive)
                     .build(listener)?;
                 Box::pin(
-                    axum::serve(mtls, with_peer_identity(app))
+                    axum::serve(crash.wrap(mtls), MakePeerIdentity(app))
                         .with_graceful_shutdown(signal)
                         .into_future(),
                 )
             }
             None => Box::pin(
-                axum::serve(listener, app)
+                axum::serve(crash.wrap(listener), app)
                     .with_graceful_shutdown(signal)
                     .into_future(),
             ),
@@ -230,12 +248,15 @@ pub async fn serve_with_tls(
             served
         }
     });
+    let server_abort = server.abort_handle();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             let report = shutdown.run().await;
             match tokio::time::timeout(Duration::from_secs(2), server).await {
                 Ok(Ok(served)) => served?,
+                // Crashed (`Running::crash`): nothing left to stop.
+                Ok(Err(join)) if join.is_cancelled() => {}
                 Ok(Err(join)) => return Err(std::io::Error::other(join)),
                 Err(_elapsed) => tracing::warn!(service = name, "connections still open"),
             }
@@ -249,6 +270,8 @@ pub async fn serve_with_tls(
         shutdown,
         health,
         task,
+        crash,
+        server: server_abort,
     })
 }
 

@@ -223,6 +223,22 @@ async fn the_demo_story_runs() {
     assert!(story.breaker.fast_failures >= 1, "{story:?}");
     assert_eq!(story.breaker.after.1, "completed", "{story:?}");
     assert_eq!(story.breaker.final_state, "closed", "{story:?}");
+    // Chapter 8: a product-service instance crashed under load: no client
+    // request failed, the gateway retried and ejected the instance.
+    let crash = &story.crash;
+    assert_eq!(crash.instances, 2, "{crash:?}");
+    assert!(crash.sent >= 160, "{crash:?}");
+    assert_eq!(crash.failed, 0, "{crash:?}");
+    assert!(crash.ejected, "{crash:?}");
+    assert!(crash.retries >= 1, "{crash:?}");
+    // Chapter 9: a setting edited in the config server's files, live; a
+    // broken file changes nothing.
+    let reload = &story.reload;
+    assert_eq!(reload.hits_before, 3, "{reload:?}");
+    assert_eq!(reload.hits_after, 1, "{reload:?}");
+    assert_eq!(reload.server_status_broken, 500, "{reload:?}");
+    assert_eq!(reload.hits_with_broken_file, 1, "{reload:?}");
+    assert_eq!(reload.restored_max_results, 10, "{reload:?}");
     // 20/minute on /api/auth/*: signup + login took 2 (no exact count:
     // the quota refills with time).
     assert!(story.requests_before_429 >= 1, "{story:?}");

@@ -1,6 +1,7 @@
 //! Upstream services, the registry, the listener limits.
 
 use msp_discovery::{OutlierConfig, Strategy};
+use msp_resilience::retry::RetryConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,10 +14,56 @@ use std::time::Duration;
 /// | `balancer` | `{p2c: {}}` | a [`Strategy`]: `round_robin`, `random`, `weighted`, `{p2c: {decay, default_rtt}}`… |
 /// | `health_check` | none | active checks, see [`HealthCheckConfig`] |
 /// | `outlier` | none | passive outlier ejection, an [`OutlierConfig`] |
+/// | `retry` | none | retries of every route to the service, a [`RetryConfig`] (`max_attempts`, `backoff`, `budget`, `per_try_timeout`…); a route's own `retry` replaces it. See below |
 /// | `connect_timeout` | `1s` | TCP connect timeout |
 /// | `pool` | see [`PoolConfig`] | idle connection pool |
 /// | `h2c` | `false` | talk HTTP/2 without TLS (gRPC upstreams) |
 /// | `dns` | none | with `registry: dns`, where the instances are published: an SRV name (`_http._tcp.orders.shop.svc.cluster.local`) or `host:port` (A/AAAA records, one port) |
+///
+/// # Retries
+///
+/// With `retry`, a failed attempt (a connection error, a reset, a `5xx`)
+/// is sent again and the balancer picks the instance again, so a retry
+/// usually lands on another instance (a failed call never lowers an
+/// instance's latency estimate, and outlier ejection takes a dead one
+/// out). What is retried follows Envoy's `retry_on: connect-failure,reset,5xx`
+/// and linkerd:
+///
+/// - idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`,
+///   `TRACE`) and requests with an `Idempotency-Key`, on any failure;
+/// - any other method (`POST`, `PATCH`) only when no connection could be
+///   made (refused, unreachable, connect timeout): the request provably
+///   never left, so sending it elsewhere cannot apply it twice; with
+///   `retry_non_idempotent: true`, on any failure;
+/// - request bodies are replayed from a buffer of at most
+///   `max_replay_body` bytes (64 KiB); a larger body is sent once;
+/// - one [retry budget](msp_resilience::retry::RetryBudget) per service,
+///   shared by every route to it (by default 20 % of the last 10 s of
+///   requests plus 10 retries a second): when every instance fails, the
+///   budget, not `max_attempts × requests`, bounds the extra load;
+/// - an open breaker, a full bulkhead or a rate limit is never retried.
+///
+/// ```
+/// use msp_gateway::config::GatewayConfig;
+///
+/// let config = GatewayConfig::from_yaml(r#"
+/// routes:
+///   - { path: "/api/products/*", service: product-service }
+/// services:
+///   product-service:
+///     instances: ["127.0.0.1:9001", "127.0.0.1:9002"]
+///     outlier: { consecutive_failures: 2, base_ejection_time: 30s }
+///     retry: { max_attempts: 3, backoff: { initial: 10ms, max_delay: 100ms } }
+/// "#, "gateway.yaml")?;
+/// let retry = config.services()["product-service"].retry.as_ref().expect("retry");
+/// assert_eq!(retry.max_attempts(), 3);
+///
+/// // Invalid settings name the service, the field and the line.
+/// let err = GatewayConfig::from_yaml(
+///     "services:\n  s:\n    retry: { max_attempts: 0 }\n", "gw.yaml").unwrap_err();
+/// assert!(err.to_string().starts_with("gw.yaml:3"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -32,6 +79,10 @@ pub struct ServiceConfig {
     /// Passive outlier ejection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierConfig>,
+    /// Retries of every route to the service (a route's own `retry`
+    /// replaces it); see [Retries](Self#retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     /// TCP connect timeout.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -52,6 +103,7 @@ impl Default for ServiceConfig {
             balancer: Strategy::default(),
             health_check: None,
             outlier: None,
+            retry: None,
             connect_timeout: Duration::from_secs(1),
             pool: PoolConfig::default(),
             h2c: false,
@@ -84,6 +136,13 @@ impl ServiceConfig {
     /// Sets passive outlier ejection.
     pub fn outlier(mut self, outlier: OutlierConfig) -> Self {
         self.outlier = Some(outlier);
+        self
+    }
+
+    /// Retries every route to the service with `retry` (see
+    /// [Retries](Self#retries)).
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
         self
     }
 

@@ -426,6 +426,18 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
                 "must be longer than zero".to_owned(),
             );
         }
+        if let Some(per_try) = s.retry.as_ref().and_then(|r| r.per_try_timeout())
+            && per_try <= s.connect_timeout
+        {
+            p(
+                ProblemKind::Invalid,
+                format!("services.{name}.retry.per_try_timeout"),
+                format!(
+                    "{per_try:?} is not longer than the service's connect_timeout ({:?}): an attempt to an unreachable instance would time out before its connect failure could be retried",
+                    s.connect_timeout
+                ),
+            );
+        }
     }
     if b.limits.max_body_bytes == 0 || b.limits.max_header_bytes == 0 || b.limits.max_uri_len == 0 {
         p(

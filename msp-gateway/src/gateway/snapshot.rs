@@ -324,6 +324,7 @@ fn upstream_for(
         .balance(balance(name, service)?)
         .health_check(health_check(service))
         .breaker(breaker)
+        .retry(service.retry.clone())
         .instances(instances);
     let upstream = Upstream::new(&*registry.registry, service_name, settings);
     let client = ProxyClient::builder()

@@ -111,6 +111,8 @@ pub struct UpstreamStatus {
     pub stale: bool,
     /// Balancing over every instance because too few are available.
     pub panic: bool,
+    /// Retries sent to the service since it was configured (every route).
+    pub retries: u64,
     /// The instances.
     pub instances: Vec<InstanceStatus>,
 }
@@ -169,6 +171,7 @@ impl Gateway {
                     breaker_failure_rate: breaker.failure_rate(),
                     stale: up.view().is_stale(),
                     panic: set.is_panic(),
+                    retries: up.retries(),
                     instances: set
                         .endpoints()
                         .iter()

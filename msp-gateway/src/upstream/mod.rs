@@ -17,9 +17,13 @@
 //!   breaker on one service leaves every other service untouched.
 //!
 //! Around that, each route builds its own resilience stack from its
-//! config: timeout → bulkhead → retry (idempotent methods,
-//! request bodies replayed up to 64 KiB, a retry budget) → the service's
-//! breaker → [`PickEndpoint`] → the gateway's pooled client.
+//! config: timeout → bulkhead → retry (the route's `retry`, else the
+//! service's, whose retry budget every route to the service shares;
+//! idempotent methods on any failure, other methods only when the
+//! connection failed; request bodies replayed up to 64 KiB) → the
+//! service's breaker → [`PickEndpoint`] (the balancer picks again for each
+//! attempt) → the gateway's pooled client. [`Upstream::retries`] counts
+//! the retries sent to the service.
 //!
 //! Reloading the gateway keeps an `Upstream` whose settings did not change,
 //! so a reload resets neither breakers nor ejections nor latency estimates.
@@ -49,6 +53,7 @@
 
 mod balance;
 mod error;
+pub(crate) mod retry;
 pub(crate) mod stack;
 
 pub use self::balance::{PickEndpoint, ResponseFuture, UpstreamInstance};
@@ -59,6 +64,8 @@ use msp_discovery::health::HealthChecks;
 use msp_discovery::{BalanceConfig, EndpointSet, HealthCheck, Registry, ServiceView};
 use msp_resilience::CircuitBreakerConfig;
 use msp_resilience::circuit_breaker::Breaker;
+use msp_resilience::retry::RetryConfig;
+use retry::{RetryCount, ServiceRetry};
 use std::fmt;
 use tokio::task::JoinHandle;
 
@@ -70,6 +77,7 @@ pub struct UpstreamSettings {
     health: Option<HealthCheck>,
     breaker: CircuitBreakerConfig,
     instances: Vec<Instance>,
+    retry: Option<RetryConfig>,
 }
 
 impl UpstreamSettings {
@@ -93,6 +101,13 @@ impl UpstreamSettings {
         self
     }
 
+    /// Retries of every route to the service that has no `retry` of its
+    /// own (default none), with one retry budget for all of them.
+    pub fn retry(mut self, retry: Option<RetryConfig>) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Instances known from the config: balanced from the first request,
     /// before the registry's first answer arrives.
     pub fn instances(mut self, instances: Vec<Instance>) -> Self {
@@ -108,6 +123,8 @@ pub struct Upstream {
     view: ServiceView,
     set: EndpointSet,
     breaker: Breaker,
+    retry: Option<ServiceRetry>,
+    retries: RetryCount,
     follow: JoinHandle<()>,
     _health: Option<HealthChecks>,
 }
@@ -132,6 +149,8 @@ impl Upstream {
             view,
             set,
             breaker: Breaker::new(settings.breaker),
+            retry: settings.retry.map(ServiceRetry::new),
+            retries: RetryCount::default(),
             follow,
             _health: health,
         }
@@ -155,6 +174,20 @@ impl Upstream {
     /// The service's circuit breaker, shared by every route to it.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// Retries sent to the service so far (by every route to it, whichever
+    /// `retry` settings they use).
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    pub(crate) fn service_retry(&self) -> Option<&ServiceRetry> {
+        self.retry.as_ref()
+    }
+
+    pub(crate) fn retry_count(&self) -> &RetryCount {
+        &self.retries
     }
 
     /// Waits for the registry's first answer about the service.

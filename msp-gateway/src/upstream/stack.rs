@@ -1,14 +1,15 @@
-//! The per-route upstream stack: timeout → bulkhead → retry → the
-//! service's circuit breaker → endpoint pick → the pooled client.
+//! The per-route upstream stack: timeout → bulkhead → retry (the route's,
+//! else the service's) → the service's circuit breaker → endpoint pick →
+//! the pooled client.
 
-use super::{PickEndpoint, Upstream};
+use super::{PickEndpoint, Upstream, retry};
 use crate::gateway::Body;
 use http::{Request, Response};
 use msp_core::BoxError;
 use msp_core::classify::HttpClassifier;
 use msp_resilience::bulkhead::{BulkheadConfig, BulkheadLayer};
 use msp_resilience::circuit_breaker::CircuitBreakerLayer;
-use msp_resilience::retry::{ReplayBody, RetryConfig, RetryLayer};
+use msp_resilience::retry::{ReplayBody, RetryConfig};
 use msp_resilience::timeout::TimeoutLayer;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -38,11 +39,22 @@ pub(crate) fn build(
     let pick = PickEndpoint::new(client, upstream.endpoints().clone());
     let breaker = CircuitBreakerLayer::from_breaker(upstream.breaker().clone())
         .classify(HttpClassifier::new());
-    let core = ServiceBuilder::new().layer(breaker).service(pick);
-    let retried: RouteUpstream = match &settings.retry {
-        Some(cfg) if cfg.max_attempts() > 1 => {
-            let retry = RetryLayer::from_config(cfg);
-            BoxCloneSyncService::new(ServiceBuilder::new().layer(retry).service(core))
+    let counted = upstream.retry_count().clone();
+    let core = ServiceBuilder::new()
+        .map_request(move |req| counted.observe(req))
+        .layer(breaker)
+        .service(pick);
+    // The route's own retry (its own budget), else the service's (the
+    // budget every route to the service shares).
+    let retry = match (&settings.retry, upstream.service_retry()) {
+        (Some(own), _) => Some((own, None)),
+        (None, Some(service)) => Some((&service.config, Some(service))),
+        (None, None) => None,
+    };
+    let retried: RouteUpstream = match retry {
+        Some((config, shared)) if config.max_attempts() > 1 => {
+            let layer = retry::layer(config, shared);
+            BoxCloneSyncService::new(ServiceBuilder::new().layer(layer).service(core))
         }
         _ => BoxCloneSyncService::new(
             ServiceBuilder::new()

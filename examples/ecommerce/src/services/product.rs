@@ -2,8 +2,14 @@
 //!
 //! - `GET /api/products`: every product.
 //! - `GET /api/products/search?q=…`: FTS5 match on name and description,
-//!   best first (`bm25`); the query is passed as quoted terms, so user input
-//!   cannot use FTS5 syntax.
+//!   best first (`bm25`), at most `search.max_results` of them; the query
+//!   is passed as quoted terms, so user input cannot use FTS5 syntax. With
+//!   the feature flag `features.search` off: `404` `search_disabled`.
+//!
+//! Both settings come from the config server and are read per request from
+//! the service's [`Watched`] settings, so an edit of
+//! `config/product-service-demo.yaml` under the data dir changes the next
+//! search without a restart ([`crate::platform::settings`]).
 //! - `GET /api/products/{sku}`: one product.
 //!
 //! # Example
@@ -15,7 +21,10 @@
 //! let dir = tempfile::tempdir()?;
 //! let db = ecommerce::platform::open_db(dir.path(), "products.db").await?;
 //! ecommerce::services::product::migrate(&db, &ecommerce::services::product::seed_catalog()).await?;
-//! let app = ecommerce::services::product::routes(db);
+//! let config = ecommerce::platform::settings::ConfigService::start(
+//!     dir.path().join("config"), "127.0.0.1:0".parse()?).await?;
+//! let settings = config.watch("product-service").await?;
+//! let app = ecommerce::services::product::routes(db, settings);
 //! let req = http::Request::get("/api/products/search?q=green%20tea").body(axum::body::Body::empty())?;
 //! let res = app.oneshot(req).await?;
 //! assert_eq!(res.status(), 200);
@@ -24,9 +33,11 @@
 //! ```
 
 use super::ApiError;
-use axum::extract::{Path, Query, State};
+use crate::platform::settings::ServiceSettings;
+use axum::extract::{FromRef, Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use msp_config::Watched;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
@@ -118,14 +129,33 @@ pub async fn migrate(db: &SqlitePool, catalog: &[Product]) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// The service's routes.
-pub fn routes(db: SqlitePool) -> Router {
+/// The handlers' state: the catalog and the live settings.
+#[derive(Clone)]
+struct Catalog {
+    db: SqlitePool,
+    settings: Watched<ServiceSettings>,
+}
+
+impl FromRef<Catalog> for SqlitePool {
+    fn from_ref(c: &Catalog) -> Self {
+        c.db.clone()
+    }
+}
+
+impl FromRef<Catalog> for Watched<ServiceSettings> {
+    fn from_ref(c: &Catalog) -> Self {
+        c.settings.clone()
+    }
+}
+
+/// The service's routes, reading `settings` on each search.
+pub fn routes(db: SqlitePool, settings: Watched<ServiceSettings>) -> Router {
     Router::new()
         .route("/api/products", get(list))
         .route("/api/products/", get(list))
         .route("/api/products/search", get(search))
         .route("/api/products/{sku}", get(one))
-        .with_state(db)
+        .with_state(Catalog { db, settings })
 }
 
 async fn list(State(db): State<SqlitePool>) -> Result<Json<Vec<Product>>, ApiError> {
@@ -154,8 +184,17 @@ fn fts_terms(q: &str) -> String {
 
 async fn search(
     State(db): State<SqlitePool>,
+    State(settings): State<Watched<ServiceSettings>>,
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<Vec<Product>>, ApiError> {
+    let settings = settings.get();
+    if !settings.features.search {
+        return Err(ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "search_disabled",
+            "product search is turned off (features.search)",
+        ));
+    }
     let terms = fts_terms(&query.q);
     if terms.is_empty() {
         return Ok(Json(Vec::new()));
@@ -163,9 +202,10 @@ async fn search(
     Ok(Json(
         sqlx::query_as(
             "SELECT p.sku, p.name, p.description, p.cents FROM products_fts f \
-             JOIN products p ON p.id = f.rowid WHERE products_fts MATCH ? ORDER BY bm25(products_fts) LIMIT 50",
+             JOIN products p ON p.id = f.rowid WHERE products_fts MATCH ? ORDER BY bm25(products_fts) LIMIT ?",
         )
         .bind(terms)
+        .bind(settings.search.max_results)
         .fetch_all(&db)
         .await?,
     ))

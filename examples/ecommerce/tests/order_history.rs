@@ -11,6 +11,10 @@ use http::StatusCode;
 use msp_saga::eventstore::{Aggregate, EventStore, SqliteEventStore, fold_aggregate};
 use serde_json::{Value, json};
 
+/// A row of `order_view`: id, owner, status, stock_reserved, paid,
+/// shipped, failure, version.
+type ViewRow = (String, String, String, i64, i64, i64, Option<String>, i64);
+
 async fn start(dir: &tempfile::TempDir) -> System {
     System::start(SystemConfig {
         data_dir: dir.path().to_path_buf(),
@@ -165,14 +169,13 @@ async fn the_view_rebuilt_from_the_first_event_equals_the_live_view() {
         .await
         .expect("orders.db");
     let rows = |db: sqlx::SqlitePool| async move {
-        let rows: Vec<(String, String, String, i64, i64, i64, Option<String>, i64)> =
-            sqlx::query_as(
-                "SELECT id, owner, status, stock_reserved, paid, shipped, failure, version \
+        let rows: Vec<ViewRow> = sqlx::query_as(
+            "SELECT id, owner, status, stock_reserved, paid, shipped, failure, version \
              FROM order_view ORDER BY id",
-            )
-            .fetch_all(&db)
-            .await
-            .expect("order_view");
+        )
+        .fetch_all(&db)
+        .await
+        .expect("order_view");
         rows
     };
     let live = rows(db.clone()).await;

@@ -382,3 +382,27 @@ async fn sessions_live_in_redis_with_a_ttl_under_the_systems_prefix() {
             .expect("DEL");
     }
 }
+
+/// A gateway config of one's own without the `users` provider (the load
+/// bench's) still starts: API keys work, logins too, their tokens open
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_config_without_the_jwt_provider_takes_api_keys_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let system = System::start(SystemConfig {
+        gateway_yaml: include_str!("../../../benches/ecommerce/gateway-load.yaml").to_owned(),
+        ..config(&dir)
+    })
+    .await
+    .expect("system starts");
+    let gw = Http::new(system.gateway_url());
+    let token = access(&sign_up_and_log_in(&gw, "max@example.com").await);
+    let (status, _) = gw.get_bearer("/api/orders", &token).await.expect("answer");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = gw
+        .get("/api/orders", Some("demo-key"))
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::OK);
+    system.stop().await.expect("stops");
+}

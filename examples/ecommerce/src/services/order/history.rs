@@ -1,6 +1,6 @@
 //! An order's history, event-sourced: the [`OrderEvent`]s of stream
 //! `order-{id}` in order-service's SQLite file (msp-saga's
-//! [`SqliteEventStore`]), the [`Order`] aggregate folded from them, and
+//! [`SqliteEventStore`](msp_saga::eventstore::SqliteEventStore)), the [`Order`] aggregate folded from them, and
 //! the `order_view` table — the read model the API answers from — kept up
 //! by the [`OrderViewProjection`].
 //!

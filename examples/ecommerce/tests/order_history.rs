@@ -267,3 +267,68 @@ async fn each_caller_lists_and_reads_only_its_own_orders() {
     }
     system.stop().await.expect("stops");
 }
+
+/// A data dir of the first cut (orders in an `orders` status table) is
+/// carried over: each order becomes a stream (`placed` and its end), the
+/// view shows it, and the old table is renamed so the import runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_the_first_cuts_status_table_are_imported_as_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = ecommerce::platform::open_db(dir.path(), "orders.db")
+        .await
+        .expect("orders.db");
+    sqlx::query(
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, sku TEXT NOT NULL, \
+         quantity INTEGER NOT NULL, cents INTEGER NOT NULL, address TEXT NOT NULL, \
+         status TEXT NOT NULL, created_at INTEGER NOT NULL)",
+    )
+    .execute(&db)
+    .await
+    .expect("the first cut's table");
+    let old = [
+        ("01900000-0000-7000-8000-000000000001", "completed"),
+        ("01900000-0000-7000-8000-000000000002", "compensated"),
+    ];
+    for (n, (id, status)) in old.iter().enumerate() {
+        sqlx::query("INSERT INTO orders VALUES (?, 'mug-1', 1, 1250, '1 Old St', ?, ?)")
+            .bind(id)
+            .bind(status)
+            .bind(1_700_000_000_000_i64 + i64::try_from(n).expect("small"))
+            .execute(&db)
+            .await
+            .expect("an old order");
+    }
+    db.close().await;
+
+    for _ in 0..2 {
+        // Twice: the second start finds nothing left to import.
+        let system = start(&dir).await;
+        let db = ecommerce::platform::open_db(dir.path(), "orders.db")
+            .await
+            .expect("orders.db");
+        let store = SqliteEventStore::new(db.clone());
+        for (id, status) in old {
+            let events = store
+                .read_stream(&format!("order-{id}"), 0)
+                .await
+                .expect("stream");
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+            assert_eq!(types, ["placed", status]);
+            let (owner, shown): (String, String) =
+                sqlx::query_as("SELECT owner, status FROM order_view WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&db)
+                    .await
+                    .expect("a view row");
+            assert_eq!((owner.as_str(), shown.as_str()), ("legacy", status));
+        }
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders%' ORDER BY name",
+        )
+        .fetch_all(&db)
+        .await
+        .expect("tables");
+        assert_eq!(tables, ["orders_imported"]);
+        system.stop().await.expect("stops");
+    }
+}

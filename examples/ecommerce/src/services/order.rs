@@ -49,6 +49,9 @@
 //! ```
 
 pub mod history;
+mod saga;
+
+pub use saga::{Downstream, OrderData, place_order_saga};
 
 use super::ApiError;
 use super::now_ms;
@@ -60,34 +63,16 @@ use axum::{Json, Router};
 use history::{Order, OrderEvent, OrderViewProjection, stream_id, view_columns};
 use http::{Method, StatusCode};
 use msp_core::BoxError;
-use msp_core::backoff::Backoff;
 use msp_saga::eventstore::Aggregate;
 use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
 use msp_saga::outbox::{BroadcastPublisher, Outbox, OutboxMessage, Relay, RelayConfig, RelayWaker};
-use msp_saga::saga::{
-    IdempotencyKey, Orchestrator, Saga, SagaNotice, SqliteSagaStore, StepContext, StepError,
-};
+use msp_saga::saga::{Orchestrator, Saga, SagaNotice, SqliteSagaStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::SqlitePool;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// What the saga carries.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct OrderData {
-    /// The order id (also the saga id).
-    pub order_id: Uuid,
-    /// The product.
-    pub sku: String,
-    /// How many.
-    pub quantity: i64,
-    /// The total, in cents.
-    pub cents: i64,
-    /// Where to ship.
-    pub address: String,
-}
 
 /// A new order, as the client sends it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,122 +121,6 @@ impl std::fmt::Debug for OrderService {
     }
 }
 
-/// The clients the saga's steps call.
-#[derive(Debug, Clone)]
-pub struct Downstream {
-    /// product-service (prices).
-    pub products: ServiceClient,
-    /// inventory-service.
-    pub inventory: ServiceClient,
-    /// payment-service.
-    pub payment: ServiceClient,
-    /// shipping-service.
-    pub shipping: ServiceClient,
-}
-
-/// Maps a downstream answer to a step result: 2xx is success, 4xx a
-/// permanent failure (compensate), 5xx or no answer retryable.
-fn outcome(res: Result<crate::platform::Reply, BoxError>) -> Result<serde_json::Value, StepError> {
-    match res {
-        Ok(r) if r.status.is_success() => r.json().map_err(StepError::permanent),
-        Ok(r) if r.status.is_client_error() => Err(StepError::permanent(format!(
-            "{}: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        ))),
-        Ok(r) => Err(StepError::retryable(format!(
-            "upstream answered {}",
-            r.status
-        ))),
-        Err(e) => Err(StepError::retryable(e)),
-    }
-}
-
-/// The key a step was (or would have been) sent with: compensations name
-/// the forward call they undo by its key.
-fn forward_key(ctx: &StepContext<OrderData>) -> Result<String, StepError> {
-    IdempotencyKey::new(ctx.saga_id(), ctx.step(), false)
-        .map(|k| k.as_str().to_owned())
-        .ok_or_else(|| StepError::permanent("bad step name"))
-}
-
-/// The place-order saga: inventory → payment → shipping.
-pub fn place_order_saga(d: &Downstream) -> Result<Saga<OrderData>, BoxError> {
-    // Six retries, 0.1 s doubling to 1 s (3.5 s in all): longer than the
-    // clients' breakers stay open after a first trip (2 s), so a step
-    // retried past an open breaker gets through once the service is back.
-    let retry = Backoff::builder()
-        .initial(Duration::from_millis(100))
-        .max_delay(Duration::from_secs(1))
-        .max_attempts(6)
-        .jitter(msp_core::backoff::Jitter::None)
-        .build()?;
-    let (inv1, inv2, pay1, pay2, ship) = (
-        d.inventory.clone(),
-        d.inventory.clone(),
-        d.payment.clone(),
-        d.payment.clone(),
-        d.shipping.clone(),
-    );
-    Ok(Saga::<OrderData>::builder("place-order")
-        .step("inventory", move |ctx: StepContext<OrderData>| {
-            let c = inv1.clone();
-            async move {
-                let body = json!({"sku": ctx.data().sku, "quantity": ctx.data().quantity});
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(
-                    c.send(Method::POST, "/reservations", Some(&key), Some(&body))
-                        .await,
-                )
-            }
-        })
-        .compensate(move |ctx| {
-            let c = inv2.clone();
-            async move {
-                let path = format!("/reservations/{}/release", forward_key(&ctx)?);
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, &path, Some(&key), None).await).map(drop)
-            }
-        })
-        .retry(retry.clone())
-        .timeout(Duration::from_secs(5))
-        .step("payment", move |ctx: StepContext<OrderData>| {
-            let c = pay1.clone();
-            async move {
-                let body = json!({"order_id": ctx.data().order_id, "cents": ctx.data().cents});
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(
-                    c.send(Method::POST, "/charges", Some(&key), Some(&body))
-                        .await,
-                )
-            }
-        })
-        .compensate(move |ctx| {
-            let c = pay2.clone();
-            async move {
-                let path = format!("/charges/{}/refund", forward_key(&ctx)?);
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, &path, Some(&key), None).await).map(drop)
-            }
-        })
-        .retry(retry.clone())
-        .timeout(Duration::from_secs(5))
-        .step("shipping", move |ctx: StepContext<OrderData>| {
-            let c = ship.clone();
-            async move {
-                let body = json!({"order_id": ctx.data().order_id, "address": ctx.data().address});
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(
-                    c.send(Method::POST, "/shipments", Some(&key), Some(&body))
-                        .await,
-                )
-            }
-        })
-        .retry(retry)
-        .timeout(Duration::from_secs(5))
-        .build()?)
-}
-
 impl OrderService {
     /// Builds the service on `db`, publishing its outbox to `bus`: creates
     /// the read model, brings it up to date, and starts the saga recovery
@@ -284,6 +153,13 @@ impl OrderService {
             waker: relay.waker(),
             finished: tokio::sync::watch::Sender::new(0),
         };
+        let imported = svc.import_legacy_orders().await?;
+        if imported > 0 {
+            tracing::info!(
+                imported,
+                "order-service: orders of the status table now event-sourced"
+            );
+        }
         svc.catch_up().await?;
         tokio::spawn(follow_sagas(svc.clone(), notices));
         let recovery = svc.orchestrator.spawn_recovery();
@@ -321,9 +197,104 @@ impl OrderService {
         self.catch_up().await
     }
 
+    /// Moves the orders of the first cut's `orders` status table (a data
+    /// dir from before event sourcing) into event streams: a `placed` event
+    /// (owner `legacy`: the table did not know it) and what each one's saga
+    /// log records; then renames the table `orders_imported`, so this runs
+    /// once. Returns how many orders it imported.
+    async fn import_legacy_orders(&self) -> Result<usize, BoxError> {
+        let legacy: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'orders'",
+        )
+        .fetch_optional(&self.db)
+        .await?;
+        if legacy.is_none() {
+            return Ok(0);
+        }
+        let rows: Vec<LegacyOrder> = sqlx::query_as(
+            "SELECT id, sku, quantity, cents, address, status, created_at FROM orders \
+             ORDER BY created_at",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let mut imported = 0;
+        for LegacyOrder {
+            id,
+            sku,
+            quantity,
+            cents,
+            address,
+            status,
+            created_at: at,
+        } in rows
+        {
+            let stream = stream_id(&id);
+            if self.events.stream_version(&stream).await? == 0 {
+                let placed = OrderEvent::Placed {
+                    owner: "legacy".to_owned(),
+                    sku,
+                    quantity,
+                    cents,
+                    address,
+                    at,
+                };
+                let event = NewEvent::from_serde(&placed)?;
+                self.events
+                    .append(&stream, ExpectedVersion::NoStream, vec![event])
+                    .await?;
+                imported += 1;
+            }
+            let saga = Uuid::parse_str(&id).ok();
+            let logged = match saga {
+                Some(saga) => self.orchestrator.get(saga).await?.is_some(),
+                None => false,
+            };
+            match (saga, status.as_str()) {
+                (Some(saga), _) if logged => self.record_events(saga, false).await?,
+                // No saga log left: the table's status is all there is.
+                (_, "completed") => {
+                    self.append_end(&stream, OrderEvent::Completed { at })
+                        .await?
+                }
+                (_, "compensated") => {
+                    self.append_end(&stream, OrderEvent::Compensated { at })
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        sqlx::query("ALTER TABLE orders RENAME TO orders_imported")
+            .execute(&self.db)
+            .await?;
+        Ok(imported)
+    }
+
+    /// Appends `event` to an imported order's stream of one event.
+    async fn append_end(&self, stream: &str, event: OrderEvent) -> Result<(), BoxError> {
+        let event = NewEvent::from_serde(&event)?;
+        match self
+            .events
+            .append(stream, ExpectedVersion::Exact(1), vec![event])
+            .await
+        {
+            // Imported by an earlier, interrupted run.
+            Err(e) if e.is_concurrency() => Ok(()),
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+
     /// Appends what saga `id`'s step log records and the stream lacks,
     /// with the outbox message of the end it reached, in one transaction.
     async fn record_saga(&self, id: Uuid) -> Result<(), BoxError> {
+        self.record_events(id, true).await?;
+        self.waker.wake();
+        self.catch_up().await
+    }
+
+    /// [`record_saga`](Self::record_saga)'s appends, with the outbox
+    /// message only when `announce` (imported orders were announced by
+    /// the first cut already).
+    async fn record_events(&self, id: Uuid, announce: bool) -> Result<(), BoxError> {
         let Some(record) = self.orchestrator.get(id).await? else {
             return Ok(());
         };
@@ -352,7 +323,7 @@ impl OrderService {
         let mut tx = self.db.begin_with("BEGIN IMMEDIATE").await?;
         SqliteEventStore::append_in(&mut tx, &stream, ExpectedVersion::Exact(version), events)
             .await?;
-        if let Some(end) = history::terminal(missing) {
+        if let Some(end) = history::terminal(missing).filter(|_| announce) {
             let status = end.as_str();
             let msg = OutboxMessage::json(
                 format!("order.{status}"),
@@ -362,9 +333,20 @@ impl OrderService {
             Outbox::append(&mut *tx, &msg).await?;
         }
         tx.commit().await?;
-        self.waker.wake();
-        self.catch_up().await
+        Ok(())
     }
+}
+
+/// A row of the first cut's `orders` table.
+#[derive(sqlx::FromRow)]
+struct LegacyOrder {
+    id: String,
+    sku: String,
+    quantity: i64,
+    cents: i64,
+    address: String,
+    status: String,
+    created_at: i64,
 }
 
 /// Records each finished saga's events (see [`history`]).

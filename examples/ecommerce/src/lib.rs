@@ -4,9 +4,9 @@
 //!
 //! | service | module | store |
 //! |---|---|---|
-//! | user-service | [`services::user`] | `users.db` |
+//! | user-service | [`services::user`] (JWT logins, JWKS, sessions) | `users.db` |
 //! | product-service | [`services::product`] (FTS5 search) | `products.db` |
-//! | order-service | [`services::order`] (place-order saga, outbox) | `orders.db` |
+//! | order-service | [`services::order`] (place-order saga, outbox, event-sourced history) | `orders.db` |
 //! | inventory-service | [`services::inventory`] | `inventory.db` |
 //! | payment-service | [`services::payment`] | `payments.db` |
 //! | shipping-service | [`services::shipping`] | `shipping.db` |

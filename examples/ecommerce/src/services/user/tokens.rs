@@ -1,11 +1,10 @@
 //! Access tokens: user-service's Ed25519 signing key (created on first run,
 //! kept in a file under the data dir), its JWK set, and EdDSA-signed JWTs.
 //!
-//! EdDSA because it is the cheapest of msp-gateway's asymmetric algorithms
-//! to verify with jsonwebtoken's RustCrypto backend (RS256 and ES256 cost
-//! ≈ 130 µs and ≈ 200 µs per verification there; see BENCHMARKS.md), and
-//! its keys are 32 bytes made from the OS's randomness, with no key
-//! generation library. The key is stored as its PKCS#8 v1 DER (48 bytes,
+//! EdDSA because the gateway verifies it several times faster than RS256
+//! with jsonwebtoken's RustCrypto backend (4–5× in one interleaved run;
+//! BENCHMARKS.md, "user-service's access tokens"), and its keys are 32
+//! random bytes, with no key generation library. The key is stored as its PKCS#8 v1 DER (48 bytes,
 //! mode 0600); the JWK set publishes its public half, with the key's RFC
 //! 7638 thumbprint as `kid`.
 //!

@@ -73,11 +73,43 @@ impl Http {
         api_key: Option<&str>,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value), BoxError> {
+        let key = api_key.map(|k| ("x-api-key", k.to_owned()));
+        self.send_with(method, path, key, body).await
+    }
+
+    /// `GET path` with `Authorization: Bearer {token}` (user-service's JWTs).
+    pub async fn get_bearer(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<(StatusCode, Value), BoxError> {
+        let auth = Some(("authorization", format!("Bearer {token}")));
+        self.send_with(Method::GET, path, auth, None).await
+    }
+
+    /// `POST path` with a JSON body and `Authorization: Bearer {token}`.
+    pub async fn post_bearer(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> Result<(StatusCode, Value), BoxError> {
+        let auth = Some(("authorization", format!("Bearer {token}")));
+        self.send_with(Method::POST, path, auth, Some(body)).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        credential: Option<(&'static str, String)>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), BoxError> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
-        if let Some(key) = api_key {
-            req = req.header("x-api-key", key);
+        if let Some((name, value)) = credential {
+            req = req.header(name, value);
         }
         let req = match body {
             Some(json) => req
@@ -238,11 +270,24 @@ pub async fn run(system: &System, quiet: bool) -> Result<Story, BoxError> {
     let creds = json!({"email": email, "password": "correct horse"});
     gw.post("/api/auth/signup", None, creds.clone()).await?;
     let (status, login) = gw.post("/api/auth/login", None, creds).await?;
-    let key = login["api_key"]
+    let token = login["access_token"]
         .as_str()
-        .ok_or_else(|| format!("login failed: {status} {login}"))?
+        .ok_or_else(|| format!("login failed: {status} {login}"))?;
+    let (status, profile) = gw.get_bearer(&format!("/api/users/{email}"), token).await?;
+    say(
+        quiet,
+        format!("   JWT issued for {email}; GET its profile with it: {status} {profile}"),
+    );
+    // The rest of the story runs as this account's machine client: an API
+    // key minted with the JWT (the gateway accepts either).
+    let (status, minted) = gw
+        .post_bearer(&format!("/api/users/{email}/api-keys"), token, json!({}))
+        .await?;
+    let key = minted["api_key"]
+        .as_str()
+        .ok_or_else(|| format!("no API key: {status} {minted}"))?
         .to_owned();
-    say(quiet, format!("   api key issued for {email}"));
+    say(quiet, format!("   API key minted for {email}'s scripts"));
 
     say(quiet, "2. browse the catalog (public route)");
     let (_, products) = gw.get("/api/products", None).await?;

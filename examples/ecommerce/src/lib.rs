@@ -4,9 +4,9 @@
 //!
 //! | service | module | store |
 //! |---|---|---|
-//! | user-service | [`services::user`] | `users.db` |
+//! | user-service | [`services::user`] (JWT logins, JWKS, sessions) | `users.db` |
 //! | product-service ×2 | [`services::product`] (FTS5 search, live settings) | `products.db` (shared) |
-//! | order-service | [`services::order`] (place-order saga, outbox) | `orders.db` |
+//! | order-service | [`services::order`] (place-order saga, outbox, event-sourced history) | `orders.db` |
 //! | inventory-service | [`services::inventory`] | `inventory.db` |
 //! | payment-service | [`services::payment`] | `payments.db` |
 //! | shipping-service | [`services::shipping`] | `shipping.db` |
@@ -87,6 +87,14 @@ pub struct SystemConfig {
     pub service_bind: SocketAddr,
     /// Shipping refuses addresses containing this (default `FAIL`).
     pub shipping_fail_marker: String,
+    /// user-service keeps its login sessions in this Redis
+    /// (`redis://127.0.0.1:6379`; default: in memory).
+    pub redis_url: Option<String>,
+    /// The prefix of user-service's Redis keys (default `ecommerce:`): one
+    /// per system sharing a Redis.
+    pub redis_prefix: String,
+    /// How long a login session lives after its last refresh (default 7 days).
+    pub session_ttl: std::time::Duration,
 }
 
 impl Default for SystemConfig {
@@ -97,6 +105,9 @@ impl Default for SystemConfig {
             gateway_listen: None,
             service_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             shipping_fail_marker: "FAIL".to_owned(),
+            redis_url: None,
+            redis_prefix: "ecommerce:".to_owned(),
+            session_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -315,19 +326,28 @@ impl System {
         let keys = gateway::KeyRing::default();
         let user_db = open_db(dir, "users.db").await?;
         user::migrate(&user_db).await?;
-        let issuer = keys.issuer();
+        let auth = user::auth(
+            dir,
+            config.redis_url.as_deref(),
+            &config.redis_prefix,
+            config.session_ttl,
+            keys.issuer(),
+        )?;
         let users = serve_with_tls(
             "user-service",
-            instrument.routes("user-service", user::routes(user_db.clone(), issuer))?,
+            instrument.routes("user-service", user::routes(user_db.clone(), auth))?,
             user_db,
             &registry,
             bind,
             Some(&identity("user-service")?),
         )
         .await?;
+        // The gateway trusts user-service's JWK set, at the port it got.
+        let users_addr = users.addr;
         services.push(users);
 
         let gw_config = gateway::config(&config.gateway_yaml, config.gateway_listen, &services)?;
+        let gw_config = user::trust_in_gateway(&gw_config, users_addr)?;
         let listener = tokio::net::TcpListener::bind(gw_config.listen()).await?;
         let gateway_addr = listener.local_addr()?;
         let gw = Gateway::with_registry(gw_config, registry.clone()).await?;

@@ -2,17 +2,20 @@
 //! and prints what to curl, until Ctrl-C. `cargo run -p ecommerce -- demo`:
 //! starts it, tells the demo's story, and stops. `--gateway-config FILE`
 //! replaces `config/gateway.yaml` (the load run in `benches/ecommerce`
-//! raises the rate limits with it).
+//! raises the rate limits with it). `--redis URL` keeps user-service's
+//! login sessions in that Redis (`--redis-prefix P`, default `ecommerce:`,
+//! separates systems sharing it) instead of in memory.
 
 use ecommerce::{System, SystemConfig};
 use msp_core::BoxError;
 
-const USAGE: &str = "usage: ecommerce [demo] [--gateway-config gateway.yaml]";
+const USAGE: &str = "usage: ecommerce [demo] [--gateway-config gateway.yaml] [--redis redis://127.0.0.1:6379] [--redis-prefix ecommerce:]";
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mut demo = false;
     let mut gateway_yaml = None;
+    let mut config = SystemConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -22,6 +25,18 @@ async fn main() -> Result<(), BoxError> {
                 gateway_yaml = Some(
                     std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?,
                 );
+            }
+            "--redis" => {
+                let url = args
+                    .next()
+                    .ok_or("--redis needs a URL (redis://host:port)")?;
+                if !url.starts_with("redis://") {
+                    return Err(format!("--redis {url:?}: not a redis:// URL ({USAGE})").into());
+                }
+                config.redis_url = Some(url);
+            }
+            "--redis-prefix" => {
+                config.redis_prefix = args.next().ok_or("--redis-prefix needs a prefix")?;
             }
             _ => return Err(format!("unexpected argument {arg:?} ({USAGE})").into()),
         }
@@ -39,7 +54,6 @@ async fn main() -> Result<(), BoxError> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    let mut config = SystemConfig::default();
     if let Some(yaml) = gateway_yaml {
         config.gateway_yaml = yaml;
     }
@@ -66,12 +80,16 @@ async fn main() -> Result<(), BoxError> {
     println!("ecommerce: gateway on {url}  (Ctrl-C to stop; data in target/ecommerce-data)");
     println!("  curl {url}/api/products");
     println!("  curl '{url}/api/products/search?q=lamp'");
-    println!("  curl -i -X POST {url}/api/orders   # 401: needs an API key");
+    println!("  curl -i -X POST {url}/api/orders   # 401: needs a token or an API key");
     println!(
         "  curl -X POST {url}/api/auth/signup -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse\"}}'"
     );
     println!(
-        "  curl -X POST {url}/api/auth/login  -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse\"}}'"
+        "  TOKEN=$(curl -s -X POST {url}/api/auth/login -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse\"}}' | jq -r .access_token)"
+    );
+    println!("  curl -H \"authorization: Bearer $TOKEN\" {url}/api/orders   # your orders");
+    println!(
+        "  curl -X POST {url}/api/auth/refresh -H 'content-type: application/json' -d '{{\"refresh_token\":\"<refresh_token>\"}}'   # logout: same body to /api/auth/logout"
     );
     println!(
         "  curl -X POST {url}/api/orders -H 'x-api-key: demo-key' -H 'content-type: application/json' -d '{{\"sku\":\"book-42\",\"quantity\":1,\"address\":\"1 Main St\"}}'"

@@ -57,7 +57,8 @@ async fn login(gw: &Http) -> String {
         .await
         .expect("login");
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["api_key"].as_str().expect("a key").to_owned()
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    body["access_token"].as_str().expect("a JWT").to_owned()
 }
 
 fn topics(entries: &[FeedEntry]) -> BTreeMap<String, usize> {
@@ -99,10 +100,10 @@ async fn orders_complete_or_compensate_through_the_gateway() {
         .expect("post");
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // A key from user-service's login works at once.
-    let key = login(&gw).await;
+    // A JWT from user-service's login works at once.
+    let token = login(&gw).await;
     let (status, placed) = gw
-        .post("/api/orders", Some(&key), order)
+        .post_bearer("/api/orders", &token, order)
         .await
         .expect("post");
     assert_eq!(status, StatusCode::CREATED, "{placed}");
@@ -111,7 +112,7 @@ async fn orders_complete_or_compensate_through_the_gateway() {
     let id = placed["id"].as_str().expect("id").to_owned();
     let events = feed_until(&mut feed, &id, "order.completed").await;
     let (status, view) = gw
-        .get(&format!("/api/orders/{id}"), Some(&key))
+        .get_bearer(&format!("/api/orders/{id}"), &token)
         .await
         .expect("get");
     assert_eq!(status, StatusCode::OK);
@@ -133,12 +134,15 @@ async fn orders_complete_or_compensate_through_the_gateway() {
     let stock = |v: Value| v["available"].as_i64().expect("available");
     let before = stock(inventory.get("/stock/lamp-7", None).await.expect("stock").1);
     let bad = json!({"sku": "lamp-7", "quantity": 3, "address": "FAIL street"});
-    let (status, placed) = gw.post("/api/orders", Some(&key), bad).await.expect("post");
+    let (status, placed) = gw
+        .post_bearer("/api/orders", &token, bad)
+        .await
+        .expect("post");
     assert_eq!(status, StatusCode::CREATED, "{placed}");
     let bad_id = placed["id"].as_str().expect("id").to_owned();
     let bad_events = feed_until(&mut feed, &bad_id, "order.compensated").await;
     let (_, view) = gw
-        .get(&format!("/api/orders/{bad_id}"), Some(&key))
+        .get_bearer(&format!("/api/orders/{bad_id}"), &token)
         .await
         .expect("get");
     assert_eq!(view["status"], "compensated", "{view}");

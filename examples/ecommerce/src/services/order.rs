@@ -1,21 +1,28 @@
 //! order-service: orders, run by the place-order saga (msp-saga, durable in
-//! this service's own SQLite file), with their events through the
+//! this service's own SQLite file), their history event-sourced with a
+//! CQRS read model ([`history`]), and their events through the
 //! transactional outbox.
 //!
 //! - `POST /api/orders` `{sku, quantity, address}`: prices the order from
-//!   product-service, stores it with an `order.placed` outbox event in one
-//!   transaction, starts the saga — reserve inventory → charge payment →
-//!   create shipment, compensated in reverse on failure — and answers 201
-//!   `{id, status: "pending", …}`.
-//! - `GET /api/orders/{id}`: the order, its status (`pending`, `completed`,
-//!   `compensated`, `stuck`) and its history (the saga's step log). With
+//!   product-service; in one transaction appends its `placed` event (owner:
+//!   the caller the gateway authenticated, `x-consumer`) and an
+//!   `order.placed` outbox message; starts the saga — reserve inventory →
+//!   charge payment → create shipment, compensated in reverse on failure —
+//!   and answers 201 `{id, status: "pending", …}`.
+//! - `GET /api/orders/{id}`: the order from the `order_view` read model —
+//!   its status (`pending`, `completed`, `compensated`, `stuck`), owner,
+//!   totals, flags — and `history`, the saga's step log. With
 //!   `?wait_ms=N` (at most 10 000) a pending order is answered when its
-//!   saga ends or after N ms (a long poll: nothing to poll in a loop).
-//! - `GET /api/orders`: the latest 100 orders (not yet per user).
+//!   saga ends or after N ms (a long poll). Another caller's order is 404.
+//! - `GET /api/orders/{id}/history`: the order's events, oldest first
+//!   (`{version, type, at, …}`).
+//! - `GET /api/orders`: the caller's latest 100 orders, newest first.
 //!
-//! When the saga ends, a listener on the orchestrator's notices updates the
-//! order and appends `order.completed` / `order.compensated` to the outbox
-//! in one transaction; the [`Relay`] publishes it to the in-process bus.
+//! When the saga ends, a listener on the orchestrator's notices appends
+//! the events its step log records and `order.completed` /
+//! `order.compensated` to the outbox in one transaction; the projection
+//! then brings `order_view` up to date, and the [`Relay`] publishes the
+//! message to the in-process bus.
 //!
 //! # Example
 //!
@@ -41,41 +48,31 @@
 //! # }
 //! ```
 
+pub mod history;
+mod saga;
+
+pub use saga::{Downstream, OrderData, place_order_saga};
+
 use super::ApiError;
 use super::now_ms;
 use crate::platform::ServiceClient;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use history::{Order, OrderEvent, OrderViewProjection, stream_id, view_columns};
 use http::{Method, StatusCode};
 use msp_core::BoxError;
-use msp_core::backoff::Backoff;
+use msp_saga::eventstore::Aggregate;
+use msp_saga::eventstore::{EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
 use msp_saga::outbox::{BroadcastPublisher, Outbox, OutboxMessage, Relay, RelayConfig, RelayWaker};
-use msp_saga::saga::{
-    IdempotencyKey, Orchestrator, Saga, SagaNotice, SagaState, SqliteSagaStore, StepContext,
-    StepError,
-};
+use msp_saga::saga::{Orchestrator, Saga, SagaNotice, SqliteSagaStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::SqlitePool;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// What the saga carries.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct OrderData {
-    /// The order id (also the saga id).
-    pub order_id: Uuid,
-    /// The product.
-    pub sku: String,
-    /// How many.
-    pub quantity: i64,
-    /// The total, in cents.
-    pub cents: i64,
-    /// Where to ship.
-    pub address: String,
-}
 
 /// A new order, as the client sends it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -88,23 +85,17 @@ pub struct NewOrder {
     pub address: String,
 }
 
-/// An order, as the service answers it.
-#[derive(Debug, Clone, Deserialize, Serialize, sqlx::FromRow)]
+/// An order, as the service answers it: its `order_view` row and the
+/// saga's step log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct OrderView {
     /// Its id.
     pub id: String,
-    /// The product.
-    pub sku: String,
-    /// How many.
-    pub quantity: i64,
-    /// The total, in cents.
-    pub cents: i64,
-    /// Where to ship.
-    pub address: String,
-    /// `pending`, `completed`, `compensated` or `stuck`.
-    pub status: String,
+    /// The read model's fields (`owner`, `sku`, `quantity`, `cents`,
+    /// `address`, `status`, `paid`, `shipped`, …).
+    #[serde(flatten)]
+    pub order: Order,
     /// The saga's step log, oldest first (empty in lists).
-    #[sqlx(skip)]
     #[serde(default)]
     pub history: Vec<String>,
 }
@@ -113,11 +104,14 @@ pub struct OrderView {
 #[derive(Clone)]
 pub struct OrderService {
     db: SqlitePool,
+    events: SqliteEventStore,
+    /// One projection runner at a time in this process.
+    view: Arc<tokio::sync::Mutex<OrderViewProjection>>,
     orchestrator: Orchestrator<SqliteSagaStore>,
     saga: Arc<Saga<OrderData>>,
     products: ServiceClient,
     waker: RelayWaker,
-    /// Bumped each time a saga's end is recorded (long-poll wake-ups).
+    /// Bumped each time the read model moved (long-poll wake-ups).
     finished: tokio::sync::watch::Sender<u64>,
 }
 
@@ -127,146 +121,18 @@ impl std::fmt::Debug for OrderService {
     }
 }
 
-/// The clients the saga's steps call.
-#[derive(Debug, Clone)]
-pub struct Downstream {
-    /// product-service (prices).
-    pub products: ServiceClient,
-    /// inventory-service.
-    pub inventory: ServiceClient,
-    /// payment-service.
-    pub payment: ServiceClient,
-    /// shipping-service.
-    pub shipping: ServiceClient,
-}
-
-/// Maps a downstream answer to a step result: 2xx is success, 4xx a
-/// permanent failure (compensate), 5xx or no answer retryable.
-fn outcome(res: Result<crate::platform::Reply, BoxError>) -> Result<serde_json::Value, StepError> {
-    match res {
-        Ok(r) if r.status.is_success() => r.json().map_err(StepError::permanent),
-        Ok(r) if r.status.is_client_error() => Err(StepError::permanent(format!(
-            "{}: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        ))),
-        Ok(r) => Err(StepError::retryable(format!(
-            "upstream answered {}",
-            r.status
-        ))),
-        Err(e) => Err(StepError::retryable(e)),
-    }
-}
-
-/// The key a step was (or would have been) sent with: compensations name
-/// the forward call they undo by its key.
-fn forward_key(ctx: &StepContext<OrderData>) -> Result<String, StepError> {
-    IdempotencyKey::new(ctx.saga_id(), ctx.step(), false)
-        .map(|k| k.as_str().to_owned())
-        .ok_or_else(|| StepError::permanent("bad step name"))
-}
-
-/// The place-order saga: inventory → payment → shipping.
-pub fn place_order_saga(d: &Downstream) -> Result<Saga<OrderData>, BoxError> {
-    // Six retries, 0.1 s doubling to 1 s (3.5 s in all): longer than the
-    // clients' breakers stay open after a first trip (2 s), so a step
-    // retried past an open breaker gets through once the service is back.
-    let retry = Backoff::builder()
-        .initial(Duration::from_millis(100))
-        .max_delay(Duration::from_secs(1))
-        .max_attempts(6)
-        .jitter(msp_core::backoff::Jitter::None)
-        .build()?;
-    let (inv1, inv2, pay1, pay2, ship) = (
-        d.inventory.clone(),
-        d.inventory.clone(),
-        d.payment.clone(),
-        d.payment.clone(),
-        d.shipping.clone(),
-    );
-    Ok(Saga::<OrderData>::builder("place-order")
-        .step("inventory", move |ctx: StepContext<OrderData>| {
-            let c = inv1.clone();
-            async move {
-                let body = json!({"sku": ctx.data().sku, "quantity": ctx.data().quantity});
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(
-                    c.send(Method::POST, "/reservations", Some(&key), Some(&body))
-                        .await,
-                )
-            }
-        })
-        .compensate(move |ctx| {
-            let c = inv2.clone();
-            async move {
-                let path = format!("/reservations/{}/release", forward_key(&ctx)?);
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, &path, Some(&key), None).await).map(drop)
-            }
-        })
-        .retry(retry.clone())
-        .timeout(Duration::from_secs(5))
-        .step("payment", move |ctx: StepContext<OrderData>| {
-            let c = pay1.clone();
-            async move {
-                let body = json!({"order_id": ctx.data().order_id, "cents": ctx.data().cents});
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(
-                    c.send(Method::POST, "/charges", Some(&key), Some(&body))
-                        .await,
-                )
-            }
-        })
-        .compensate(move |ctx| {
-            let c = pay2.clone();
-            async move {
-                let path = format!("/charges/{}/refund", forward_key(&ctx)?);
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(c.send(Method::POST, &path, Some(&key), None).await).map(drop)
-            }
-        })
-        .retry(retry.clone())
-        .timeout(Duration::from_secs(5))
-        .step("shipping", move |ctx: StepContext<OrderData>| {
-            let c = ship.clone();
-            async move {
-                let body = json!({"order_id": ctx.data().order_id, "address": ctx.data().address});
-                let key = ctx.idempotency_key().as_str().to_owned();
-                outcome(
-                    c.send(Method::POST, "/shipments", Some(&key), Some(&body))
-                        .await,
-                )
-            }
-        })
-        .retry(retry)
-        .timeout(Duration::from_secs(5))
-        .build()?)
-}
-
-/// Creates the orders table (the saga and outbox tables come from
-/// msp-saga's migrations, run by [`open_db`](crate::platform::open_db)).
-pub async fn migrate(db: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, sku TEXT NOT NULL, \
-         quantity INTEGER NOT NULL, cents INTEGER NOT NULL, address TEXT NOT NULL, \
-         status TEXT NOT NULL, created_at INTEGER NOT NULL)",
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 impl OrderService {
-    /// Builds the service on `db`, publishing its outbox to `bus`: starts
-    /// the saga recovery loop, the notice listener and the outbox relay
-    /// (all stop when `stop` resolves).
+    /// Builds the service on `db`, publishing its outbox to `bus`: creates
+    /// the read model, brings it up to date, and starts the saga recovery
+    /// loop, the notice listener and the outbox relay (all stop when
+    /// `stop` resolves).
     pub async fn start(
         db: SqlitePool,
         downstream: Downstream,
         bus: BroadcastPublisher,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<OrderService, BoxError> {
-        migrate(&db).await?;
+        history::migrate(&db).await?;
         let saga = place_order_saga(&downstream)?;
         let orchestrator = Orchestrator::builder(SqliteSagaStore::new(db.clone()))
             .register(&saga)
@@ -276,28 +142,32 @@ impl OrderService {
                 .name("order-service")
                 .poll_interval(Duration::from_millis(500)),
         );
-        let waker = relay.waker();
         let notices = orchestrator.subscribe();
-        let finished = tokio::sync::watch::Sender::new(0);
-        tokio::spawn(follow_sagas(
-            db.clone(),
-            notices,
-            waker.clone(),
-            finished.clone(),
-        ));
-        let recovery = orchestrator.spawn_recovery();
-        tokio::spawn(async move {
-            relay.run(stop).await;
-            drop(recovery);
-        });
-        Ok(OrderService {
+        let svc = OrderService {
+            events: SqliteEventStore::new(db.clone()),
+            view: Arc::new(tokio::sync::Mutex::new(OrderViewProjection)),
             db,
             orchestrator,
             saga: Arc::new(saga),
             products: downstream.products,
-            waker,
-            finished,
-        })
+            waker: relay.waker(),
+            finished: tokio::sync::watch::Sender::new(0),
+        };
+        let imported = svc.import_legacy_orders().await?;
+        if imported > 0 {
+            tracing::info!(
+                imported,
+                "order-service: orders of the status table now event-sourced"
+            );
+        }
+        svc.catch_up().await?;
+        tokio::spawn(follow_sagas(svc.clone(), notices));
+        let recovery = svc.orchestrator.spawn_recovery();
+        tokio::spawn(async move {
+            relay.run(stop).await;
+            drop(recovery);
+        });
+        Ok(svc)
     }
 
     /// The service's routes.
@@ -306,17 +176,183 @@ impl OrderService {
             .route("/api/orders", post(create).get(list))
             .route("/api/orders/", post(create).get(list))
             .route("/api/orders/{id}", get(one))
+            .route("/api/orders/{id}/history", get(events))
             .with_state(self)
+    }
+
+    /// Applies every event not yet in `order_view`, then wakes long polls.
+    pub async fn catch_up(&self) -> Result<(), BoxError> {
+        let mut view = self.view.lock().await;
+        while self.events.run_projection(&mut *view, 256).await?.processed == 256 {}
+        drop(view);
+        self.finished.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Rebuilds `order_view` from the first event (CQRS replay).
+    pub async fn rebuild_view(&self) -> Result<(), BoxError> {
+        self.events
+            .reset_projection(&mut *self.view.lock().await)
+            .await?;
+        self.catch_up().await
+    }
+
+    /// Moves the orders of the first cut's `orders` status table (a data
+    /// dir from before event sourcing) into event streams: a `placed` event
+    /// (owner `legacy`: the table did not know it) and what each one's saga
+    /// log records; then renames the table `orders_imported`, so this runs
+    /// once. Returns how many orders it imported.
+    async fn import_legacy_orders(&self) -> Result<usize, BoxError> {
+        let legacy: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'orders'",
+        )
+        .fetch_optional(&self.db)
+        .await?;
+        if legacy.is_none() {
+            return Ok(0);
+        }
+        let rows: Vec<LegacyOrder> = sqlx::query_as(
+            "SELECT id, sku, quantity, cents, address, status, created_at FROM orders \
+             ORDER BY created_at",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let mut imported = 0;
+        for LegacyOrder {
+            id,
+            sku,
+            quantity,
+            cents,
+            address,
+            status,
+            created_at: at,
+        } in rows
+        {
+            let stream = stream_id(&id);
+            if self.events.stream_version(&stream).await? == 0 {
+                let placed = OrderEvent::Placed {
+                    owner: "legacy".to_owned(),
+                    sku,
+                    quantity,
+                    cents,
+                    address,
+                    at,
+                };
+                let event = NewEvent::from_serde(&placed)?;
+                self.events
+                    .append(&stream, ExpectedVersion::NoStream, vec![event])
+                    .await?;
+                imported += 1;
+            }
+            let saga = Uuid::parse_str(&id).ok();
+            let logged = match saga {
+                Some(saga) => self.orchestrator.get(saga).await?.is_some(),
+                None => false,
+            };
+            match (saga, status.as_str()) {
+                (Some(saga), _) if logged => self.record_events(saga, false).await?,
+                // No saga log left: the table's status is all there is.
+                (_, "completed") => {
+                    self.append_end(&stream, OrderEvent::Completed { at })
+                        .await?
+                }
+                (_, "compensated") => {
+                    self.append_end(&stream, OrderEvent::Compensated { at })
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        sqlx::query("ALTER TABLE orders RENAME TO orders_imported")
+            .execute(&self.db)
+            .await?;
+        Ok(imported)
+    }
+
+    /// Appends `event` to an imported order's stream of one event.
+    async fn append_end(&self, stream: &str, event: OrderEvent) -> Result<(), BoxError> {
+        let event = NewEvent::from_serde(&event)?;
+        match self
+            .events
+            .append(stream, ExpectedVersion::Exact(1), vec![event])
+            .await
+        {
+            // Imported by an earlier, interrupted run.
+            Err(e) if e.is_concurrency() => Ok(()),
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+
+    /// Appends what saga `id`'s step log records and the stream lacks,
+    /// with the outbox message of the end it reached, in one transaction.
+    async fn record_saga(&self, id: Uuid) -> Result<(), BoxError> {
+        self.record_events(id, true).await?;
+        self.waker.wake();
+        self.catch_up().await
+    }
+
+    /// [`record_saga`](Self::record_saga)'s appends, with the outbox
+    /// message only when `announce` (imported orders were announced by
+    /// the first cut already).
+    async fn record_events(&self, id: Uuid, announce: bool) -> Result<(), BoxError> {
+        let Some(record) = self.orchestrator.get(id).await? else {
+            return Ok(());
+        };
+        let derived = history::events_from_log(&record.log);
+        let stream = stream_id(&id.to_string());
+        let recorded = self.events.read_stream(&stream, 1).await?;
+        let recorded: Vec<OrderEvent> = recorded
+            .iter()
+            .map(|e| e.decode())
+            .collect::<Result<_, _>>()?;
+        let Some(missing) = history::missing_events(&recorded, &derived) else {
+            tracing::warn!(order = %id, "the order's events disagree with its saga log");
+            return Ok(());
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let version = u64::try_from(recorded.len()).unwrap_or(u64::MAX) + 1;
+        let events = missing
+            .iter()
+            .map(NewEvent::from_serde)
+            .collect::<Result<Vec<_>, _>>()?;
+        // IMMEDIATE: the write lock first. A deferred transaction reading
+        // the stream's version would fail at once (SQLITE_BUSY) if another
+        // connection wrote before its first insert.
+        let mut tx = self.db.begin_with("BEGIN IMMEDIATE").await?;
+        SqliteEventStore::append_in(&mut tx, &stream, ExpectedVersion::Exact(version), events)
+            .await?;
+        if let Some(end) = history::terminal(missing).filter(|_| announce) {
+            let status = end.as_str();
+            let msg = OutboxMessage::json(
+                format!("order.{status}"),
+                &json!({"order_id": id, "status": status}),
+            )?
+            .with_key(id.to_string());
+            Outbox::append(&mut *tx, &msg).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 
-/// Turns each finished saga into the order's status and an outbox event,
-/// in one transaction.
+/// A row of the first cut's `orders` table.
+#[derive(sqlx::FromRow)]
+struct LegacyOrder {
+    id: String,
+    sku: String,
+    quantity: i64,
+    cents: i64,
+    address: String,
+    status: String,
+    created_at: i64,
+}
+
+/// Records each finished saga's events (see [`history`]).
 async fn follow_sagas(
-    db: SqlitePool,
+    svc: OrderService,
     mut notices: tokio::sync::broadcast::Receiver<SagaNotice>,
-    waker: RelayWaker,
-    finished: tokio::sync::watch::Sender<u64>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
@@ -328,43 +364,35 @@ async fn follow_sagas(
             }
             Err(RecvError::Closed) => return,
         };
-        let status = match notice.state {
-            SagaState::Completed => "completed",
-            SagaState::Compensated => "compensated",
-            SagaState::Stuck => "stuck",
-            _ => continue,
-        };
-        if let Err(error) = finish(&db, notice.id, status).await {
+        if let Err(error) = svc.record_saga(notice.id).await {
             tracing::error!(%error, order = %notice.id, "could not record the saga's end");
         }
-        waker.wake();
-        finished.send_modify(|n| *n += 1);
     }
 }
 
-async fn finish(db: &SqlitePool, id: Uuid, status: &str) -> Result<(), BoxError> {
-    let mut tx = db.begin().await?;
-    let changed = sqlx::query("UPDATE orders SET status = ? WHERE id = ? AND status = 'pending'")
-        .bind(status)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    if changed.rows_affected() == 1 {
-        let msg = OutboxMessage::json(
-            format!("order.{status}"),
-            &json!({"order_id": id, "status": status}),
-        )?
-        .with_key(id.to_string());
-        Outbox::append(&mut *tx, &msg).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+/// The caller the gateway authenticated (`x-consumer`: an API key's
+/// consumer or a JWT's `sub`).
+fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get("x-consumer")
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "orders are placed through the gateway, with a token or an API key",
+            )
+        })
 }
 
 async fn create(
     State(svc): State<OrderService>,
+    headers: HeaderMap,
     Json(req): Json<NewOrder>,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    let owner = caller(&headers)?;
     if req.quantity <= 0 || req.quantity > 100 || req.address.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -399,49 +427,82 @@ async fn create(
         cents: product.cents * req.quantity,
         address: req.address,
     };
-    let mut tx = svc.db.begin().await?;
-    sqlx::query("INSERT INTO orders (id, sku, quantity, cents, address, status, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)")
-        .bind(data.order_id.to_string())
-        .bind(&data.sku)
-        .bind(data.quantity)
-        .bind(data.cents)
-        .bind(&data.address)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-    let placed = OutboxMessage::json("order.placed", &json!({"order_id": data.order_id, "sku": data.sku, "quantity": data.quantity, "cents": data.cents}))
+    let id = data.order_id.to_string();
+    let placed = OrderEvent::Placed {
+        owner,
+        sku: data.sku.clone(),
+        quantity: data.quantity,
+        cents: data.cents,
+        address: data.address.clone(),
+        at: now_ms(),
+    };
+    let event = NewEvent::from_serde(&placed).map_err(ApiError::internal)?;
+    // IMMEDIATE, as in `record_saga`.
+    let mut tx = svc.db.begin_with("BEGIN IMMEDIATE").await?;
+    SqliteEventStore::append_in(
+        &mut tx,
+        &stream_id(&id),
+        ExpectedVersion::NoStream,
+        vec![event],
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let message = OutboxMessage::json("order.placed", &json!({"order_id": data.order_id, "sku": data.sku, "quantity": data.quantity, "cents": data.cents}))
         .map_err(ApiError::internal)?
-        .with_key(data.order_id.to_string());
-    Outbox::append(&mut *tx, &placed)
+        .with_key(id.clone());
+    Outbox::append(&mut *tx, &message)
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await?;
     svc.waker.wake();
+    svc.catch_up().await.map_err(ApiError::internal)?;
     // The saga id is the order id: a retried start cannot run it twice.
     svc.orchestrator
         .start_with_id(&svc.saga, data.order_id, data.clone())
         .await
         .map_err(ApiError::internal)?;
+    let mut order = Order::default();
+    order.apply(placed);
     Ok((
         StatusCode::CREATED,
         Json(OrderView {
-            id: data.order_id.to_string(),
-            sku: data.sku,
-            quantity: data.quantity,
-            cents: data.cents,
-            address: data.address,
-            status: "pending".into(),
+            id,
+            order,
             history: Vec::new(),
         }),
     ))
 }
 
-async fn list(State(svc): State<OrderService>) -> Result<Json<Vec<OrderView>>, ApiError> {
-    Ok(Json(
-        sqlx::query_as("SELECT id, sku, quantity, cents, address, status FROM orders ORDER BY created_at DESC LIMIT 100")
-            .fetch_all(&svc.db)
-            .await?,
+async fn list(
+    State(svc): State<OrderService>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
+    let owner = caller(&headers)?;
+    let orders: Vec<IdAndOrder> = sqlx::query_as(concat!(
+        "SELECT id, ",
+        view_columns!(),
+        " FROM order_view WHERE owner = ? ORDER BY placed_at DESC, id DESC LIMIT 100"
     ))
+    .bind(owner)
+    .fetch_all(&svc.db)
+    .await?;
+    Ok(Json(
+        orders
+            .into_iter()
+            .map(|r| OrderView {
+                id: r.id,
+                order: r.order,
+                history: Vec::new(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(sqlx::FromRow)]
+struct IdAndOrder {
+    id: String,
+    #[sqlx(flatten)]
+    order: Order,
 }
 
 /// `?wait_ms=N`: answer once the order is no longer pending, or after N
@@ -453,6 +514,7 @@ struct WaitQuery {
 
 async fn one(
     State(svc): State<OrderService>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<WaitQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
@@ -461,8 +523,8 @@ async fn one(
     let mut changes = svc.finished.subscribe();
     loop {
         changes.mark_unchanged();
-        let order = load(&svc, &id).await?;
-        if order.status != "pending" {
+        let order = load(&svc, &headers, &id).await?;
+        if order.order.status != "pending" {
             return Ok(Json(order));
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -472,13 +534,26 @@ async fn one(
     }
 }
 
-async fn load(svc: &OrderService, id: &str) -> Result<OrderView, ApiError> {
-    let found: Option<OrderView> =
-        sqlx::query_as("SELECT id, sku, quantity, cents, address, status FROM orders WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&svc.db)
-            .await?;
-    let mut order = found.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?;
+/// Order `id` from the read model, if the caller may see it: its owner,
+/// or a caller without identity headers (the gateway's BFF backends).
+async fn view_row(svc: &OrderService, headers: &HeaderMap, id: &str) -> Result<Order, ApiError> {
+    let found: Option<Order> = sqlx::query_as(concat!(
+        "SELECT ",
+        view_columns!(),
+        " FROM order_view WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&svc.db)
+    .await?;
+    let visible = |o: &Order| caller(headers).map_or(true, |c| c == o.owner);
+    found
+        .filter(visible)
+        .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
+}
+
+async fn load(svc: &OrderService, headers: &HeaderMap, id: &str) -> Result<OrderView, ApiError> {
+    let order = view_row(svc, headers, id).await?;
+    let mut history = Vec::new();
     if let Ok(saga_id) = Uuid::parse_str(id)
         && let Some(record) = svc
             .orchestrator
@@ -486,7 +561,37 @@ async fn load(svc: &OrderService, id: &str) -> Result<OrderView, ApiError> {
             .await
             .map_err(ApiError::internal)?
     {
-        order.history = record.log.iter().map(ToString::to_string).collect();
+        history = record.log.iter().map(ToString::to_string).collect();
     }
-    Ok(order)
+    Ok(OrderView {
+        id: id.to_owned(),
+        order,
+        history,
+    })
+}
+
+/// `GET /api/orders/{id}/history`: the order's events, oldest first.
+async fn events(
+    State(svc): State<OrderService>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    view_row(&svc, &headers, &id).await?;
+    let recorded = svc
+        .events
+        .read_stream(&stream_id(&id), 0)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        recorded
+            .into_iter()
+            .map(|e| {
+                let mut event = e.payload;
+                if let Some(fields) = event.as_object_mut() {
+                    fields.insert("version".to_owned(), e.version.into());
+                }
+                event
+            })
+            .collect(),
+    ))
 }

@@ -235,6 +235,14 @@ async fn the_demo_story_runs() {
     assert_eq!(crash.failed, 0, "{crash:?}");
     assert!(crash.ejected, "{crash:?}");
     assert!(crash.retries >= 1, "{crash:?}");
+    // A crash, not a stop: still registered, but nothing listens.
+    let crashed = crash.crashed.expect("an instance crashed");
+    let products = msp_core::ServiceName::new("product-service").expect("name");
+    let listed = msp_discovery::Registry::instances(system.registry(), &products)
+        .await
+        .expect("list");
+    assert!(listed.iter().any(|i| i.addr() == crashed), "{listed:?}");
+    assert!(tokio::net::TcpStream::connect(crashed).await.is_err());
     // Chapter 9: a setting edited in the config server's files, live; a
     // broken file changes nothing.
     let reload = &story.reload;

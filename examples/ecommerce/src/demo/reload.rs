@@ -26,7 +26,7 @@ const FILE: &str = "product-service-demo.yaml";
 /// What the config chapter saw.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadChapter {
-    /// Results of [`QUERY`] before the edit.
+    /// Results of `GET /api/products/search?q=a` (three products match) before the edit.
     pub hits_before: usize,
     /// … after `search.max_results: 1` was written (no restart; 2 if the
     /// file already said 1).
@@ -34,7 +34,7 @@ pub struct ReloadChapter {
     /// The config server's status for `/product-service/demo` with the
     /// broken file (`500`).
     pub server_status_broken: u16,
-    /// Results of [`QUERY`] with the broken file (the last good settings).
+    /// Results of the same search with the broken file (the last good settings).
     pub hits_with_broken_file: usize,
     /// `search.max_results` once the original file is back.
     pub restored_max_results: u32,

@@ -245,6 +245,52 @@ async fn accept_negotiates_protobuf_and_json_stays_json() {
 }
 
 #[tokio::test]
+async fn a_message_named_in_accept_picks_the_profile_sending_it() {
+    let agg = order_page(backends().await)
+        .profile(
+            "badge",
+            ClientProfile::new()
+                .format(Format::Protobuf)
+                .protobuf(ProtobufSchema::new(descriptor_set(), "shop.v1.Customer")),
+        )
+        .build()
+        .expect("aggregate");
+    let res = call(
+        &agg,
+        "/orders/7",
+        &[("accept", "application/protobuf; proto=shop.v1.Customer")],
+    )
+    .await;
+    assert_eq!(res.headers()["x-client-type"], "badge");
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/protobuf; proto=shop.v1.Customer"
+    );
+    let res = call(
+        &agg,
+        "/orders/7",
+        &[(
+            "accept",
+            r#"application/x-protobuf; messageType="shop.v1.OrderView""#,
+        )],
+    )
+    .await;
+    assert_eq!(res.headers()["x-client-type"], "iot");
+    assert_eq!(field(&decode(&bytes(res).await), "id"), Pb::I64(7));
+    // A message no profile sends: 406, also for a client type naming itself.
+    for headers in [
+        &[("accept", "application/protobuf; proto=shop.v1.Item")][..],
+        &[
+            ("x-client-type", "iot"),
+            ("accept", "application/protobuf; proto=shop.v1.Item"),
+        ][..],
+    ] {
+        let res = call(&agg, "/orders/7", headers).await;
+        assert_eq!(res.status(), 406, "{headers:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_aggregate_without_a_protobuf_profile_answers_406() {
     let addr = backends().await;
     let agg = Aggregate::builder("plain")

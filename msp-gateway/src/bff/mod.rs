@@ -174,7 +174,12 @@
 //!   field with JSON name `_partial` (`Partial partial = 7 [json_name =
 //!   "_partial"];`) — the `X-Partial` header is always there.
 //! - `Content-Type: application/protobuf; proto=shop.v1.OrderView` (the
-//!   IETF `application/protobuf` draft's form, naming the message).
+//!   IETF `application/protobuf` draft's form, naming the message). An
+//!   `Accept` may name the message too (`application/protobuf;
+//!   proto=pkg.Msg`, or `application/x-protobuf; messageType="pkg.Msg"`):
+//!   then only a profile sending that message will do — it picks, among
+//!   several `format: protobuf` profiles, the one with that message, and
+//!   a client type whose message differs gets `406`.
 //! - A value that does not fit its field (an object where an `int64` is
 //!   declared) is a **`502` problem+json**, code
 //!   `response_schema_mismatch`, with the message and the reason: the

@@ -54,9 +54,13 @@ impl Profile {
         })
     }
 
-    /// Whether this profile can send `format` (protobuf needs a schema).
-    fn sends(profile: Option<&Profile>, format: Format) -> bool {
-        format != Format::Protobuf || profile.is_some_and(|p| p.schema.is_some())
+    /// Whether this profile can send `format`: protobuf needs a schema,
+    /// and the message `Accept` names, if it names one.
+    fn sends(profile: Option<&Profile>, format: Format, accepted: &Accepted) -> bool {
+        format != Format::Protobuf
+            || profile
+                .and_then(|p| p.schema.as_ref())
+                .is_some_and(|s| accepted.message.as_deref().is_none_or(|m| m == s.name()))
     }
 
     /// Applies the profile to a merged response.
@@ -164,7 +168,9 @@ impl Shaper {
                 let top = accepted.formats.first().copied();
                 self.by_format
                     .iter()
-                    .find(|(f, _)| Some(*f) == top)
+                    .find(|(f, n)| {
+                        Some(*f) == top && Profile::sends(self.profiles.get(n), *f, &accepted)
+                    })
                     .map_or(self.default.as_str(), |(_, n)| n.as_str())
             }
         };
@@ -174,7 +180,7 @@ impl Shaper {
             .formats
             .iter()
             .copied()
-            .find(|f| Profile::sends(profile, *f));
+            .find(|f| Profile::sends(profile, *f, &accepted));
         let format = match named {
             Some(f) => f,
             None if accepted.any => preferred,
@@ -217,24 +223,37 @@ struct Accepted {
     /// Any format will do after those (no `Accept`, or a `*/*` /
     /// `application/*`).
     any: bool,
+    /// The protobuf message the best-ranked protobuf type names
+    /// (`application/protobuf; proto=pkg.Msg` or `application/x-protobuf;
+    /// messageType="pkg.Msg"`): only a profile sending it will do.
+    message: Option<String>,
 }
 
 /// The formats `Accept` allows.
 fn accepted(headers: &HeaderMap) -> Accepted {
-    let mut ranked: Vec<(u16, usize, Option<Format>)> = Vec::new();
+    let mut ranked: Vec<(u16, usize, Option<Format>, Option<String>)> = Vec::new();
     let mut n = 0;
     for value in headers.get_all(ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
         for item in value.split(',') {
             let mut parts = item.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
+            let params: Vec<(String, &str)> = parts
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"')))
+                .collect();
+            let q = params
+                .iter()
+                .filter(|(k, _)| k == "q")
+                .find_map(|(_, q)| q.parse::<f32>().ok())
                 .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
             if q == 0 {
                 continue;
             }
+            let message = params
+                .iter()
+                .find(|(k, _)| k == "proto" || k == "messagetype")
+                .map(|(_, m)| (*m).to_owned());
             let format = match media.as_str() {
                 "application/json" => Some(Format::Json),
                 "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
@@ -247,7 +266,8 @@ fn accepted(headers: &HeaderMap) -> Accepted {
                 "*/*" | "application/*" => None,
                 _ => continue,
             };
-            ranked.push((q, n, format));
+            let message = message.filter(|_| format == Some(Format::Protobuf));
+            ranked.push((q, n, format, message));
             n += 1;
         }
     }
@@ -255,11 +275,17 @@ fn accepted(headers: &HeaderMap) -> Accepted {
     let mut out = Accepted {
         formats: Vec::new(),
         any: !headers.contains_key(ACCEPT),
+        message: None,
     };
-    ranked.sort_by_key(|(q, n, _)| (std::cmp::Reverse(*q), *n));
-    for (_, _, f) in ranked {
+    ranked.sort_by_key(|(q, n, _, _)| (std::cmp::Reverse(*q), *n));
+    for (_, _, f, message) in ranked {
         match f {
-            Some(f) if !out.formats.contains(&f) => out.formats.push(f),
+            Some(f) if !out.formats.contains(&f) => {
+                out.formats.push(f);
+                if f == Format::Protobuf {
+                    out.message = message;
+                }
+            }
             Some(_) => {}
             // A wildcard: anything from here on is fine; the profile's
             // preference decides unless a type it sends ranked higher.
@@ -318,6 +344,7 @@ mod tests {
         Accepted {
             formats: formats.to_vec(),
             any,
+            message: None,
         }
     }
 
@@ -337,13 +364,21 @@ mod tests {
         assert_eq!(accepted(&accept("application/json;q=0")), list(&[], false));
         for protobuf in [
             "application/protobuf",
-            "application/x-protobuf; messageType=\"a.B\"",
+            "application/x-protobuf",
             "application/vnd.google.protobuf",
         ] {
             assert_eq!(
                 accepted(&accept(&format!("{protobuf}, application/json;q=0.5"))),
                 list(&[Format::Protobuf, Format::Json], false)
             );
+        }
+        for named in [
+            "application/x-protobuf; messageType=\"a.B\"",
+            "application/protobuf;proto=a.B;q=0.9",
+        ] {
+            let a = accepted(&accept(&format!("{named}, application/json;q=0.5")));
+            assert_eq!(a.formats, [Format::Protobuf, Format::Json]);
+            assert_eq!(a.message.as_deref(), Some("a.B"), "{named}");
         }
     }
 }

@@ -365,3 +365,50 @@ impl RedisSessions {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SessionStore;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_lives_its_ttl_after_its_last_refresh() {
+        let sessions = SessionStore::memory(Duration::from_secs(60));
+        let (session, token) = sessions.create("ada@example.com").await.expect("created");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        let (_, token) = sessions
+            .refresh(&token)
+            .await
+            .expect("store")
+            .expect("live");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(
+            sessions.get(&session.sid).await.expect("store").is_some(),
+            "renewed at 59 s"
+        );
+        let (_, token) = sessions
+            .refresh(&token)
+            .await
+            .expect("store")
+            .expect("live");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(sessions.get(&session.sid).await.expect("store").is_none());
+        assert!(
+            sessions.refresh(&token).await.expect("store").is_none(),
+            "expired"
+        );
+        assert!(!sessions.end(&token).await.expect("store"));
+    }
+
+    #[tokio::test]
+    async fn malformed_tokens_are_refused_not_errors() {
+        let sessions = SessionStore::memory(Duration::from_secs(60));
+        for token in ["", ".", "abc", "a.b.c", "a b.c", &"x".repeat(200)] {
+            assert!(
+                sessions.refresh(token).await.expect("no error").is_none(),
+                "{token:?}"
+            );
+            assert!(!sessions.end(token).await.expect("no error"), "{token:?}");
+        }
+    }
+}

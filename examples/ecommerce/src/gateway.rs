@@ -1,6 +1,7 @@
 //! The gateway in front: `config/gateway.yaml` with the services' instances
-//! filled in, and the [`KeyRing`] through which user-service's logins add
-//! API-key consumers to it.
+//! filled in, and the [`KeyRing`] through which user-service adds the API
+//! keys its users mint (logins themselves are JWTs the gateway checks
+//! against user-service's JWKS).
 //!
 //! The gateway shares the services' discovery registry
 //! ([`Gateway::with_registry`] over the system's
@@ -41,7 +42,7 @@ use std::sync::{Arc, OnceLock};
 /// `config/gateway.yaml`, embedded so the binary runs from any directory.
 pub const DEFAULT_YAML: &str = include_str!("../config/gateway.yaml");
 
-/// The API-key provider user-service's logins add consumers to.
+/// The API-key provider user-service adds its users' minted keys to.
 pub const KEY_PROVIDER: &str = "keys";
 
 /// Loads `yaml`, overrides `listen` when given, and checks that every

@@ -453,6 +453,12 @@ async fn the_order_page_bff_composes_three_services_per_client_type() {
     assert_eq!(web["product"]["name"], "The Hitchhiker's Guide");
     assert!(web["stock"]["available"].is_number(), "{web}");
     assert!(web["history"].is_array(), "web gets the step log: {web}");
+    // Another caller (a user's login) gets no page for demo-app's order:
+    // the aggregate forwards `x-consumer` and order-service checks the owner.
+    let token = login(&gw).await;
+    let (status, other) = gw.get_bearer(&page, &token).await.expect("answer");
+    assert_ne!(status, StatusCode::OK, "{other}");
+    assert!(other.get("product").is_none(), "{other}");
 
     let mobile = raw(&system, &page, &[("x-client-type", "mobile")]).await;
     let mobile: Value = serde_json::from_slice(&mobile.1).expect("mobile JSON");

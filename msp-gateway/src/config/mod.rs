@@ -14,6 +14,12 @@
 //! `cache_ttl` turns on the route's response cache (see
 //! [`crate::cache`]).
 //!
+//! `service_defaults:` ([`ServiceDefaults`]) gives every service the
+//! `retry`, `outlier`, `health_check`, `balancer`, `connect_timeout`,
+//! `pool` and `h2c` it does not set itself (whole field per key; the
+//! service's own value wins); [`GatewayConfig::services`] returns the
+//! effective settings. Its example runs as a doctest there.
+//!
 //! # Example
 //!
 //! ```

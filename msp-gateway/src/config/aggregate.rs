@@ -148,5 +148,5 @@ pub(crate) fn with_aggregate_routes(b: &GatewayConfigBuilder) -> GatewayConfig {
     let mut b = b.clone();
     let extra: Vec<RouteConfig> = b.aggregates.iter().map(route_of).collect();
     b.routes.extend(extra);
-    GatewayConfig { b }
+    GatewayConfig::checked(b)
 }

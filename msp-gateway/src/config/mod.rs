@@ -14,6 +14,12 @@
 //! `cache_ttl` turns on the route's response cache (see
 //! [`crate::cache`]).
 //!
+//! `service_defaults:` ([`ServiceDefaults`]) gives every service the
+//! `retry`, `outlier`, `health_check`, `balancer`, `connect_timeout`,
+//! `pool` and `h2c` it does not set itself (whole field per key; the
+//! service's own value wins); [`GatewayConfig::services`] returns the
+//! effective settings. Its example runs as a doctest there.
+//!
 //! # Example
 //!
 //! ```
@@ -67,7 +73,7 @@ pub use self::route::{MirrorConfig, RateLimitBy, RouteConfig, SplitTarget, Strip
 pub(crate) use self::service::DnsName;
 pub use self::service::{
     AdminConfig, DnsRegistryConfig, HealthCheckConfig, LimitsConfig, OnStoreError, PoolConfig,
-    RateLimitStoreConfig, RedisStoreConfig, RegistryConfig, ServiceConfig,
+    RateLimitStoreConfig, RedisStoreConfig, RegistryConfig, ServiceConfig, ServiceDefaults,
 };
 
 pub(crate) use self::aggregate::{
@@ -100,6 +106,8 @@ use std::path::Path;
 #[serde(try_from = "GatewayConfigBuilder", into = "GatewayConfigBuilder")]
 pub struct GatewayConfig {
     b: GatewayConfigBuilder,
+    /// `b.services` with `b.service_defaults` applied.
+    services: BTreeMap<String, ServiceConfig>,
 }
 
 impl GatewayConfig {
@@ -155,7 +163,12 @@ impl GatewayConfig {
     }
 
     fn checked(b: GatewayConfigBuilder) -> GatewayConfig {
-        GatewayConfig { b }
+        let services = b
+            .services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.with_defaults(&b.service_defaults)))
+            .collect();
+        GatewayConfig { b, services }
     }
 
     /// A builder holding these settings, to change and build again.
@@ -178,9 +191,22 @@ impl GatewayConfig {
         &self.b.routes
     }
 
-    /// The upstream services by name.
+    /// The upstream services by name, with their effective settings: each
+    /// field a service does not set comes from
+    /// [`service_defaults`](Self::service_defaults).
     pub fn services(&self) -> &BTreeMap<String, ServiceConfig> {
-        &self.b.services
+        &self.services
+    }
+
+    /// The `service_defaults:` block ([`ServiceDefaults`]).
+    pub fn service_defaults(&self) -> &ServiceDefaults {
+        &self.b.service_defaults
+    }
+
+    /// The settings of a service only the registry knows (no `services:`
+    /// entry): the built-in ones with the `service_defaults`.
+    pub fn unlisted_service(&self) -> ServiceConfig {
+        ServiceConfig::default().with_defaults(&self.b.service_defaults)
     }
 
     /// Where instances come from.
@@ -242,6 +268,10 @@ fn all_problems(b: &GatewayConfigBuilder) -> Vec<ConfigProblem> {
     problems
 }
 
+fn is_default(d: &ServiceDefaults) -> bool {
+    *d == ServiceDefaults::default()
+}
+
 fn parse_error(e: &serde_saphyr::Error, src: &str, origin: &str) -> GatewayConfigError {
     let line = e
         .location()
@@ -276,6 +306,8 @@ pub struct GatewayConfigBuilder {
     admin: Option<AdminConfig>,
     routes: Vec<RouteConfig>,
     services: BTreeMap<String, ServiceConfig>,
+    #[serde(skip_serializing_if = "is_default")]
+    service_defaults: ServiceDefaults,
     registry: RegistryConfig,
     trusted_proxies: Vec<IpNet>,
     limits: LimitsConfig,
@@ -294,6 +326,7 @@ impl Default for GatewayConfigBuilder {
             admin: None,
             routes: Vec::new(),
             services: BTreeMap::new(),
+            service_defaults: ServiceDefaults::default(),
             registry: RegistryConfig::default(),
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
@@ -333,6 +366,13 @@ impl GatewayConfigBuilder {
     /// Adds (or replaces) a service.
     pub fn service(mut self, name: impl Into<String>, service: ServiceConfig) -> Self {
         self.services.insert(name.into(), service);
+        self
+    }
+
+    /// Sets the [`ServiceDefaults`]: what every service gets for a field it
+    /// does not set itself.
+    pub fn service_defaults(mut self, defaults: ServiceDefaults) -> Self {
+        self.service_defaults = defaults;
         self
     }
 

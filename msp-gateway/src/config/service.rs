@@ -64,8 +64,8 @@ use std::time::Duration;
 /// assert!(err.to_string().starts_with("gw.yaml:3"), "{err}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "ServiceRepr", into = "ServiceRepr")]
 #[non_exhaustive]
 #[must_use]
 pub struct ServiceConfig {
@@ -74,17 +74,13 @@ pub struct ServiceConfig {
     /// How an instance is chosen.
     pub balancer: Strategy,
     /// Active health checks.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
     /// Passive outlier ejection.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierConfig>,
     /// Retries of every route to the service (a route's own `retry`
     /// replaces it); see [Retries](Self#retries).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,
     /// TCP connect timeout.
-    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// The idle connection pool.
     pub pool: PoolConfig,
@@ -92,8 +88,121 @@ pub struct ServiceConfig {
     pub h2c: bool,
     /// Where the instances are published in DNS (`registry: dns`): an
     /// SRV name starting with `_`, or `host:port`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// The fields the YAML or a builder method set (so a service's own
+    /// `connect_timeout: 1s` wins over `service_defaults`, even though it
+    /// equals the built-in default).
+    set: Fields,
+}
+
+/// Which of a service's [defaultable](ServiceDefaults) fields were set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Fields(u8);
+
+impl Fields {
+    const BALANCER: u8 = 1;
+    const HEALTH_CHECK: u8 = 1 << 1;
+    const OUTLIER: u8 = 1 << 2;
+    const RETRY: u8 = 1 << 3;
+    const CONNECT_TIMEOUT: u8 = 1 << 4;
+    const POOL: u8 = 1 << 5;
+    const H2C: u8 = 1 << 6;
+
+    fn with(self, bit: u8, on: bool) -> Fields {
+        if on { Fields(self.0 | bit) } else { self }
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// Equal when every setting is equal (which fields were written out does
+/// not matter: [`GatewayConfig::services`](super::GatewayConfig::services)
+/// compares the effective settings).
+impl PartialEq for ServiceConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.instances == o.instances
+            && self.balancer == o.balancer
+            && self.health_check == o.health_check
+            && self.outlier == o.outlier
+            && self.retry == o.retry
+            && self.connect_timeout == o.connect_timeout
+            && self.pool == o.pool
+            && self.h2c == o.h2c
+            && self.dns == o.dns
+    }
+}
+
+/// The YAML form of [`ServiceConfig`]: every field optional, so that an
+/// absent one can come from `service_defaults`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ServiceRepr {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    instances: Vec<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balancer: Option<Strategy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<HealthCheckConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlier: Option<OutlierConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<RetryConfig>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<PoolConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    h2c: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<String>,
+}
+
+impl From<ServiceRepr> for ServiceConfig {
+    fn from(r: ServiceRepr) -> Self {
+        let d = ServiceConfig::default();
+        let set = Fields::default()
+            .with(Fields::BALANCER, r.balancer.is_some())
+            .with(Fields::HEALTH_CHECK, r.health_check.is_some())
+            .with(Fields::OUTLIER, r.outlier.is_some())
+            .with(Fields::RETRY, r.retry.is_some())
+            .with(Fields::CONNECT_TIMEOUT, r.connect_timeout.is_some())
+            .with(Fields::POOL, r.pool.is_some())
+            .with(Fields::H2C, r.h2c.is_some());
+        ServiceConfig {
+            instances: r.instances,
+            balancer: r.balancer.unwrap_or(d.balancer),
+            health_check: r.health_check,
+            outlier: r.outlier,
+            retry: r.retry,
+            connect_timeout: r.connect_timeout.unwrap_or(d.connect_timeout),
+            pool: r.pool.unwrap_or(d.pool),
+            h2c: r.h2c.unwrap_or(d.h2c),
+            dns: r.dns,
+            set,
+        }
+    }
+}
+
+/// Writes out the fields the service sets itself (or that differ from the
+/// built-in defaults), so a written config reads back with the same
+/// inheritance from `service_defaults`.
+impl From<ServiceConfig> for ServiceRepr {
+    fn from(s: ServiceConfig) -> Self {
+        let own = |bit| s.is_set(bit);
+        ServiceRepr {
+            balancer: own(Fields::BALANCER).then(|| s.balancer.clone()),
+            health_check: s.health_check.clone(),
+            outlier: s.outlier.clone(),
+            retry: s.retry.clone(),
+            connect_timeout: own(Fields::CONNECT_TIMEOUT).then_some(s.connect_timeout),
+            pool: own(Fields::POOL).then_some(s.pool),
+            h2c: own(Fields::H2C).then_some(s.h2c),
+            instances: s.instances,
+            dns: s.dns,
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -108,11 +217,91 @@ impl Default for ServiceConfig {
             pool: PoolConfig::default(),
             h2c: false,
             dns: None,
+            set: Fields::default(),
         }
     }
 }
 
 impl ServiceConfig {
+    /// Whether the service sets this field itself: written in the YAML, set
+    /// by a builder method, or (for a field assigned directly) different
+    /// from the built-in default.
+    fn is_set(&self, bit: u8) -> bool {
+        if self.set.has(bit) {
+            return true;
+        }
+        let d = ServiceConfig::default();
+        match bit {
+            Fields::BALANCER => self.balancer != d.balancer,
+            Fields::HEALTH_CHECK => self.health_check.is_some(),
+            Fields::OUTLIER => self.outlier.is_some(),
+            Fields::RETRY => self.retry.is_some(),
+            Fields::CONNECT_TIMEOUT => self.connect_timeout != d.connect_timeout,
+            Fields::POOL => self.pool != d.pool,
+            _ => self.h2c != d.h2c,
+        }
+    }
+
+    /// Whether the service sets its own `retry`.
+    pub(crate) fn own_retry(&self) -> bool {
+        self.is_set(Fields::RETRY)
+    }
+
+    /// Whether the service sets its own `connect_timeout`.
+    pub(crate) fn own_connect_timeout(&self) -> bool {
+        self.is_set(Fields::CONNECT_TIMEOUT)
+    }
+
+    /// Whether the service sets its own `health_check`.
+    pub(crate) fn own_health_check(&self) -> bool {
+        self.is_set(Fields::HEALTH_CHECK)
+    }
+
+    /// These settings with every field the service does not set taken from
+    /// `defaults` (whole fields: a service's own `retry` replaces the
+    /// default `retry`, nothing of the two is merged).
+    pub fn with_defaults(&self, defaults: &ServiceDefaults) -> ServiceConfig {
+        let mut out = self.clone();
+        let inherit = |bit| !self.is_set(bit);
+        if let Some(v) = defaults
+            .balancer
+            .as_ref()
+            .filter(|_| inherit(Fields::BALANCER))
+        {
+            out.balancer = v.clone();
+        }
+        if let Some(v) = defaults
+            .health_check
+            .as_ref()
+            .filter(|_| inherit(Fields::HEALTH_CHECK))
+        {
+            out.health_check = Some(v.clone());
+        }
+        if let Some(v) = defaults
+            .outlier
+            .as_ref()
+            .filter(|_| inherit(Fields::OUTLIER))
+        {
+            out.outlier = Some(v.clone());
+        }
+        if let Some(v) = defaults.retry.as_ref().filter(|_| inherit(Fields::RETRY)) {
+            out.retry = Some(v.clone());
+        }
+        if let Some(v) = defaults
+            .connect_timeout
+            .filter(|_| inherit(Fields::CONNECT_TIMEOUT))
+        {
+            out.connect_timeout = v;
+        }
+        if let Some(v) = defaults.pool.filter(|_| inherit(Fields::POOL)) {
+            out.pool = v;
+        }
+        if let Some(v) = defaults.h2c.filter(|_| inherit(Fields::H2C)) {
+            out.h2c = v;
+        }
+        out
+    }
+
     /// A service with these static instances and the defaults.
     pub fn new(instances: impl IntoIterator<Item = SocketAddr>) -> Self {
         ServiceConfig {
@@ -124,18 +313,21 @@ impl ServiceConfig {
     /// Sets the balancer.
     pub fn balancer(mut self, strategy: Strategy) -> Self {
         self.balancer = strategy;
+        self.set = self.set.with(Fields::BALANCER, true);
         self
     }
 
     /// Sets active health checks.
     pub fn health_check(mut self, check: HealthCheckConfig) -> Self {
         self.health_check = Some(check);
+        self.set = self.set.with(Fields::HEALTH_CHECK, true);
         self
     }
 
     /// Sets passive outlier ejection.
     pub fn outlier(mut self, outlier: OutlierConfig) -> Self {
         self.outlier = Some(outlier);
+        self.set = self.set.with(Fields::OUTLIER, true);
         self
     }
 
@@ -143,24 +335,28 @@ impl ServiceConfig {
     /// [Retries](Self#retries)).
     pub fn retry(mut self, retry: RetryConfig) -> Self {
         self.retry = Some(retry);
+        self.set = self.set.with(Fields::RETRY, true);
         self
     }
 
     /// Sets the connect timeout.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self.set = self.set.with(Fields::CONNECT_TIMEOUT, true);
         self
     }
 
     /// Sets the pool.
     pub fn pool(mut self, pool: PoolConfig) -> Self {
         self.pool = pool;
+        self.set = self.set.with(Fields::POOL, true);
         self
     }
 
     /// Talks HTTP/2 without TLS.
     pub fn h2c(mut self, yes: bool) -> Self {
         self.h2c = yes;
+        self.set = self.set.with(Fields::H2C, true);
         self
     }
 
@@ -168,6 +364,130 @@ impl ServiceConfig {
     /// name (`_http._tcp.orders.shop.svc.cluster.local`) or `host:port`.
     pub fn dns(mut self, name: impl Into<String>) -> Self {
         self.dns = Some(name.into());
+        self
+    }
+}
+
+/// `service_defaults:`: settings every service gets unless it sets the
+/// field itself, so twenty services need not repeat one `retry` block.
+///
+/// The fields are a service's own ([`ServiceConfig`]) except `instances`
+/// and `dns`, which name one service's instances: `balancer`,
+/// `health_check`, `outlier`, `retry`, `connect_timeout`, `pool`, `h2c`.
+/// Precedence is **per top-level field, whole field**: a service writing
+/// `retry: {max_attempts: 5}` gets exactly that retry (its `backoff`,
+/// `budget`… are the built-in ones, not the default's); a service not
+/// writing `retry` gets the default's `retry` whole. Services only the
+/// registry knows (`registry: {etcd: …}`, no `services:` entry) get the
+/// defaults as they are. [`GatewayConfig::services`](super::GatewayConfig::services)
+/// returns the effective settings; a reload with other defaults rebuilds
+/// the services whose effective settings changed.
+///
+/// The shape follows Spring Cloud Gateway's `default-filters` and Envoy's
+/// per-cluster settings repeated from one template: one top-level block,
+/// overridden field by field.
+///
+/// ```
+/// use msp_gateway::config::GatewayConfig;
+/// use std::time::Duration;
+///
+/// let config = GatewayConfig::from_yaml(r#"
+/// service_defaults:
+///   connect_timeout: 250ms
+///   retry: { max_attempts: 3, backoff: { initial: 10ms, max_delay: 100ms } }
+///   outlier: { consecutive_failures: 2 }
+/// services:
+///   orders: { instances: ["127.0.0.1:9001"] }
+///   payments:
+///     instances: ["127.0.0.1:9002"]
+///     retry: { max_attempts: 1 }
+/// "#, "gateway.yaml")?;
+/// let orders = &config.services()["orders"];
+/// assert_eq!(orders.retry.as_ref().map(|r| r.max_attempts()), Some(3));
+/// assert_eq!(orders.connect_timeout, Duration::from_millis(250));
+/// let payments = &config.services()["payments"];
+/// assert_eq!(payments.retry.as_ref().map(|r| r.max_attempts()), Some(1), "its own retry wins");
+/// assert!(payments.outlier.is_some(), "the other fields still come from the defaults");
+///
+/// // Invalid defaults name `service_defaults` and the line.
+/// let err = GatewayConfig::from_yaml(
+///     "service_defaults:\n  connect_timeout: 0s\n", "gw.yaml").unwrap_err();
+/// assert_eq!(err.to_string(), "gw.yaml:2: `service_defaults.connect_timeout`: must be longer than zero");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+#[must_use]
+pub struct ServiceDefaults {
+    /// How an instance is chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<Strategy>,
+    /// Active health checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive outlier ejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
+    /// Retries of every route to the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// TCP connect timeout.
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// The idle connection pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolConfig>,
+    /// Use HTTP/2 without TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2c: Option<bool>,
+}
+
+impl ServiceDefaults {
+    /// No defaults: every service has the built-in settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The default balancer.
+    pub fn balancer(mut self, strategy: Strategy) -> Self {
+        self.balancer = Some(strategy);
+        self
+    }
+
+    /// The default active health checks.
+    pub fn health_check(mut self, check: HealthCheckConfig) -> Self {
+        self.health_check = Some(check);
+        self
+    }
+
+    /// The default outlier ejection.
+    pub fn outlier(mut self, outlier: OutlierConfig) -> Self {
+        self.outlier = Some(outlier);
+        self
+    }
+
+    /// The default retry.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The default connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The default pool.
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// HTTP/2 without TLS by default.
+    pub fn h2c(mut self, yes: bool) -> Self {
+        self.h2c = Some(yes);
         self
     }
 }

@@ -403,42 +403,53 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
             }
             (None, false) => {}
         }
-        if let Some(h) = &s.health_check {
-            if h.interval.is_zero() || h.timeout.is_zero() {
-                p(
-                    ProblemKind::Invalid,
-                    format!("services.{name}.health_check"),
-                    "interval and timeout must be longer than zero".to_owned(),
-                );
-            }
-            if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
-                p(
-                    ProblemKind::Invalid,
-                    format!("services.{name}.health_check"),
-                    "thresholds must be at least 1".to_owned(),
-                );
-            }
-        }
-        if s.connect_timeout.is_zero() {
-            p(
-                ProblemKind::Invalid,
-                format!("services.{name}.connect_timeout"),
-                "must be longer than zero".to_owned(),
-            );
-        }
-        if let Some(per_try) = s.retry.as_ref().and_then(|r| r.per_try_timeout())
-            && per_try <= s.connect_timeout
+        let e = s.with_defaults(&b.service_defaults);
+        let prefix = format!("services.{name}");
+        check_settings(
+            &prefix,
+            s.own_health_check()
+                .then_some(s.health_check.as_ref())
+                .flatten(),
+            s.own_connect_timeout().then_some(s.connect_timeout),
+            None,
+            &mut p,
+        );
+        // An inherited per-try timeout against the service's own connect
+        // timeout (or the other way round); both inherited: the defaults'
+        // check below reports it once.
+        if let Some(per_try) = e.retry.as_ref().and_then(|r| r.per_try_timeout())
+            && per_try <= e.connect_timeout
+            && (s.own_retry() || s.own_connect_timeout())
         {
+            let (field, retry_from) = if s.own_retry() {
+                ("retry.per_try_timeout", "")
+            } else {
+                ("connect_timeout", " (`retry` from `service_defaults`)")
+            };
             p(
                 ProblemKind::Invalid,
-                format!("services.{name}.retry.per_try_timeout"),
+                format!("{prefix}.{field}"),
                 format!(
-                    "{per_try:?} is not longer than the service's connect_timeout ({:?}): an attempt to an unreachable instance would time out before its connect failure could be retried",
-                    s.connect_timeout
+                    "{per_try:?}{retry_from} is not longer than the service's connect_timeout ({:?}): an attempt to an unreachable instance would time out before its connect failure could be retried",
+                    e.connect_timeout
                 ),
             );
         }
     }
+    let d = &b.service_defaults;
+    check_settings(
+        "service_defaults",
+        d.health_check.as_ref(),
+        d.connect_timeout,
+        d.retry.as_ref().map(|r| {
+            (
+                r,
+                d.connect_timeout
+                    .unwrap_or(super::ServiceConfig::default().connect_timeout),
+            )
+        }),
+        &mut p,
+    );
     if b.limits.max_body_bytes == 0 || b.limits.max_header_bytes == 0 || b.limits.max_uri_len == 0 {
         p(
             ProblemKind::Invalid,
@@ -456,6 +467,52 @@ fn check_top(b: &GatewayConfigBuilder, out: &mut Vec<ConfigProblem>) {
         );
     }
     check_auth(b, &mut p);
+}
+
+/// A service's or `service_defaults`' own health check, connect timeout,
+/// and retry against the connect timeout it will run with.
+fn check_settings(
+    prefix: &str,
+    health_check: Option<&super::HealthCheckConfig>,
+    connect_timeout: Option<Duration>,
+    retry: Option<(&msp_resilience::retry::RetryConfig, Duration)>,
+    p: &mut impl FnMut(ProblemKind, String, String),
+) {
+    if let Some(h) = health_check {
+        if h.interval.is_zero() || h.timeout.is_zero() {
+            p(
+                ProblemKind::Invalid,
+                format!("{prefix}.health_check"),
+                "interval and timeout must be longer than zero".to_owned(),
+            );
+        }
+        if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+            p(
+                ProblemKind::Invalid,
+                format!("{prefix}.health_check"),
+                "thresholds must be at least 1".to_owned(),
+            );
+        }
+    }
+    if connect_timeout.is_some_and(|t| t.is_zero()) {
+        p(
+            ProblemKind::Invalid,
+            format!("{prefix}.connect_timeout"),
+            "must be longer than zero".to_owned(),
+        );
+    }
+    if let Some((retry, connect)) = retry
+        && let Some(per_try) = retry.per_try_timeout()
+        && per_try <= connect
+    {
+        p(
+            ProblemKind::Invalid,
+            format!("{prefix}.retry.per_try_timeout"),
+            format!(
+                "{per_try:?} is not longer than the connect_timeout ({connect:?}): an attempt to an unreachable instance would time out before its connect failure could be retried"
+            ),
+        );
+    }
 }
 
 fn check_auth(b: &GatewayConfigBuilder, p: &mut impl FnMut(ProblemKind, String, String)) {

@@ -300,14 +300,9 @@ fn upstream_for(
     registry: &RegistryEntry,
     previous: Option<&Snapshot>,
 ) -> Result<Arc<UpstreamEntry>, BuildError> {
-    let key = (
-        ServiceConfig {
-            instances: Vec::new(),
-            ..service.clone()
-        },
-        breaker.clone(),
-        registry.generation,
-    );
+    let mut settings = service.clone();
+    settings.instances.clear();
+    let key = (settings, breaker.clone(), registry.generation);
     if let Some(prev) = previous.and_then(|p| p.upstreams.get(name))
         && prev.key == key
     {
@@ -443,7 +438,8 @@ impl Snapshot {
                 upstream_for(name, service, breaker, &registry, previous)?,
             );
         }
-        // Services only the registry knows (etcd, DNS): default settings.
+        // Services only the registry knows (etcd): the built-in settings
+        // with `service_defaults`.
         let aggregate_services = config.aggregates().iter().flat_map(|a| {
             a.backends
                 .iter()
@@ -462,7 +458,7 @@ impl Snapshot {
                 let breaker = breakers.get(service).cloned().unwrap_or_default();
                 let entry = upstream_for(
                     service,
-                    &ServiceConfig::default(),
+                    &config.unlisted_service(),
                     breaker,
                     &registry,
                     previous,

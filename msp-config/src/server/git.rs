@@ -1,38 +1,4 @@
-//! The git backend: files read from a repository's object database at the
-//! commit a label names (no checkout, so no working-tree race).
-//!
-//! - **Local** ([`GitBackend::open`]): a repository on disk (bare or not);
-//!   its refs are checked on an interval, so a commit made there reaches
-//!   the change stream.
-//! - **Remote** ([`GitBackend::clone_from`]): a URL or path cloned (bare)
-//!   into a local directory, then fetched on an interval (branches to
-//!   `refs/heads/*`, tags to `refs/tags/*`, forced). A fetch that fails
-//!   leaves the clone as it was, so the last good commits keep being
-//!   served; the failure is logged and shown by [`GitBackend::status`].
-//!   A directory that already holds the clone (a restart) is reused.
-//!
-//! A label is a branch, then a tag, then a commit id (4 to 40 hex digits);
-//! without one, the repository's `HEAD`. The environment's `version` is the
-//! commit id; property sources are named `{uri}/{file}` like Spring's.
-//!
-//! Fetching uses gix's transports: `file://` and local paths run
-//! `git-upload-pack` (the `git` program must be installed); ssh runs `ssh`;
-//! http(s) is not compiled in (the gix feature that adds it brings an HTTP
-//! client stack).
-//!
-//! # Example
-//!
-//! ```no_run
-//! use msp_config::server::{ConfigServer, GitBackend};
-//! use std::time::Duration;
-//!
-//! # fn main() -> Result<(), msp_config::server::ConfigServerError> {
-//! let backend = GitBackend::clone_from("https://git.example.com/config-repo.git", "/var/lib/config/clone")
-//!     .refresh_interval(Duration::from_secs(30))
-//!     .build()?;
-//! let server = ConfigServer::with_backend(backend).default_label("main");
-//! # Ok(()) }
-//! ```
+//! The git backend ([`GitBackend`]).
 
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -65,7 +31,41 @@ pub struct GitStatus {
     pub failures: u64,
 }
 
-/// Serves a git repository; see the [module docs](self).
+/// Serves a git repository: files read from its object database at the
+/// commit a label names (no checkout, so no working-tree race).
+///
+/// - **Local** ([`GitBackend::open`]): a repository on disk (bare or not);
+///   its refs are checked on an interval, so a commit made there reaches
+///   the change stream.
+/// - **Remote** ([`GitBackend::clone_from`]): a URL or path cloned (bare)
+///   into a local directory, then fetched on an interval (branches to
+///   `refs/heads/*`, tags to `refs/tags/*`, forced). A fetch that fails
+///   leaves the clone as it was, so the last good commits keep being
+///   served; the failure is logged and shown by [`GitBackend::status`].
+///   A directory that already holds the clone (a restart) is reused.
+///
+/// A label is a branch, then a tag, then a commit id (4 to 40 hex digits);
+/// without one, the repository's `HEAD`. The environment's `version` is the
+/// commit id; property sources are named `{uri}/{file}` like Spring's.
+///
+/// Fetching uses gix's transports: `file://` and local paths run
+/// `git-upload-pack` (the `git` program must be installed); ssh runs `ssh`;
+/// http(s) is not compiled in (the gix feature that adds it brings an HTTP
+/// client stack).
+///
+/// # Example
+///
+/// ```no_run
+/// use msp_config::server::{ConfigServer, GitBackend};
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), msp_config::server::ConfigServerError> {
+/// let backend = GitBackend::clone_from("https://git.example.com/config-repo.git", "/var/lib/config/clone")
+///     .refresh_interval(Duration::from_secs(30))
+///     .build()?;
+/// let server = ConfigServer::with_backend(backend).default_label("main");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct GitBackend {
     inner: Arc<GitInner>,
@@ -213,10 +213,10 @@ fn refresh_loop(weak: &Weak<GitInner>, every: Duration) {
 }
 
 fn open_or_clone(url: &str, dir: &Path) -> Result<gix::Repository, ConfigServerError> {
-    if dir.exists() {
-        if let Ok(repo) = gix::open(dir) {
-            return Ok(repo);
-        }
+    if dir.exists()
+        && let Ok(repo) = gix::open(dir)
+    {
+        return Ok(repo);
     }
     let interrupt = AtomicBool::new(false);
     let mut prepare =
@@ -325,14 +325,12 @@ impl GitInner {
                 return r.peel_to_commit().map_err(|e| backend_err(label)(&e));
             }
         }
-        if (4..=40).contains(&label.len()) && label.bytes().all(|b| b.is_ascii_hexdigit()) {
-            if let Ok(id) = repo.rev_parse_single(label) {
-                return id
-                    .object()
-                    .and_then(|o| Ok(o.peel_to_commit()))
-                    .map_err(|e| backend_err(label)(&e))?
-                    .map_err(|e| backend_err(label)(&e));
-            }
+        if (4..=40).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(id) = repo.rev_parse_single(label)
+        {
+            let object = id.object().map_err(|e| backend_err(label)(&e))?;
+            return object.peel_to_commit().map_err(|e| backend_err(label)(&e));
         }
         Err(ConfigServerError::NoSuchLabel(label.to_owned()))
     }

@@ -153,6 +153,9 @@ export MSP_POSTGRES_URL=$MSP_POSTGRES_URL
 export MSP_REDIS_URL=$MSP_REDIS_URL
 export MSP_NATS_URL=$MSP_NATS_URL
 EOF
+    if [ -x "$SPRING_CLIENT_VENV/bin/python" ]; then
+        echo "export MSP_PYTHON=$SPRING_CLIENT_VENV/bin/python"
+    fi
 }
 
 # playwright-core for the dashboard's browser test (tests/dashboard.rs),
@@ -165,12 +168,30 @@ browser_test_deps() {
     fi
 }
 
+# config-client (PyPI) for msp-config's Spring client test
+# (tests/spring_client.rs), in a virtualenv under $STATE so a Debian
+# python3 (PEP 668) is left alone; the test finds it through MSP_PYTHON.
+SPRING_CLIENT_VENV="$STATE/spring-client-venv"
+spring_client_deps() {
+    need python3 python3
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        log "installing python3-venv"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    if ! "$SPRING_CLIENT_VENV/bin/python" -c 'from config.spring import ConfigClient' 2>/dev/null; then
+        log "installing config-client==1.5.0 (pip, virtualenv $SPRING_CLIENT_VENV)"
+        python3 -m venv "$SPRING_CLIENT_VENV" >&2
+        "$SPRING_CLIENT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check config-client==1.5.0 >&2
+    fi
+}
+
 start() {
     need protoc protobuf-compiler etcd etcd-server curl curl
     need chromium chromium node nodejs npm npm
     # ZooKeeper tests start private servers from Debian's jar (msp-discovery/tests/common).
     [ -f /usr/share/java/zookeeper.jar ] || need zkServer.sh zookeeper
     browser_test_deps
+    spring_client_deps
     port_open 5432 || need pg_ctlcluster postgresql psql postgresql-client
     port_open 6379 || need redis-server redis-server
     port_open 4222 || need nats-server nats-server

@@ -68,7 +68,8 @@
 //!   remote key or flag supplied a value).
 //! - [`flags`]: feature flags with stable percentage rollout.
 //! - [`server`]: a Spring-Cloud-Config-compatible config server (tower
-//!   service).
+//!   service) over a directory or a git repository, with a change stream
+//!   and server-side decryption.
 //!
 //! # Feature flags
 //!
@@ -76,6 +77,7 @@
 //! |---|---|---|
 //! | `http` | yes | `remote::HttpSource`: client of a config server (hyper-util) |
 //! | `etcd` | no | `remote::EtcdSource` (etcd-client) |
+//! | `git` | no | `server::GitBackend`: the config server over a git repository (gix) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

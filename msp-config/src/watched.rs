@@ -69,7 +69,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-mod files;
+pub(crate) mod files;
 
 use self::files::watch_dirs;
 use arc_swap::ArcSwap;

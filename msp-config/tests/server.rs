@@ -13,9 +13,9 @@ use std::time::Duration;
 use axum::Router;
 use bytes::Bytes;
 use common::wait_for;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use msp_config::remote::{HttpSource, Remote, Startup};
 use msp_config::server::ConfigServer;
 use msp_config::{ConfigError, ConfigEvent, Loader, ReloadOutcome, Trigger, Watched};
@@ -52,43 +52,11 @@ fn config_dir() -> tempfile::TempDir {
 
 /// A server whose connections all die when the returned set is dropped.
 async fn serve(dir: &Path) -> (SocketAddr, JoinSet<()>) {
-    let app = Router::new().nest_service("/config", ConfigServer::new(dir));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let mut set = JoinSet::new();
-    set.spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-            conns.spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, set)
+    common::serve(Router::new().nest_service("/config", ConfigServer::new(dir))).await
 }
 
 async fn get(url: &str) -> (u16, serde_json::Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = client
-        .get(url.parse().unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+    common::get_json(url, &[]).await
 }
 
 #[tokio::test]

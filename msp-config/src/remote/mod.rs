@@ -74,6 +74,8 @@ use crate::error::{ConfigError, Origin};
 mod etcd;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+mod sse;
 
 #[cfg(feature = "etcd")]
 pub use self::etcd::EtcdSource;

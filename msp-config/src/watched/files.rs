@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-fn relevant(kind: &EventKind) -> bool {
+pub(crate) fn relevant(kind: &EventKind) -> bool {
     match kind {
         // Our own reads show up as opens and closes; only writes matter.
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,

@@ -58,3 +58,62 @@ where
         }
     }
 }
+
+/// Serves `app` on `127.0.0.1:0` over HTTP/1; every connection dies when
+/// the returned set is dropped.
+pub async fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinSet<()>) {
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let mut set = tokio::task::JoinSet::new();
+    set.spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+            conns.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, set)
+}
+
+/// GET `url` with extra headers: status, headers and body.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(
+            req.body(http_body_util::Empty::new())
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+    (status, headers, body)
+}
+
+/// GET `url` and parse the JSON body (`Null` when it is not JSON).
+pub async fn get_json(url: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let (status, _, body) = get_with(url, headers).await;
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}

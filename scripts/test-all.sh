@@ -16,3 +16,13 @@ fi
 
 export MSP_REQUIRE_BACKENDS=1
 cargo test --workspace --all-features "$@"
+
+# Loom model checks (issue 15): every interleaving of a few threads over
+# msp-resilience's lock-free algorithms (GCRA cell, retry budget slots,
+# breaker probe permits, bulkhead count), the real code built with
+# `--cfg msp_loom` (src/sync.rs), in a target dir of its own so the build
+# above is not redone. Skipped when arguments narrow the run to other packages.
+if [ "$#" -eq 0 ] || [ "${MSP_LOOM:-0}" = 1 ]; then
+    RUSTFLAGS="--cfg msp_loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
+        cargo test -p msp-resilience --release --lib loom_tests
+fi

@@ -204,8 +204,10 @@ impl Backoff {
         let max = self.max_delay.as_secs_f64();
         let exp =
             self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(i32::MAX as u32) as i32);
-        // `exp` may be +inf after many attempts; `min` brings it back under max.
-        Duration::from_secs_f64(exp.min(max).max(0.0))
+        // `exp` may be +inf after many attempts; `min` brings it back under
+        // max. A max near `Duration::MAX` rounds up past it as f64 seconds,
+        // which `Duration` cannot hold: that is the max itself.
+        Duration::try_from_secs_f64(exp.min(max).max(0.0)).unwrap_or(self.max_delay)
     }
 }
 
@@ -428,5 +430,27 @@ impl<R: Rng> Iterator for BackoffIter<R> {
         self.elapsed = total;
         self.prev = delay;
         Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `tests/proptest_parsers.rs`: a `max_delay` near
+    /// `Duration::MAX` (`max_delay: 584542046090y` in a config file) is
+    /// above `Duration::MAX` once converted to f64 seconds, and converting
+    /// it back panicked on the first delay.
+    #[test]
+    fn delays_near_duration_max_do_not_panic() {
+        let b = Backoff::builder()
+            .initial(Duration::MAX)
+            .max_delay(Duration::MAX)
+            .multiplier(1.0)
+            .jitter(Jitter::None)
+            .build()
+            .expect("valid");
+        assert_eq!(b.exponential(0), Duration::MAX);
+        assert_eq!(b.iter_seeded(0).next(), Some(Duration::MAX));
     }
 }

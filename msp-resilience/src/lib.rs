@@ -137,6 +137,7 @@ pub mod hedge;
 pub use msp_core::http;
 pub mod rate_limit;
 pub mod retry;
+mod sync;
 pub mod timeout;
 
 pub use crate::builder::ResilienceBuilderExt;

@@ -2,10 +2,10 @@
 
 use super::config::{Adaptive, BulkheadConfig};
 use super::error::BulkheadFull;
+use crate::sync::{AtomicU32, Ordering};
 use msp_core::classify::Outcome;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -332,3 +332,6 @@ impl Compartment {
         self.shared.rejected.increment(1);
     }
 }
+
+#[cfg(all(test, msp_loom))]
+mod loom_tests;

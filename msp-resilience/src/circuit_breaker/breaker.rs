@@ -7,11 +7,11 @@ use super::state::rate;
 pub use super::state::{Reason, Snapshot, State, StateChange};
 use super::window::{Counts, Padded, Window};
 use super::word::{FAST_MASK, GEN_SHIFT, Kind, PROBE_COUNT, Ticket, mode_of, pack, probe_tag};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
 use msp_core::classify::Outcome;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -586,6 +586,9 @@ impl Shared {
 fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(all(test, msp_loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

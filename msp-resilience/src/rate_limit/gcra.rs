@@ -8,7 +8,7 @@
 
 use super::Quota;
 use super::error::RateLimited;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, spin_loop};
 use std::time::Duration;
 
 /// The quota as the algorithm uses it.
@@ -142,7 +142,7 @@ pub(crate) struct SharedParams {
     t: AtomicU64,
     tau: AtomicU64,
     burst: AtomicU64,
-    quota: std::sync::Mutex<Quota>,
+    quota: Mutex<Quota>,
 }
 
 impl SharedParams {
@@ -153,7 +153,7 @@ impl SharedParams {
             t: AtomicU64::new(p.t),
             tau: AtomicU64::new(p.tau),
             burst: AtomicU64::new(u64::from(p.burst)),
-            quota: std::sync::Mutex::new(quota),
+            quota: Mutex::new(quota),
         }
     }
 
@@ -169,7 +169,7 @@ impl SharedParams {
             if before & 1 == 0 && self.seq.load(Ordering::Acquire) == before {
                 return p;
             }
-            std::hint::spin_loop();
+            spin_loop();
         }
     }
 
@@ -197,3 +197,6 @@ impl SharedParams {
         old
     }
 }
+
+#[cfg(all(test, msp_loom))]
+mod loom_tests;

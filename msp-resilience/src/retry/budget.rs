@@ -1,10 +1,10 @@
 //! A retry budget shared by every clone of a service: retries may add at
 //! most a percentage of the recent request rate, plus a small floor.
 
+use crate::sync::{AtomicU64, Ordering, fence};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -249,7 +249,11 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; `false` when it is exhausted.
     pub fn withdraw(&self) -> bool {
-        let epoch = self.epoch();
+        self.withdraw_at(self.epoch())
+    }
+
+    /// [`withdraw`](Self::withdraw) in the slot period `epoch`.
+    fn withdraw_at(&self, epoch: u64) -> bool {
         // Cheap refusal when the budget is plainly empty.
         if self.balance_at(epoch) < WITHDRAW {
             return false;
@@ -265,7 +269,7 @@ impl RetryBudget {
         // slot against a racer's look at it when the two fall either side
         // of a slot boundary.
         self.add(epoch, -WITHDRAW);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.balance_at(epoch) < 0 {
             self.add(epoch, WITHDRAW);
             return false;
@@ -278,6 +282,9 @@ impl RetryBudget {
         (self.balance_at(self.epoch()).max(0) / WITHDRAW) as u64
     }
 }
+
+#[cfg(all(test, msp_loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

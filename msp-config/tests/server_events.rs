@@ -42,7 +42,11 @@ impl Events {
 
     /// The next block (an event or a comment), waiting at most 10 s.
     async fn next(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.next_by(tokio::time::Instant::now() + Duration::from_secs(10))
+            .await
+    }
+
+    async fn next_by(&mut self, deadline: tokio::time::Instant) -> String {
         loop {
             if let Some(pos) = self.buf.find("\n\n") {
                 let block = self.buf[..pos].to_owned();
@@ -60,10 +64,12 @@ impl Events {
         }
     }
 
-    /// The next event (comments skipped) as `(event, id, data)`.
+    /// The next event (comments skipped) as `(event, id, data)`, waiting
+    /// at most 10 s in all (keep-alives do not extend the wait).
     async fn next_event(&mut self) -> (String, String, serde_json::Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let block = self.next().await;
+            let block = self.next_by(deadline).await;
             if block.starts_with(':') {
                 continue;
             }

@@ -266,10 +266,10 @@ proptest! {
 
     #[test]
     fn spiffe_from_parts_never_panics(td in "[a-z0-9.-]{1,12}", path in any::<String>()) {
-        if let Ok(td) = TrustDomain::new(&td) {
-            if let Ok(id) = SpiffeId::from_parts(&td, &path) {
-                prop_assert!(id.is_member_of(&td));
-            }
+        if let Ok(td) = TrustDomain::new(&td)
+            && let Ok(id) = SpiffeId::from_parts(&td, &path)
+        {
+            prop_assert!(id.is_member_of(&td));
         }
     }
 

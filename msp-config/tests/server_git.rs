@@ -148,7 +148,23 @@ async fn a_commit_reaches_a_client_through_the_change_stream_without_polling() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let server = ConfigServer::with_backend(backend).default_label("main");
-    let (addr, _server) = serve(Router::new().nest_service("/config", server)).await;
+    // Counts the client's plain fetches (not its stream): the first is its
+    // start, the second the refetch its stream's first event causes. After
+    // that the stream is open and has sent the state before the commit.
+    let (fetches, mut fetched) = tokio::sync::watch::channel(0_usize);
+    let count = axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let is_stream = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            if !is_stream {
+                fetches.send_modify(|n| *n += 1);
+            }
+            next.run(req)
+        },
+    );
+    let (addr, _server) = serve(Router::new().nest_service("/config", server).layer(count)).await;
 
     // Polling once an hour: only the change stream can bring the commit in time.
     let source = HttpSource::new(format!("http://{addr}/config"), "shop", "default")
@@ -165,9 +181,17 @@ async fn a_commit_reaches_a_client_through_the_change_stream_without_polling() {
     assert_eq!(cfg.get().greeting, "before");
     let mut rx = cfg.subscribe();
 
-    // Whether the client's subscription opens before or after the commit,
-    // the commit arrives through it: an event on change, or the first event
-    // of a stream opened later (which always makes the client refetch).
+    // The commit lands only once the client's stream is open and has
+    // delivered its first event: then only a change event can bring it.
+    let opened = tokio::time::timeout(Duration::from_secs(10), fetched.wait_for(|n| *n >= 2))
+        .await
+        .map(|r| r.is_ok());
+    assert_eq!(
+        opened,
+        Ok(true),
+        "the client's stream never opened (fetches: {})",
+        *fetched.borrow()
+    );
     let started = std::time::Instant::now();
     let id = commit(&repo, &[("shop.yaml", "greeting: after\n")], "two");
     let ev = wait_for(

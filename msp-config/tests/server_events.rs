@@ -107,15 +107,13 @@ async fn the_stream_sends_the_current_state_then_each_change_of_the_environment(
     }
     assert_eq!(comment, ": keep-alive");
 
-    std::fs::write(dir.path().join("shop.yaml"), "greeting: two\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    replace(dir.path(), "greeting: two\n");
     let (kind, second, _) = events.next_event().await;
     assert_eq!(kind, "change");
     assert_ne!(second, first);
 
     // A broken file: one error event; fixed: a change again.
-    std::fs::write(dir.path().join("shop.yaml"), "greeting: [unclosed\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    replace(dir.path(), "greeting: [unclosed\n");
     let (kind, _, data) = events.next_event().await;
     assert_eq!(kind, "error", "{data}");
     assert!(
@@ -124,8 +122,7 @@ async fn the_stream_sends_the_current_state_then_each_change_of_the_environment(
             .is_some_and(|m| m.contains("shop.yaml")),
         "{data}"
     );
-    std::fs::write(dir.path().join("shop.yaml"), "greeting: three\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    replace(dir.path(), "greeting: three\n");
     let (kind, third, _) = events.next_event().await;
     assert_eq!(kind, "change");
     assert_ne!(third, second);
@@ -153,6 +150,15 @@ struct Shop {
     greeting: String,
 }
 
+/// Replaces `shop.yaml` in `dir` at once (a temporary file renamed over
+/// it): an in-place write can be seen half done, truncated, by the
+/// server's watcher, which then serves that state as a change.
+fn replace(dir: &std::path::Path, content: &str) {
+    let tmp = dir.join(".shop.tmp");
+    std::fs::write(&tmp, content).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, dir.join("shop.yaml")).unwrap_or_else(|e| panic!("{e}"));
+}
+
 async fn watch(base: &str, poll: Duration) -> Watched<Shop> {
     Watched::<Shop>::builder(
         Loader::new("shop")
@@ -176,8 +182,7 @@ async fn a_file_change_reaches_the_client_through_the_stream_without_polling() {
         serve(Router::new().nest_service("/config", ConfigServer::new(dir.path()))).await;
     let cfg = watch(&format!("http://{addr}/config"), Duration::from_secs(3600)).await;
     let mut rx = cfg.subscribe();
-    std::fs::write(dir.path().join("shop.yaml"), "greeting: after\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    replace(dir.path(), "greeting: after\n");
     wait_for(
         &mut rx,
         "greeting after",
@@ -201,8 +206,7 @@ async fn without_a_change_stream_the_client_polls() {
     let (addr, _s) = serve(Router::new().nest_service("/config", server)).await;
     let cfg = watch(&format!("http://{addr}/config"), Duration::from_millis(50)).await;
     let mut rx = cfg.subscribe();
-    std::fs::write(dir.path().join("shop.yaml"), "greeting: after\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    replace(dir.path(), "greeting: after\n");
     wait_for(
         &mut rx,
         "greeting after",
